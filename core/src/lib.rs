@@ -1,0 +1,22 @@
+//! kubesched-core: the pure model shared by the scheduler extender, the node
+//! agent and the simulator. Plain data, no I/O, no async, no Kubernetes types.
+//!
+//! - `catalogue`: GPU models and their MIG geometry
+//! - `mig`: one GPU's MIG occupancy map and slot allocator
+//! - `request`: what a pod asks for, from resource names
+//! - `numa`: NUMA state and the Topology Manager admission rule
+//! - `inventory`: the versioned node inventory document
+//! - `node`: a node's live occupancy
+//! - `placement`: feasibility with reasons, candidates, apply/release
+//! - `fragmentation`: the FGD measure, its MIG form, cluster aggregates
+//! - `scoring`: placement policies behind one trait
+
+pub mod catalogue;
+pub mod fragmentation;
+pub mod inventory;
+pub mod mig;
+pub mod node;
+pub mod numa;
+pub mod placement;
+pub mod request;
+pub mod scoring;

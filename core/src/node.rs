@@ -1,0 +1,305 @@
+//! A node's live occupancy: its GPUs (plain or MIG, static or dynamic), free
+//! CPU and memory, and NUMA nodes. Built from an inventory document; the
+//! placements of running pods are then applied on top (see `placement`).
+
+use std::sync::Arc;
+
+use crate::catalogue::{self, CatalogueError, MigGeometry};
+use crate::inventory::{GpuInfo, MigMode, NodeInventory};
+use crate::mig::{MigError, MigGpu};
+use crate::numa::{NumaState, TopologyPolicy};
+
+/// Capacity of one GPU in thousandths.
+pub const GPU_MILLI: u32 = 1000;
+
+/// One GPU and what is still free on it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GpuState {
+    pub index: u32,
+    pub uuid: Arc<str>,
+    pub model: Arc<str>,
+    pub numa: Option<u32>,
+    pub healthy: bool,
+    pub slots: GpuSlots,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum GpuSlots {
+    /// A GPU without MIG: thousandths in use (1000 once taken whole).
+    Plain {
+        used_milli: u32,
+    },
+    Mig(MigSlots),
+}
+
+/// A MIG GPU. In static mode `gpu` holds every pre-created instance and
+/// `allocated` marks (by start position) the ones handed to pods; in dynamic
+/// mode `gpu` holds exactly the instances pods use.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MigSlots {
+    pub mode: MigMode,
+    pub gpu: MigGpu,
+    /// Bit `s` set: the static instance starting at `s` is in use.
+    pub allocated: u8,
+    /// Bit `s` set: the static instance starting at `s` is unhealthy.
+    pub unhealthy: u8,
+    /// Device UUIDs of the static instances, by start position.
+    pub uuids: Vec<(u8, Arc<str>)>,
+}
+
+impl MigSlots {
+    /// Start positions of free, healthy static instances of `profile`.
+    pub fn free_static(&self, profile: usize) -> impl Iterator<Item = u8> + '_ {
+        self.gpu
+            .slots()
+            .iter()
+            .filter(move |s| {
+                s.profile == profile && (self.allocated | self.unhealthy) & (1 << s.start) == 0
+            })
+            .map(|s| s.start)
+    }
+
+    pub fn uuid_at(&self, start: u8) -> Option<&Arc<str>> {
+        self.uuids.iter().find(|(s, _)| *s == start).map(|(_, u)| u)
+    }
+
+    /// Memory positions not given to any pod (static: not under an allocated instance).
+    pub fn free_positions(&self) -> u32 {
+        match self.mode {
+            MigMode::Dynamic => self.gpu.free_positions(),
+            MigMode::Static => {
+                let geometry = self.gpu.geometry();
+                let taken = self
+                    .gpu
+                    .slots()
+                    .iter()
+                    .filter(|s| self.allocated & (1 << s.start) != 0)
+                    .filter_map(|s| geometry.profiles.get(s.profile).map(|p| p.mask_at(s.start)))
+                    .fold(0u8, |a, m| a | m);
+                (geometry.full_mask() & !taken).count_ones()
+            }
+        }
+    }
+}
+
+impl GpuState {
+    /// A plain GPU (no MIG), free.
+    pub fn plain(index: u32, uuid: &str, model: &str, numa: Option<u32>) -> Self {
+        GpuState {
+            index,
+            uuid: uuid.into(),
+            model: model.into(),
+            numa,
+            healthy: true,
+            slots: GpuSlots::Plain { used_milli: 0 },
+        }
+    }
+
+    /// A dynamic-MIG GPU, empty.
+    pub fn dynamic_mig(
+        index: u32,
+        uuid: &str,
+        model: &str,
+        numa: Option<u32>,
+        geometry: Arc<MigGeometry>,
+    ) -> Self {
+        GpuState {
+            index,
+            uuid: uuid.into(),
+            model: model.into(),
+            numa,
+            healthy: true,
+            slots: GpuSlots::Mig(MigSlots {
+                mode: MigMode::Dynamic,
+                gpu: MigGpu::new(geometry),
+                allocated: 0,
+                unhealthy: 0,
+                uuids: Vec::new(),
+            }),
+        }
+    }
+
+    /// Unallocated thousandths of this GPU (0 when unhealthy: it cannot be used).
+    pub fn free_milli(&self) -> u32 {
+        if !self.healthy {
+            return 0;
+        }
+        match &self.slots {
+            GpuSlots::Plain { used_milli } => GPU_MILLI.saturating_sub(*used_milli),
+            GpuSlots::Mig(m) => m.free_positions() * m.gpu.geometry().milli_per_position(),
+        }
+    }
+
+    pub fn is_mig(&self) -> bool {
+        matches!(self.slots, GpuSlots::Mig(_))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeState {
+    pub name: String,
+    pub cpu_free_milli: u64,
+    pub memory_free_mib: u64,
+    pub gpus: Vec<GpuState>,
+    pub numa: Vec<NumaState>,
+    pub policy: TopologyPolicy,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum NodeError {
+    #[error("GPU {gpu}: {source}")]
+    Catalogue { gpu: u32, source: CatalogueError },
+    #[error("GPU {gpu}: instance {profile} at {start}: {source}")]
+    Instance {
+        gpu: u32,
+        profile: String,
+        start: u8,
+        source: MigError,
+    },
+}
+
+impl NodeState {
+    /// A node with the given allocatable CPU and memory and no GPUs yet.
+    pub fn new(name: impl Into<String>, cpu_milli: u64, memory_mib: u64) -> Self {
+        NodeState {
+            name: name.into(),
+            cpu_free_milli: cpu_milli,
+            memory_free_mib: memory_mib,
+            gpus: Vec::new(),
+            numa: Vec::new(),
+            policy: TopologyPolicy::None,
+        }
+    }
+
+    /// Builds the empty state of a node from its inventory and allocatable
+    /// CPU/memory (which the Node object, not the agent, reports).
+    pub fn from_inventory(
+        inv: &NodeInventory,
+        cpu_milli: u64,
+        memory_mib: u64,
+    ) -> Result<Self, NodeError> {
+        let mut node = NodeState::new(inv.node.clone(), cpu_milli, memory_mib);
+        node.policy = inv.topology_policy;
+        node.numa = inv
+            .numa_nodes
+            .iter()
+            .map(|n| NumaState {
+                id: n.id,
+                cpus_free: n.free_cpus.as_ref().map_or(n.cpus.len(), Vec::len) as u32,
+                cpus_total: n.cpus.len() as u32,
+                memory_free_mib: n.free_memory_mib.unwrap_or(n.memory_mib),
+            })
+            .collect();
+        for g in &inv.gpus {
+            node.gpus.push(gpu_from_info(g)?);
+        }
+        Ok(node)
+    }
+
+    pub fn capacity_milli(&self) -> u64 {
+        self.gpus.len() as u64 * u64::from(GPU_MILLI)
+    }
+
+    pub fn free_milli(&self) -> u64 {
+        self.gpus.iter().map(|g| u64::from(g.free_milli())).sum()
+    }
+}
+
+fn gpu_from_info(g: &GpuInfo) -> Result<GpuState, NodeError> {
+    let Some(mig) = &g.mig else {
+        let mut s = GpuState::plain(g.index, &g.uuid, &g.model, g.numa_node);
+        s.healthy = g.healthy;
+        return Ok(s);
+    };
+    let geometry = match &mig.geometry {
+        Some(geo) => {
+            geo.validate().map_err(|source| NodeError::Catalogue {
+                gpu: g.index,
+                source,
+            })?;
+            Arc::new(geo.clone())
+        }
+        None => catalogue::mig_geometry(&g.model).map_err(|source| NodeError::Catalogue {
+            gpu: g.index,
+            source,
+        })?,
+    };
+    let mut state = GpuState::dynamic_mig(g.index, &g.uuid, &g.model, g.numa_node, geometry);
+    state.healthy = g.healthy;
+    if let GpuSlots::Mig(slots) = &mut state.slots {
+        slots.mode = mig.mode;
+        if mig.mode == MigMode::Static {
+            for inst in &mig.instances {
+                let err = |source| NodeError::Instance {
+                    gpu: g.index,
+                    profile: inst.profile.clone(),
+                    start: inst.start,
+                    source,
+                };
+                let (idx, _) = slots
+                    .gpu
+                    .geometry()
+                    .profile(&inst.profile)
+                    .map_err(|source| NodeError::Catalogue {
+                        gpu: g.index,
+                        source,
+                    })?;
+                slots.gpu.place(idx, inst.start).map_err(err)?;
+                slots.uuids.push((inst.start, inst.uuid.as_str().into()));
+                if !inst.healthy {
+                    slots.unhealthy |= 1 << inst.start;
+                }
+            }
+        }
+    }
+    Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::NodeInventory;
+
+    #[test]
+    fn static_mig_counts_only_unallocated_positions_as_free() {
+        let inv = NodeInventory::from_json(
+            r#"{"version":1,"node":"n","agentVersion":"t","gpus":[{"index":0,"uuid":"G0","model":"A100-80GB","pciBusId":"0000:01:00.0","memoryMib":1,"healthy":true,
+            "mig":{"mode":"static","instances":[{"profile":"3g.40gb","start":0,"uuid":"M0"},{"profile":"3g.40gb","start":4,"uuid":"M1","healthy":false}]}}]}"#,
+        )
+        .unwrap();
+        let mut node = NodeState::from_inventory(&inv, 8000, 1024).unwrap();
+        assert_eq!(node.free_milli(), 1000);
+        let GpuSlots::Mig(m) = &mut node.gpus[0].slots else {
+            panic!("mig expected")
+        };
+        assert_eq!(m.free_static(0).count(), 0, "profile 0 is 1g.10gb");
+        let three = m.gpu.geometry().profile("3g.40gb").unwrap().0;
+        assert_eq!(
+            m.free_static(three).collect::<Vec<_>>(),
+            vec![0],
+            "the unhealthy one is not offered"
+        );
+        m.allocated |= 1;
+        assert_eq!(node.free_milli(), 500);
+    }
+
+    #[test]
+    fn overlapping_inventory_instances_are_an_error() {
+        let inv = NodeInventory::from_json(
+            r#"{"version":1,"node":"n","agentVersion":"t","gpus":[{"index":0,"uuid":"G0","model":"H100-80GB","pciBusId":"0000:01:00.0","memoryMib":1,"healthy":true,
+            "mig":{"mode":"static","instances":[{"profile":"4g.40gb","start":0,"uuid":"M0"},{"profile":"1g.10gb","start":2,"uuid":"M1"}]}}]}"#,
+        )
+        .unwrap();
+        let err = NodeState::from_inventory(&inv, 0, 0).unwrap_err();
+        assert!(matches!(err, NodeError::Instance { .. }), "{err}");
+    }
+
+    #[test]
+    fn unknown_mig_model_is_an_error() {
+        let inv = NodeInventory::from_json(
+            r#"{"version":1,"node":"n","agentVersion":"t","gpus":[{"index":0,"uuid":"G0","model":"Z9000","pciBusId":"x","memoryMib":1,"healthy":true,"mig":{"mode":"dynamic"}}]}"#,
+        )
+        .unwrap();
+        assert!(NodeState::from_inventory(&inv, 0, 0).is_err());
+    }
+}

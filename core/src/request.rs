@@ -1,0 +1,277 @@
+//! What a pod asks for, in scheduler terms: CPU, memory and one kind of GPU
+//! demand (a share, whole GPUs, or MIG slices of one profile), parsed from
+//! Kubernetes resource names such as `nvidia.com/mig-3g.40gb`.
+
+use serde::{Deserialize, Serialize};
+
+/// The resource domain NVIDIA's plugin uses; ours is configurable.
+pub const DEFAULT_DOMAIN: &str = "nvidia.com";
+
+/// A pod's GPU demand. A pod asks for one kind only.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum GpuDemand {
+    None,
+    /// A fraction of one GPU, in thousandths (GPU sharing, as in the Alibaba trace).
+    Share {
+        milli: u32,
+    },
+    /// `count` whole GPUs.
+    Whole {
+        count: u32,
+    },
+    /// `count` MIG slices of one profile, named as in the resource (`1g.10gb`).
+    Mig {
+        profile: String,
+        count: u32,
+    },
+}
+
+impl GpuDemand {
+    pub fn is_none(&self) -> bool {
+        matches!(self, GpuDemand::None)
+    }
+}
+
+/// Everything placement needs to know about a pod.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PodRequest {
+    pub cpu_milli: u64,
+    pub memory_mib: u64,
+    pub gpu: GpuDemand,
+    /// Guaranteed QoS with an integer CPU count: the CPU manager pins it, so
+    /// the Topology Manager aligns its CPUs too.
+    #[serde(default)]
+    pub exclusive_cpus: bool,
+    /// Allowed GPU models; empty means any.
+    #[serde(default)]
+    pub gpu_models: Vec<String>,
+}
+
+impl PodRequest {
+    pub fn cpu_only(cpu_milli: u64, memory_mib: u64) -> Self {
+        PodRequest {
+            cpu_milli,
+            memory_mib,
+            gpu: GpuDemand::None,
+            exclusive_cpus: false,
+            gpu_models: Vec::new(),
+        }
+    }
+
+    pub fn with_gpu(mut self, gpu: GpuDemand) -> Self {
+        self.gpu = gpu;
+        self
+    }
+
+    /// Whole CPUs the CPU manager would pin, if any.
+    pub fn exclusive_cpu_count(&self) -> Option<u32> {
+        (self.exclusive_cpus && self.cpu_milli > 0 && self.cpu_milli % 1000 == 0)
+            .then_some((self.cpu_milli / 1000) as u32)
+    }
+
+    pub fn allows_model(&self, model: &str) -> bool {
+        self.gpu_models.is_empty()
+            || self
+                .gpu_models
+                .iter()
+                .any(|m| m.eq_ignore_ascii_case(model))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("malformed MIG profile {0:?} (expected e.g. 1g.10gb or 1g.10gb+me)")]
+    MalformedProfile(String),
+    #[error(
+        "the pod asks for more than one kind of GPU resource ({0} and {1}); one kind per pod is supported"
+    )]
+    MixedGpuResources(String, String),
+}
+
+/// One GPU resource kind as named in a pod spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GpuResource {
+    Whole,
+    Mig(String),
+}
+
+/// Maps resource names to GPU resources for a configurable domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceNames {
+    pub domain: String,
+}
+
+impl Default for ResourceNames {
+    fn default() -> Self {
+        ResourceNames {
+            domain: DEFAULT_DOMAIN.to_string(),
+        }
+    }
+}
+
+impl ResourceNames {
+    pub fn new(domain: impl Into<String>) -> Self {
+        ResourceNames {
+            domain: domain.into(),
+        }
+    }
+
+    pub fn whole_gpu(&self) -> String {
+        format!("{}/gpu", self.domain)
+    }
+
+    pub fn mig(&self, profile: &str) -> String {
+        format!("{}/mig-{}", self.domain, profile)
+    }
+
+    /// The resource name for a demand, if it asks for a GPU.
+    pub fn for_demand(&self, demand: &GpuDemand) -> Option<String> {
+        match demand {
+            GpuDemand::Whole { .. } => Some(self.whole_gpu()),
+            GpuDemand::Mig { profile, .. } => Some(self.mig(profile)),
+            GpuDemand::None | GpuDemand::Share { .. } => None,
+        }
+    }
+
+    /// Classifies a resource name: `Ok(None)` for resources that are not ours.
+    pub fn classify(&self, name: &str) -> Result<Option<GpuResource>, RequestError> {
+        let Some(rest) = name
+            .strip_prefix(self.domain.as_str())
+            .and_then(|r| r.strip_prefix('/'))
+        else {
+            return Ok(None);
+        };
+        if rest == "gpu" {
+            return Ok(Some(GpuResource::Whole));
+        }
+        match rest.strip_prefix("mig-") {
+            Some(profile) => {
+                validate_profile_name(profile)?;
+                Ok(Some(GpuResource::Mig(profile.to_string())))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Builds the GPU demand from a container's (resource name, count) pairs.
+    pub fn demand<'a>(
+        &self,
+        resources: impl IntoIterator<Item = (&'a str, u64)>,
+    ) -> Result<GpuDemand, RequestError> {
+        let mut demand = GpuDemand::None;
+        let mut seen: Option<String> = None;
+        for (name, count) in resources {
+            let Some(kind) = self.classify(name)? else {
+                continue;
+            };
+            if count == 0 {
+                continue;
+            }
+            if let Some(prev) = &seen
+                && prev != name
+            {
+                return Err(RequestError::MixedGpuResources(
+                    prev.clone(),
+                    name.to_string(),
+                ));
+            }
+            let count = u32::try_from(count).unwrap_or(u32::MAX);
+            demand = match (kind, demand) {
+                (GpuResource::Whole, GpuDemand::Whole { count: c }) => GpuDemand::Whole {
+                    count: c.saturating_add(count),
+                },
+                (GpuResource::Whole, _) => GpuDemand::Whole { count },
+                (GpuResource::Mig(p), GpuDemand::Mig { count: c, .. }) => GpuDemand::Mig {
+                    profile: p,
+                    count: c.saturating_add(count),
+                },
+                (GpuResource::Mig(p), _) => GpuDemand::Mig { profile: p, count },
+            };
+            seen = Some(name.to_string());
+        }
+        Ok(demand)
+    }
+}
+
+/// Checks the shape `<N>g.<M>gb` with an optional `+me`.
+pub fn validate_profile_name(profile: &str) -> Result<(), RequestError> {
+    let bad = || RequestError::MalformedProfile(profile.to_string());
+    let base = profile.strip_suffix("+me").unwrap_or(profile);
+    let (compute, memory) = base.split_once("g.").ok_or_else(bad)?;
+    let memory = memory.strip_suffix("gb").ok_or_else(bad)?;
+    let digits = |s: &str| !s.is_empty() && s.len() <= 4 && s.bytes().all(|b| b.is_ascii_digit());
+    if digits(compute) && digits(memory) {
+        Ok(())
+    } else {
+        Err(bad())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_nvidia_mixed_strategy_names() {
+        let names = ResourceNames::default();
+        assert_eq!(
+            names.classify("nvidia.com/gpu"),
+            Ok(Some(GpuResource::Whole))
+        );
+        assert_eq!(
+            names.classify("nvidia.com/mig-1g.10gb"),
+            Ok(Some(GpuResource::Mig("1g.10gb".into())))
+        );
+        assert_eq!(
+            names.classify("nvidia.com/mig-1g.10gb+me"),
+            Ok(Some(GpuResource::Mig("1g.10gb+me".into())))
+        );
+        assert_eq!(names.classify("cpu"), Ok(None));
+        assert_eq!(names.classify("example.com/gpu"), Ok(None));
+        assert!(names.classify("nvidia.com/mig-huge").is_err());
+    }
+
+    #[test]
+    fn custom_domain() {
+        let names = ResourceNames::new("gpu.example.com");
+        assert_eq!(names.whole_gpu(), "gpu.example.com/gpu");
+        assert_eq!(
+            names.classify("gpu.example.com/mig-3g.40gb"),
+            Ok(Some(GpuResource::Mig("3g.40gb".into())))
+        );
+        assert_eq!(names.classify("nvidia.com/gpu"), Ok(None));
+    }
+
+    #[test]
+    fn demand_sums_one_kind_and_refuses_mixtures() {
+        let names = ResourceNames::default();
+        let d = names
+            .demand([("cpu", 4), ("nvidia.com/mig-1g.10gb", 2)])
+            .unwrap();
+        assert_eq!(
+            d,
+            GpuDemand::Mig {
+                profile: "1g.10gb".into(),
+                count: 2
+            }
+        );
+        let err = names
+            .demand([("nvidia.com/gpu", 1), ("nvidia.com/mig-1g.10gb", 1)])
+            .unwrap_err();
+        assert!(matches!(err, RequestError::MixedGpuResources(..)));
+        assert_eq!(
+            names.demand([("nvidia.com/gpu", 0)]).unwrap(),
+            GpuDemand::None
+        );
+    }
+
+    #[test]
+    fn exclusive_cpus_only_for_integer_counts() {
+        let mut r = PodRequest::cpu_only(4000, 0);
+        r.exclusive_cpus = true;
+        assert_eq!(r.exclusive_cpu_count(), Some(4));
+        r.cpu_milli = 1500;
+        assert_eq!(r.exclusive_cpu_count(), None);
+    }
+}

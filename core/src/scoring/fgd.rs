@@ -1,0 +1,37 @@
+//! FGD, as the ATC '23 artifact scores it: the decrease of the node's expected
+//! fragmentation, squashed as ⌊sigmoid(-Δ/1000)·100⌋, so nodes whose deltas
+//! differ by less than a step tie (and the scheduler breaks the tie).
+
+use super::{Policy, ScoreContext, frag_before_after};
+use crate::node::NodeState;
+use crate::placement::Candidate;
+use crate::request::PodRequest;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Fgd;
+
+impl Policy for Fgd {
+    fn name(&self) -> &'static str {
+        "fgd"
+    }
+
+    fn score(
+        &self,
+        node: &NodeState,
+        req: &PodRequest,
+        cand: &Candidate,
+        ctx: &ScoreContext,
+    ) -> (f64, String) {
+        let (before, after) = frag_before_after(node, req, cand, ctx);
+        let delta = after - before;
+        let score = (sigmoid(-delta / 1000.0) * 100.0).floor();
+        (
+            score,
+            format!("fragmentation {before:.0}m -> {after:.0}m (delta {delta:+.0}m)"),
+        )
+    }
+}
+
+pub(crate) fn sigmoid(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}

@@ -1,0 +1,129 @@
+//! Scoring policies behind one trait, so the extender and the simulator run
+//! the same code. A policy picks the best placement on one node and scores
+//! it (higher is better), with a reason a human can read; each policy lives
+//! in its own file.
+
+mod best_fit;
+mod fgd;
+mod production;
+mod random;
+
+pub use best_fit::BestFit;
+pub use fgd::Fgd;
+pub use production::{Production, ProductionWeights};
+pub use random::Random;
+
+use crate::fragmentation::{NodeFrag, Workload};
+use crate::node::NodeState;
+use crate::placement::{self, Candidate, Unfit};
+use crate::request::PodRequest;
+
+/// What a policy may consult besides the node and the pod.
+#[derive(Clone, Copy)]
+pub struct ScoreContext<'a> {
+    /// The target workload M that fragmentation is measured against.
+    pub workload: &'a Workload,
+    /// Per-pod seed for policies that draw at random.
+    pub seed: u64,
+    /// `NodeFrag::new(node, workload)`, when the caller caches it.
+    pub frag: Option<&'a NodeFrag>,
+}
+
+/// The placement a policy picked on one node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Choice {
+    pub candidate: Candidate,
+    /// Higher is better; comparable across nodes for one pod and policy.
+    pub score: f64,
+    /// Why, for logs, events and the report.
+    pub reason: String,
+}
+
+pub trait Policy: Send + Sync {
+    fn name(&self) -> &'static str;
+
+    /// Scores one feasible candidate on `node`.
+    fn score(
+        &self,
+        node: &NodeState,
+        req: &PodRequest,
+        cand: &Candidate,
+        ctx: &ScoreContext,
+    ) -> (f64, String);
+
+    /// The best candidate on `node` (the first one on ties), or why none fits.
+    fn choose(
+        &self,
+        node: &NodeState,
+        req: &PodRequest,
+        ctx: &ScoreContext,
+    ) -> Result<Choice, Unfit> {
+        let mut best: Option<Choice> = None;
+        for candidate in placement::candidates(node, req)? {
+            let (score, reason) = self.score(node, req, &candidate, ctx);
+            if best.as_ref().is_none_or(|b| score > b.score) {
+                best = Some(Choice {
+                    candidate,
+                    score,
+                    reason,
+                });
+            }
+        }
+        // `candidates` never returns an empty list without an error; stay total anyway.
+        best.ok_or(Unfit::NoGpu {
+            need: 1,
+            free: 0,
+            what: "placement".into(),
+        })
+    }
+
+    /// Rescales one pod's scores across nodes, as a kube-scheduler score
+    /// plugin's NormalizeScore would. Identity unless a policy needs it.
+    fn normalize(&self, _scores: &mut [f64]) {}
+}
+
+/// Policies by name, for configuration and the simulator's `--policy`.
+pub fn by_name(name: &str) -> Option<Box<dyn Policy>> {
+    Some(match name {
+        "fgd" => Box::new(Fgd),
+        "best-fit" | "bestfit" => Box::new(BestFit),
+        "random" => Box::new(Random),
+        "kubesched" | "production" => Box::new(Production::default()),
+        _ => return None,
+    })
+}
+
+/// Names accepted by `by_name`.
+pub const POLICY_NAMES: &[&str] = &["kubesched", "fgd", "best-fit", "random"];
+
+/// F_n(M) before and after `cand`, using the cached summary when given.
+pub(crate) fn frag_before_after(
+    node: &NodeState,
+    req: &PodRequest,
+    cand: &Candidate,
+    ctx: &ScoreContext,
+) -> (f64, f64) {
+    let owned;
+    let frag = match ctx.frag {
+        Some(f) => f,
+        None => {
+            owned = NodeFrag::new(node, ctx.workload);
+            &owned
+        }
+    };
+    let before = frag.value(node.cpu_free_milli, node.memory_free_mib, ctx.workload);
+    // A candidate from `placement::candidates` always applies; if it somehow
+    // did not, score it as the worst case (everything stranded).
+    let after = frag
+        .value_after(node, ctx.workload, req, cand)
+        .unwrap_or(node.free_milli() as f64);
+    (before, after)
+}
+
+/// A small, fast, seedable hash for deterministic "random" choices.
+pub(crate) fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
