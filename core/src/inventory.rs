@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalogue::MigGeometry;
 use crate::numa::TopologyPolicy;
+use crate::versioned::{self, VersionedError};
 
 /// The inventory layout this build writes and reads.
 pub const INVENTORY_VERSION: u32 = 1;
@@ -96,33 +97,10 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum InventoryError {
-    #[error("malformed inventory document: {0}")]
-    Malformed(#[from] serde_json::Error),
-    #[error("inventory document has no numeric \"version\"")]
-    MissingVersion,
-    #[error(
-        "inventory version {found} is newer than this build understands (up to {supported}); upgrade the extender"
-    )]
-    UnsupportedVersion { found: u64, supported: u32 },
-}
-
 impl NodeInventory {
     /// Parses a document, refusing versions newer than ours with a clear error.
-    pub fn from_json(text: &str) -> Result<Self, InventoryError> {
-        let value: serde_json::Value = serde_json::from_str(text)?;
-        let version = value
-            .get("version")
-            .and_then(serde_json::Value::as_u64)
-            .ok_or(InventoryError::MissingVersion)?;
-        if version > u64::from(INVENTORY_VERSION) {
-            return Err(InventoryError::UnsupportedVersion {
-                found: version,
-                supported: INVENTORY_VERSION,
-            });
-        }
-        Ok(serde_json::from_value(value)?)
+    pub fn from_json(text: &str) -> Result<Self, VersionedError> {
+        versioned::parse(text, "inventory", INVENTORY_VERSION)
     }
 
     /// Serialises deterministically (field order is the struct's).
@@ -199,24 +177,25 @@ mod tests {
         let err = NodeInventory::from_json(&newer).unwrap_err();
         assert!(matches!(
             err,
-            InventoryError::UnsupportedVersion {
+            VersionedError::UnsupportedVersion {
                 found: 7,
-                supported: 1
+                supported: 1,
+                ..
             }
         ));
         assert!(err.to_string().contains("upgrade"));
         assert!(matches!(
             NodeInventory::from_json("{not json"),
-            Err(InventoryError::Malformed(_))
+            Err(VersionedError::Malformed { .. })
         ));
         assert!(matches!(
             NodeInventory::from_json(r#"{"node":"x"}"#),
-            Err(InventoryError::MissingVersion)
+            Err(VersionedError::MissingVersion { .. })
         ));
         let missing_field = r#"{"version":1,"node":"x"}"#;
         assert!(matches!(
             NodeInventory::from_json(missing_field),
-            Err(InventoryError::Malformed(_))
+            Err(VersionedError::Malformed { .. })
         ));
     }
 

@@ -6,11 +6,14 @@
 //! - `request`: what a pod asks for, from resource names
 //! - `numa`: NUMA state and the Topology Manager admission rule
 //! - `inventory`: the versioned node inventory document
+//! - `annotation`: the pod devices annotation the extender writes at bind
+//! - `versioned`: reading versioned JSON documents
 //! - `node`: a node's live occupancy
 //! - `placement`: feasibility with reasons, candidates, apply/release
 //! - `fragmentation`: the FGD measure, its MIG form, cluster aggregates
 //! - `scoring`: placement policies behind one trait
 
+pub mod annotation;
 pub mod catalogue;
 pub mod fragmentation;
 pub mod inventory;
@@ -20,3 +23,4 @@ pub mod numa;
 pub mod placement;
 pub mod request;
 pub mod scoring;
+pub mod versioned;

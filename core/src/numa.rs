@@ -108,6 +108,8 @@ fn aligned_node(numa: &[NumaState], span: &[u32], cpus: Option<u32>) -> Option<u
     let fits = |n: &NumaState| cpus.is_none_or(|c| n.cpus_free >= c);
     match span {
         [] => numa.iter().find(|n| fits(n)).map(|n| n.id),
+        // Without per-NUMA CPU data the devices' node is the best answer.
+        [one] if numa.is_empty() => Some(*one),
         [one] => numa.iter().find(|n| n.id == *one && fits(n)).map(|n| n.id),
         _ => None,
     }

@@ -1,0 +1,287 @@
+//! The pod annotation `kubesched.ai/devices`: the devices the extender chose
+//! at bind time, which the node agent hands over in Allocate. Also the
+//! mapping between that document and a node's `DeviceChoice`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::node::{GpuSlots, NodeState};
+use crate::placement::{Candidate, DeviceChoice, MigPick};
+use crate::request::GpuDemand;
+use crate::versioned::{self, VersionedError};
+
+/// Default annotation prefix; configurable in both programs.
+pub const DEFAULT_PREFIX: &str = "kubesched.ai";
+/// Key suffix of the devices annotation (`<prefix>/devices`).
+pub const DEVICES_ANNOTATION: &str = "devices";
+pub const DEVICES_VERSION: u32 = 1;
+
+/// Full annotation key for a prefix and suffix.
+pub fn key(prefix: &str, suffix: &str) -> String {
+    format!("{prefix}/{suffix}")
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DevicesAnnotation {
+    pub version: u32,
+    pub node: String,
+    /// The extended resource these devices satisfy (`nvidia.com/mig-3g.40gb`).
+    pub resource: String,
+    pub devices: Vec<AssignedDevice>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub numa_node: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AssignedDevice {
+    pub gpu_uuid: String,
+    pub gpu_index: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mig: Option<AssignedMig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AssignedMig {
+    pub profile: String,
+    pub start: u8,
+    /// The MIG device UUID of a pre-created (static) instance; absent for a
+    /// dynamic instance the agent has yet to create.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
+}
+
+impl AssignedDevice {
+    /// The device ID the agent advertises to the kubelet for this device.
+    pub fn device_id(&self) -> String {
+        match &self.mig {
+            None => self.gpu_uuid.clone(),
+            Some(AssignedMig { uuid: Some(u), .. }) => u.clone(),
+            Some(AssignedMig {
+                profile,
+                start,
+                uuid: None,
+            }) => dynamic_slot_id(&self.gpu_uuid, profile, *start),
+        }
+    }
+}
+
+/// Device ID of a dynamic MIG slot that does not exist yet.
+pub fn dynamic_slot_id(gpu_uuid: &str, profile: &str, start: u8) -> String {
+    format!("{gpu_uuid}::{profile}@{start}")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AnnotationError {
+    #[error(transparent)]
+    Document(#[from] VersionedError),
+    #[error("annotation is for node {annotated}, not {node}")]
+    WrongNode { annotated: String, node: String },
+    #[error("GPU {0} named in the annotation is not on this node")]
+    UnknownGpu(String),
+    #[error("GPU {gpu}: {detail}")]
+    BadMig { gpu: String, detail: String },
+    #[error("fractional GPU shares have no device annotation")]
+    Unsupported,
+}
+
+impl DevicesAnnotation {
+    pub fn from_json(text: &str) -> Result<Self, AnnotationError> {
+        Ok(versioned::parse(text, "devices", DEVICES_VERSION)?)
+    }
+
+    pub fn to_json(&self) -> String {
+        // Plain data with string keys: serialisation cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Describes a candidate on `node` as an annotation.
+    pub fn from_candidate(
+        node: &NodeState,
+        resource: &str,
+        cand: &Candidate,
+    ) -> Result<Self, AnnotationError> {
+        let gpu = |i: usize| {
+            node.gpus
+                .get(i)
+                .ok_or_else(|| AnnotationError::UnknownGpu(format!("#{i}")))
+        };
+        let devices = match &cand.choice {
+            DeviceChoice::None => Vec::new(),
+            DeviceChoice::Share { .. } => return Err(AnnotationError::Unsupported),
+            DeviceChoice::Gpus(gpus) => gpus
+                .iter()
+                .map(|&i| {
+                    gpu(i).map(|g| AssignedDevice {
+                        gpu_uuid: g.uuid.to_string(),
+                        gpu_index: g.index,
+                        mig: None,
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+            DeviceChoice::Mig(picks) => picks
+                .iter()
+                .map(|p| {
+                    let g = gpu(p.gpu)?;
+                    let GpuSlots::Mig(m) = &g.slots else {
+                        return Err(AnnotationError::BadMig {
+                            gpu: g.uuid.to_string(),
+                            detail: "not in MIG mode".into(),
+                        });
+                    };
+                    let profile = m
+                        .gpu
+                        .geometry()
+                        .profiles
+                        .get(p.profile)
+                        .map(|p| p.name.clone())
+                        .unwrap_or_default();
+                    Ok(AssignedDevice {
+                        gpu_uuid: g.uuid.to_string(),
+                        gpu_index: g.index,
+                        mig: Some(AssignedMig {
+                            profile,
+                            start: p.start,
+                            uuid: m.uuid_at(p.start).map(|u| u.to_string()),
+                        }),
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        Ok(DevicesAnnotation {
+            version: DEVICES_VERSION,
+            node: node.name.clone(),
+            resource: resource.to_string(),
+            devices,
+            numa_node: cand.numa,
+        })
+    }
+
+    /// Maps the annotation back to positions on `node` (checking that every
+    /// GPU and profile exists there; whether they are free is `apply`'s job).
+    pub fn to_candidate(
+        &self,
+        node: &NodeState,
+        demand: &GpuDemand,
+    ) -> Result<Candidate, AnnotationError> {
+        if self.node != node.name {
+            return Err(AnnotationError::WrongNode {
+                annotated: self.node.clone(),
+                node: node.name.clone(),
+            });
+        }
+        let position = |uuid: &str| {
+            node.gpus
+                .iter()
+                .position(|g| &*g.uuid == uuid)
+                .ok_or_else(|| AnnotationError::UnknownGpu(uuid.to_string()))
+        };
+        let choice = match demand {
+            GpuDemand::None => DeviceChoice::None,
+            GpuDemand::Share { .. } => return Err(AnnotationError::Unsupported),
+            GpuDemand::Whole { .. } => DeviceChoice::Gpus(
+                self.devices
+                    .iter()
+                    .map(|d| position(&d.gpu_uuid))
+                    .collect::<Result<_, _>>()?,
+            ),
+            GpuDemand::Mig { .. } => DeviceChoice::Mig(
+                self.devices
+                    .iter()
+                    .map(|d| {
+                        let gpu = position(&d.gpu_uuid)?;
+                        let bad = |detail: String| AnnotationError::BadMig {
+                            gpu: d.gpu_uuid.clone(),
+                            detail,
+                        };
+                        let mig = d
+                            .mig
+                            .as_ref()
+                            .ok_or_else(|| bad("no MIG placement in annotation".into()))?;
+                        let GpuSlots::Mig(m) = &node.gpus[gpu].slots else {
+                            return Err(bad("not in MIG mode".into()));
+                        };
+                        let (profile, _) = m
+                            .gpu
+                            .geometry()
+                            .profile(&mig.profile)
+                            .map_err(|e| bad(e.to_string()))?;
+                        Ok(MigPick {
+                            gpu,
+                            profile,
+                            start: mig.start,
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+        };
+        Ok(Candidate {
+            choice,
+            numa: self.numa_node,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalogue::mig_geometry;
+    use crate::node::GpuState;
+    use crate::placement;
+    use crate::request::PodRequest;
+
+    #[test]
+    fn golden_format_and_round_trip() {
+        let mut node = NodeState::new("gpu-node-1", 8000, 8192);
+        node.gpus.push(GpuState::dynamic_mig(
+            0,
+            "GPU-a",
+            "H100-80GB",
+            Some(1),
+            mig_geometry("H100-80GB").unwrap(),
+        ));
+        let demand = GpuDemand::Mig {
+            profile: "3g.40gb".into(),
+            count: 1,
+        };
+        let req = PodRequest::cpu_only(1000, 0).with_gpu(demand.clone());
+        let cand = placement::candidates(&node, &req).unwrap().remove(0);
+        let ann =
+            DevicesAnnotation::from_candidate(&node, "nvidia.com/mig-3g.40gb", &cand).unwrap();
+        let golden = r#"{"version":1,"node":"gpu-node-1","resource":"nvidia.com/mig-3g.40gb","devices":[{"gpuUuid":"GPU-a","gpuIndex":0,"mig":{"profile":"3g.40gb","start":0}}],"numaNode":1}"#;
+        assert_eq!(ann.to_json(), golden);
+        let back = DevicesAnnotation::from_json(golden).unwrap();
+        assert_eq!(back.to_candidate(&node, &demand).unwrap(), cand);
+        assert_eq!(back.devices[0].device_id(), "GPU-a::3g.40gb@0");
+    }
+
+    #[test]
+    fn foreign_or_newer_annotations_are_refused() {
+        let node = NodeState::new("other", 0, 0);
+        let text = r#"{"version":1,"node":"gpu-node-1","resource":"nvidia.com/gpu","devices":[]}"#;
+        let ann = DevicesAnnotation::from_json(text).unwrap();
+        assert!(matches!(
+            ann.to_candidate(&node, &GpuDemand::Whole { count: 1 }),
+            Err(AnnotationError::WrongNode { .. })
+        ));
+        let newer = text.replace("\"version\":1", "\"version\":2");
+        assert!(
+            DevicesAnnotation::from_json(&newer)
+                .unwrap_err()
+                .to_string()
+                .contains("newer")
+        );
+        let mut mine = ann.clone();
+        mine.node = "other".into();
+        mine.devices.push(AssignedDevice {
+            gpu_uuid: "GPU-x".into(),
+            gpu_index: 0,
+            mig: None,
+        });
+        assert!(matches!(
+            mine.to_candidate(&node, &GpuDemand::Whole { count: 1 }),
+            Err(AnnotationError::UnknownGpu(_))
+        ));
+    }
+}
