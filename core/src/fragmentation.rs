@@ -53,7 +53,7 @@ impl Workload {
             }
         }
         // Stable order for equal counts: first seen first.
-        counts.sort_by(|a, b| b.1.cmp(&a.1));
+        counts.sort_by_key(|c| std::cmp::Reverse(c.1));
         let mut kept = Vec::new();
         let mut covered = 0u64;
         for (req, n) in counts {

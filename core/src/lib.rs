@@ -12,6 +12,8 @@
 //! - `placement`: feasibility with reasons, candidates, apply/release
 //! - `fragmentation`: the FGD measure, its MIG form, cluster aggregates
 //! - `scoring`: placement policies behind one trait
+//! - `replay`: trace replay for the simulator (one policy, one seed)
+//! - `rng`: a small seedable random generator
 
 pub mod annotation;
 pub mod catalogue;
@@ -21,6 +23,8 @@ pub mod mig;
 pub mod node;
 pub mod numa;
 pub mod placement;
+pub mod replay;
 pub mod request;
+pub mod rng;
 pub mod scoring;
 pub mod versioned;

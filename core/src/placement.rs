@@ -273,7 +273,7 @@ fn narrowest_span(node: &NodeState, req: &PodRequest) -> usize {
             None => per_numa.push((g.numa, cap)),
         }
     }
-    per_numa.sort_by(|a, b| b.1.cmp(&a.1));
+    per_numa.sort_by_key(|c| std::cmp::Reverse(c.1));
     let mut got = 0;
     for (i, (_, c)) in per_numa.iter().enumerate() {
         got += c;

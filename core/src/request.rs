@@ -66,7 +66,7 @@ impl PodRequest {
 
     /// Whole CPUs the CPU manager would pin, if any.
     pub fn exclusive_cpu_count(&self) -> Option<u32> {
-        (self.exclusive_cpus && self.cpu_milli > 0 && self.cpu_milli % 1000 == 0)
+        (self.exclusive_cpus && self.cpu_milli > 0 && self.cpu_milli.is_multiple_of(1000))
             .then_some((self.cpu_milli / 1000) as u32)
     }
 

@@ -1,0 +1,325 @@
+//! Trace replay: online placement of a stream of pods on a simulated cluster
+//! with one policy, as the FGD artifact replays the Alibaba trace (arrivals
+//! only, failed pods dropped, workload topped up to a multiple of GPU
+//! capacity, pod and node order shuffled per seed, ties broken at random).
+//!
+//! Pure: the caller loads nodes and pods and reports progress.
+
+mod curve;
+
+pub use curve::{Bucket, Curve};
+
+use crate::catalogue;
+use crate::fragmentation::{NodeFrag, Workload};
+use crate::node::NodeState;
+use crate::placement::{self, Candidate};
+use crate::request::{GpuDemand, PodRequest};
+use crate::rng::SplitMix64;
+use crate::scoring::{Policy, ScoreContext};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReplayConfig {
+    pub seed: u64,
+    /// Top the workload up (or trim it) to this multiple of GPU capacity.
+    pub tune_ratio: f64,
+    pub shuffle_pods: bool,
+    pub shuffle_nodes: bool,
+}
+
+impl Default for ReplayConfig {
+    fn default() -> Self {
+        ReplayConfig {
+            seed: 42,
+            tune_ratio: 1.3,
+            shuffle_pods: true,
+            shuffle_nodes: true,
+        }
+    }
+}
+
+/// GPU milli a request asks for; MIG slices count their memory positions
+/// (on the H100/A100 geometry unless the profile is only known elsewhere).
+pub fn demand_milli(req: &PodRequest) -> u64 {
+    match &req.gpu {
+        GpuDemand::None => 0,
+        GpuDemand::Share { milli } => u64::from(*milli),
+        GpuDemand::Whole { count } => u64::from(*count) * 1000,
+        GpuDemand::Mig { profile, count } => {
+            let width = catalogue::models()
+                .iter()
+                .filter_map(|m| m.mig.as_ref())
+                .find_map(|g| {
+                    g.profile(profile)
+                        .ok()
+                        .map(|(_, p)| (u64::from(p.width), u64::from(g.positions)))
+                });
+            width.map_or(0, |(w, positions)| u64::from(*count) * w * 1000 / positions)
+        }
+    }
+}
+
+/// The arrival stream: the trace topped up by resampling (or trimmed) to
+/// `tune_ratio` × capacity, then shuffled, as the artifact's `-tune` does.
+pub fn tune_and_shuffle(
+    pods: &[PodRequest],
+    capacity_milli: u64,
+    cfg: &ReplayConfig,
+) -> Vec<PodRequest> {
+    let mut rng = SplitMix64::new(cfg.seed);
+    let target = (cfg.tune_ratio * capacity_milli as f64) as u64;
+    let mut out: Vec<PodRequest> = pods.to_vec();
+    let mut total: u64 = out.iter().map(demand_milli).sum();
+    if !pods.is_empty() && pods.iter().any(|p| demand_milli(p) > 0) {
+        if total < target {
+            loop {
+                let p = &pods[rng.below(pods.len())];
+                let d = demand_milli(p);
+                if total + d > target {
+                    break;
+                }
+                total += d;
+                out.push(p.clone());
+            }
+        } else {
+            while total > target && !out.is_empty() {
+                let p = out.swap_remove(rng.below(out.len()));
+                total -= demand_milli(&p);
+            }
+        }
+    }
+    if cfg.shuffle_pods {
+        rng.shuffle(&mut out);
+    }
+    out
+}
+
+/// Outcome of one pod.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Placed { node: usize, candidate: Candidate },
+    Failed,
+}
+
+/// A cluster being filled by one policy.
+pub struct Replay<'a> {
+    nodes: Vec<NodeState>,
+    frag: Vec<NodeFrag>,
+    frag_value: Vec<f64>,
+    workload: &'a Workload,
+    policy: &'a dyn Policy,
+    rng: SplitMix64,
+    capacity_milli: u64,
+    used_milli: u64,
+    arrived_milli: u64,
+    pod_seq: u64,
+}
+
+impl<'a> Replay<'a> {
+    pub fn new(
+        mut nodes: Vec<NodeState>,
+        policy: &'a dyn Policy,
+        workload: &'a Workload,
+        cfg: &ReplayConfig,
+    ) -> Self {
+        let mut rng = SplitMix64::new(cfg.seed ^ 0x6e6f_6465);
+        if cfg.shuffle_nodes {
+            rng.shuffle(&mut nodes);
+        }
+        let frag: Vec<NodeFrag> = nodes.iter().map(|n| NodeFrag::new(n, workload)).collect();
+        let frag_value = nodes
+            .iter()
+            .zip(&frag)
+            .map(|(n, f)| f.value(n.cpu_free_milli, n.memory_free_mib, workload))
+            .collect();
+        let capacity_milli = nodes.iter().map(NodeState::capacity_milli).sum();
+        let used_milli = capacity_milli - nodes.iter().map(NodeState::free_milli).sum::<u64>();
+        Replay {
+            nodes,
+            frag,
+            frag_value,
+            workload,
+            policy,
+            rng,
+            capacity_milli,
+            used_milli,
+            arrived_milli: 0,
+            pod_seq: 0,
+        }
+    }
+
+    pub fn nodes(&self) -> &[NodeState] {
+        &self.nodes
+    }
+
+    pub fn capacity_milli(&self) -> u64 {
+        self.capacity_milli
+    }
+
+    pub fn used_milli(&self) -> u64 {
+        self.used_milli
+    }
+
+    pub fn arrived_milli(&self) -> u64 {
+        self.arrived_milli
+    }
+
+    /// Σ_n F_n(M), maintained incrementally.
+    pub fn fragment_milli(&self) -> f64 {
+        self.frag_value.iter().sum()
+    }
+
+    /// Schedules one pod: every node scored, the best taken (ties at random).
+    pub fn step(&mut self, req: &PodRequest) -> Outcome {
+        self.arrived_milli += demand_milli(req);
+        self.pod_seq += 1;
+        let seed = self.rng.next_u64();
+        let mut feasible: Vec<(usize, Candidate)> = Vec::new();
+        let mut scores: Vec<f64> = Vec::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            let ctx = ScoreContext {
+                workload: self.workload,
+                seed,
+                frag: Some(&self.frag[i]),
+            };
+            if let Ok(choice) = self.policy.choose(node, req, &ctx) {
+                feasible.push((i, choice.candidate));
+                scores.push(choice.score);
+            }
+        }
+        if feasible.is_empty() {
+            return Outcome::Failed;
+        }
+        self.policy.normalize(&mut scores);
+        let pick = self.pick_best(&scores);
+        let (node, candidate) = feasible.swap_remove(pick);
+        self.commit(node, req, &candidate);
+        Outcome::Placed { node, candidate }
+    }
+
+    /// Index of a maximal score, uniformly among ties (kube-scheduler's rule).
+    fn pick_best(&mut self, scores: &[f64]) -> usize {
+        let mut best = 0;
+        let mut ties = 0;
+        for (i, &s) in scores.iter().enumerate() {
+            if s > scores[best] {
+                best = i;
+                ties = 1;
+            } else if s == scores[best] {
+                ties += 1;
+                if self.rng.below(ties) == 0 {
+                    best = i;
+                }
+            }
+        }
+        best
+    }
+
+    fn commit(&mut self, i: usize, req: &PodRequest, cand: &Candidate) {
+        let node = &mut self.nodes[i];
+        let before = node.free_milli();
+        // The candidate came from `placement::candidates` on this very state.
+        if placement::apply(node, req, cand).is_err() {
+            return;
+        }
+        self.used_milli += before - node.free_milli();
+        self.frag[i] = NodeFrag::new(node, self.workload);
+        self.frag_value[i] =
+            self.frag[i].value(node.cpu_free_milli, node.memory_free_mib, self.workload);
+    }
+}
+
+/// Replays `pods` in order and returns the curve of the run.
+pub fn run(replay: &mut Replay, pods: &[PodRequest], mut progress: impl FnMut(usize)) -> Curve {
+    let mut curve = Curve::new(replay.capacity_milli());
+    for (k, pod) in pods.iter().enumerate() {
+        let outcome = replay.step(pod);
+        curve.record(replay, pod, &outcome);
+        progress(k + 1);
+    }
+    curve
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::GpuState;
+    use crate::scoring::{BestFit, Fgd};
+
+    fn cluster(n: usize, gpus: u32) -> Vec<NodeState> {
+        (0..n)
+            .map(|i| {
+                let mut node = NodeState::new(format!("n{i}"), 64_000, 1 << 20);
+                for g in 0..gpus {
+                    node.gpus
+                        .push(GpuState::plain(g, &format!("n{i}g{g}"), "T4", None));
+                }
+                node
+            })
+            .collect()
+    }
+
+    fn share(m: u32) -> PodRequest {
+        PodRequest::cpu_only(4000, 0).with_gpu(GpuDemand::Share { milli: m })
+    }
+
+    #[test]
+    fn tuning_tops_up_to_the_target_and_keeps_the_mix() {
+        let pods = vec![
+            share(500),
+            PodRequest::cpu_only(1000, 0).with_gpu(GpuDemand::Whole { count: 1 }),
+        ];
+        let cfg = ReplayConfig {
+            seed: 7,
+            ..Default::default()
+        };
+        let out = tune_and_shuffle(&pods, 100_000, &cfg);
+        let total: u64 = out.iter().map(demand_milli).sum();
+        assert!(total <= 130_000 && total > 128_000, "{total}");
+        assert_eq!(
+            out,
+            tune_and_shuffle(&pods, 100_000, &cfg),
+            "deterministic per seed"
+        );
+    }
+
+    #[test]
+    fn fgd_keeps_whole_gpus_free_where_random_order_would_not() {
+        // Two 2-GPU nodes; half-GPU pods then whole-GPU pods: FGD pairs the
+        // halves on one GPU so all three whole-GPU pods fit.
+        let nodes = cluster(2, 2);
+        let pods = vec![
+            share(500),
+            share(500),
+            PodRequest::cpu_only(1000, 0).with_gpu(GpuDemand::Whole { count: 1 }),
+        ];
+        let workload = Workload::from_requests(&pods, 1.0);
+        let cfg = ReplayConfig {
+            shuffle_nodes: false,
+            ..Default::default()
+        };
+        let stream = [share(500), share(500)]
+            .into_iter()
+            .chain(std::iter::repeat_n(
+                PodRequest::cpu_only(1000, 0).with_gpu(GpuDemand::Whole { count: 1 }),
+                3,
+            ))
+            .collect::<Vec<_>>();
+        let mut replay = Replay::new(nodes, &Fgd, &workload, &cfg);
+        let curve = run(&mut replay, &stream, |_| {});
+        assert_eq!(curve.failed_pods(), 0);
+        assert_eq!(replay.used_milli(), 4000);
+        assert!(replay.fragment_milli().abs() < 1e-9);
+    }
+
+    #[test]
+    fn failed_pods_are_dropped_and_counted() {
+        let nodes = cluster(1, 1);
+        let whole = PodRequest::cpu_only(1000, 0).with_gpu(GpuDemand::Whole { count: 1 });
+        let workload = Workload::from_requests([&whole], 1.0);
+        let mut replay = Replay::new(nodes, &BestFit, &workload, &ReplayConfig::default());
+        let curve = run(&mut replay, &[whole.clone(), whole.clone(), whole], |_| {});
+        assert_eq!(curve.failed_pods(), 2);
+        assert_eq!(replay.used_milli(), 1000);
+        assert_eq!(replay.arrived_milli(), 3000);
+    }
+}

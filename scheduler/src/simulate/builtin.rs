@@ -1,0 +1,181 @@
+//! The built-in scenario `simulate` runs when no trace is given: a small
+//! GPU cluster (H100 and A100 nodes in MIG mode, L40S nodes for whole-GPU
+//! work, two NUMA nodes each) and a synthetic inference mix, so the main
+//! command works on any machine with no data and no cluster.
+
+use kubesched_core::catalogue;
+use kubesched_core::inventory::MigMode;
+use kubesched_core::node::{GpuSlots, GpuState, NodeState};
+use kubesched_core::numa::{NumaState, TopologyPolicy};
+use kubesched_core::request::{GpuDemand, PodRequest};
+use kubesched_core::rng::SplitMix64;
+
+use super::Scenario;
+
+/// Static layouts an administrator might have cut (profile, start), cycled
+/// over the GPUs in static mode.
+const STATIC_LAYOUTS: [&[(&str, u8)]; 3] = [
+    &[
+        ("1g.10gb", 0),
+        ("1g.10gb", 1),
+        ("2g.20gb", 2),
+        ("3g.40gb", 4),
+    ],
+    &[("3g.40gb", 0), ("3g.40gb", 4)],
+    &[
+        ("1g.10gb", 0),
+        ("1g.10gb", 1),
+        ("1g.10gb", 2),
+        ("1g.10gb", 3),
+        ("1g.10gb", 4),
+        ("1g.10gb", 5),
+        ("1g.10gb", 6),
+    ],
+];
+
+/// (request, relative frequency): an inference-heavy mix.
+fn mix() -> Vec<(PodRequest, u32)> {
+    let mig = |p: &str, count, cpu, exclusive| PodRequest {
+        exclusive_cpus: exclusive,
+        ..PodRequest::cpu_only(cpu, 16_384).with_gpu(GpuDemand::Mig {
+            profile: p.into(),
+            count,
+        })
+    };
+    let whole = |count, cpu, exclusive| PodRequest {
+        exclusive_cpus: exclusive,
+        ..PodRequest::cpu_only(cpu, 65_536).with_gpu(GpuDemand::Whole { count })
+    };
+    vec![
+        (mig("1g.10gb", 1, 2000, false), 30),
+        (mig("2g.20gb", 1, 4000, false), 15),
+        (mig("3g.40gb", 1, 8000, true), 15),
+        (mig("4g.40gb", 1, 8000, true), 5),
+        (mig("7g.80gb", 1, 16_000, true), 8),
+        (mig("1g.10gb", 2, 4000, false), 4),
+        (whole(1, 8000, false), 12),
+        (whole(2, 16_000, true), 5),
+        (PodRequest::cpu_only(4000, 8192), 6),
+    ]
+}
+
+fn node(
+    name: String,
+    model: &str,
+    gpus: u32,
+    policy: TopologyPolicy,
+    mig: Option<MigMode>,
+) -> NodeState {
+    let mut n = NodeState::new(name.clone(), 64_000, 1 << 20);
+    n.policy = policy;
+    n.numa = (0..2)
+        .map(|id| NumaState {
+            id,
+            cpus_free: 32,
+            cpus_total: 32,
+            memory_free_mib: 1 << 19,
+        })
+        .collect();
+    let geometry = catalogue::mig_geometry(model).ok();
+    for g in 0..gpus {
+        let numa = Some(g * 2 / gpus);
+        let uuid = format!("GPU-{name}-{g}");
+        let state = match (mig, &geometry) {
+            (Some(mode), Some(geo)) => {
+                let mut s = GpuState::dynamic_mig(g, &uuid, model, numa, geo.clone());
+                if mode == MigMode::Static
+                    && let GpuSlots::Mig(m) = &mut s.slots
+                {
+                    m.mode = MigMode::Static;
+                    for (profile, start) in STATIC_LAYOUTS[g as usize % STATIC_LAYOUTS.len()] {
+                        // The layouts above are valid on every 8-position geometry.
+                        if let Ok((idx, _)) = geo.profile(profile)
+                            && m.gpu.place(idx, *start).is_ok()
+                        {
+                            m.uuids
+                                .push((*start, format!("MIG-{uuid}-{start}").as_str().into()));
+                        }
+                    }
+                }
+                s
+            }
+            _ => GpuState::plain(g, &uuid, model, numa),
+        };
+        n.gpus.push(state);
+    }
+    n
+}
+
+/// The built-in scenario with MIG GPUs in `mode`; `pods` original requests.
+pub fn scenario(mode: MigMode, pods: usize) -> Scenario {
+    let mut nodes = Vec::new();
+    for i in 0..24 {
+        nodes.push(node(
+            format!("h100-{i:02}"),
+            "H100-80GB",
+            8,
+            TopologyPolicy::SingleNumaNode,
+            Some(mode),
+        ));
+    }
+    for i in 0..8 {
+        nodes.push(node(
+            format!("a100-{i:02}"),
+            "A100-80GB",
+            8,
+            TopologyPolicy::BestEffort,
+            Some(mode),
+        ));
+    }
+    for i in 0..16 {
+        nodes.push(node(
+            format!("l40s-{i:02}"),
+            "L40S",
+            4,
+            TopologyPolicy::SingleNumaNode,
+            None,
+        ));
+    }
+    let mix = mix();
+    let total: u32 = mix.iter().map(|(_, w)| w).sum();
+    let mut rng = SplitMix64::new(2026);
+    let requests: Vec<PodRequest> = (0..pods)
+        .map(|_| {
+            let mut draw = rng.below(total as usize) as u32;
+            let mut chosen = &mix[0].0;
+            for (req, w) in &mix {
+                if draw < *w {
+                    chosen = req;
+                    break;
+                }
+                draw -= w;
+            }
+            chosen.clone()
+        })
+        .collect();
+    let name = match mode {
+        MigMode::Static => "built-in (static MIG)",
+        MigMode::Dynamic => "built-in (dynamic MIG)",
+    };
+    Scenario::from_trace(name, nodes, requests, 1.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_cluster_has_the_declared_shape() {
+        let s = scenario(MigMode::Static, 100);
+        assert_eq!(s.nodes.len(), 48);
+        assert_eq!(s.gpu_count(), 24 * 8 + 8 * 8 + 16 * 4);
+        assert_eq!(s.pods.len(), 100);
+        // Static layouts really were cut.
+        let GpuSlots::Mig(m) = &s.nodes[0].gpus[0].slots else {
+            panic!("MIG expected")
+        };
+        assert_eq!(m.gpu.slots().len(), 4);
+        assert_eq!(m.uuids.len(), 4);
+        assert!(s.workload.types.len() >= 8);
+    }
+}

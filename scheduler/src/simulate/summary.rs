@@ -1,0 +1,167 @@
+//! The summary of many runs: per policy, means and spreads over seeds at the
+//! arrived-load points planners read (90/95/100/130%), as a table and as the
+//! artifact-compatible allocation CSV.
+
+use std::fmt::Write as _;
+
+use super::RunResult;
+
+/// Arrived-load points of the summary table.
+pub const POINTS: [usize; 4] = [90, 95, 100, 130];
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stat {
+    pub mean: f64,
+    pub sd: f64,
+}
+
+impl Stat {
+    fn of(values: &[f64]) -> Option<Stat> {
+        if values.is_empty() {
+            return None;
+        }
+        let n = values.len() as f64;
+        let mean = values.iter().sum::<f64>() / n;
+        let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+        Some(Stat {
+            mean,
+            sd: var.sqrt(),
+        })
+    }
+}
+
+/// Summary of one policy over its seeds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicySummary {
+    pub policy: String,
+    pub seeds: usize,
+    /// Unallocated GPU % at each of `POINTS`.
+    pub unallocated: Vec<Option<Stat>>,
+    pub frag_ratio_80: Option<Stat>,
+    pub frag_ratio_90: Option<Stat>,
+    pub frag_amount_100: Option<Stat>,
+    pub failed_100: f64,
+    pub failed_all: f64,
+    pub seconds_per_run: f64,
+}
+
+pub fn summarize(runs: &[RunResult]) -> Vec<PolicySummary> {
+    let mut policies: Vec<&str> = runs.iter().map(|r| r.policy.as_str()).collect();
+    policies.dedup();
+    policies
+        .into_iter()
+        .map(|p| {
+            let rs: Vec<&RunResult> = runs.iter().filter(|r| r.policy == p).collect();
+            let at = |pct: usize, f: fn(&kubesched_core::replay::Bucket) -> f64| {
+                Stat::of(
+                    &rs.iter()
+                        .filter_map(|r| r.curve.bucket(pct))
+                        .map(|b| f(&b))
+                        .collect::<Vec<_>>(),
+                )
+            };
+            let n = rs.len().max(1) as f64;
+            PolicySummary {
+                policy: p.to_string(),
+                seeds: rs.len(),
+                unallocated: POINTS
+                    .iter()
+                    .map(|&x| at(x, |b| 100.0 - b.alloc_pct))
+                    .collect(),
+                frag_ratio_80: at(80, |b| b.frag_ratio_pct),
+                frag_ratio_90: at(90, |b| b.frag_ratio_pct),
+                frag_amount_100: at(100, |b| b.frag_amount_pct),
+                failed_100: rs
+                    .iter()
+                    .map(|r| f64::from(r.curve.failed_by_100().total()))
+                    .sum::<f64>()
+                    / n,
+                failed_all: rs
+                    .iter()
+                    .map(|r| f64::from(r.curve.failed_pods()))
+                    .sum::<f64>()
+                    / n,
+                seconds_per_run: rs.iter().map(|r| r.elapsed.as_secs_f64()).sum::<f64>() / n,
+            }
+        })
+        .collect()
+}
+
+fn cell(s: &Option<Stat>) -> String {
+    s.as_ref()
+        .map_or("-".into(), |s| format!("{:.2}±{:.2}", s.mean, s.sd))
+}
+
+/// A plain-text table, one row per policy.
+pub fn table(title: &str, summaries: &[PolicySummary]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{title}");
+    let _ = writeln!(
+        out,
+        "{:<11} {:>5} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12} {:>9} {:>9} {:>8}",
+        "policy",
+        "seeds",
+        "unalloc@90",
+        "unalloc@95",
+        "unalloc@100",
+        "unalloc@130",
+        "fragR@80",
+        "fragR@90",
+        "fragA@100",
+        "fail@100",
+        "fail@130",
+        "s/run"
+    );
+    for s in summaries {
+        let _ = writeln!(
+            out,
+            "{:<11} {:>5} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12} {:>9.1} {:>9.1} {:>8.2}",
+            s.policy,
+            s.seeds,
+            cell(&s.unallocated[0]),
+            cell(&s.unallocated[1]),
+            cell(&s.unallocated[2]),
+            cell(&s.unallocated[3]),
+            cell(&s.frag_ratio_80),
+            cell(&s.frag_ratio_90),
+            cell(&s.frag_amount_100),
+            s.failed_100,
+            s.failed_all,
+            s.seconds_per_run
+        );
+    }
+    out
+}
+
+/// Allocation curves in the artifact's `analysis_allo_discrete.csv` layout:
+/// `workload,sc_policy,tune,seed,total_gpus,0,1,...,130`.
+pub fn allocation_csv(
+    workload: &str,
+    tune: f64,
+    total_gpus: usize,
+    runs: &[RunResult],
+    max_pct: usize,
+) -> String {
+    let mut out = String::from("workload,sc_policy,tune,seed,total_gpus");
+    for p in 0..=max_pct {
+        let _ = write!(out, ",{p}");
+    }
+    out.push('\n');
+    for r in runs {
+        let _ = write!(
+            out,
+            "{workload},{},{tune},{},{total_gpus}",
+            r.policy, r.seed
+        );
+        for p in 0..=max_pct {
+            match r.curve.bucket(p) {
+                Some(b) => {
+                    let _ = write!(out, ",{:.4}", b.alloc_pct);
+                }
+                None => out.push(','),
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
