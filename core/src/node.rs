@@ -8,6 +8,7 @@ use crate::catalogue::{self, CatalogueError, MigGeometry};
 use crate::inventory::{GpuInfo, MigMode, NodeInventory};
 use crate::mig::{MigError, MigGpu};
 use crate::numa::{NumaState, TopologyPolicy};
+use crate::request::GpuDemand;
 
 /// Capacity of one GPU in thousandths.
 pub const GPU_MILLI: u32 = 1000;
@@ -143,6 +144,9 @@ pub struct NodeState {
     pub gpus: Vec<GpuState>,
     pub numa: Vec<NumaState>,
     pub policy: TopologyPolicy,
+    /// How many running pods of each GPU demand the node holds (for
+    /// affinity-style policies and reports).
+    pub classes: Vec<(GpuDemand, u32)>,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -168,6 +172,7 @@ impl NodeState {
             gpus: Vec::new(),
             numa: Vec::new(),
             policy: TopologyPolicy::None,
+            classes: Vec::new(),
         }
     }
 
@@ -202,6 +207,24 @@ impl NodeState {
 
     pub fn free_milli(&self) -> u64 {
         self.gpus.iter().map(|g| u64::from(g.free_milli())).sum()
+    }
+
+    /// Counts one more (or, with `delta` -1, one fewer) pod of `demand`.
+    pub(crate) fn count_class(&mut self, demand: &GpuDemand, delta: i32) {
+        if demand.is_none() {
+            return;
+        }
+        match self.classes.iter_mut().position(|(d, _)| d == demand) {
+            Some(i) => {
+                let n = &mut self.classes[i].1;
+                *n = n.saturating_add_signed(delta);
+                if *n == 0 {
+                    self.classes.swap_remove(i);
+                }
+            }
+            None if delta > 0 => self.classes.push((demand.clone(), delta as u32)),
+            None => {}
+        }
     }
 }
 

@@ -549,6 +549,7 @@ pub fn apply(
     apply_devices(&mut next, &req.gpu, &cand.choice)?;
     next.cpu_free_milli = next.cpu_free_milli.saturating_sub(req.cpu_milli);
     next.memory_free_mib = next.memory_free_mib.saturating_sub(req.memory_mib);
+    next.count_class(&req.gpu, 1);
     if let (Some(c), Some(n)) = (req.exclusive_cpu_count(), cand.numa)
         && let Some(numa) = next.numa.iter_mut().find(|x| x.id == n)
     {
@@ -645,6 +646,7 @@ pub fn release(
     }
     next.cpu_free_milli += req.cpu_milli;
     next.memory_free_mib += req.memory_mib;
+    next.count_class(&req.gpu, -1);
     if let (Some(c), Some(n)) = (req.exclusive_cpu_count(), cand.numa)
         && let Some(numa) = next.numa.iter_mut().find(|x| x.id == n)
     {

@@ -15,7 +15,7 @@ use crate::node::NodeState;
 use crate::placement::{self, Candidate};
 use crate::request::{GpuDemand, PodRequest};
 use crate::rng::SplitMix64;
-use crate::scoring::{Policy, ScoreContext};
+use crate::scoring::{Policy, ScoreContext, TieBreak};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ReplayConfig {
@@ -190,7 +190,16 @@ impl<'a> Replay<'a> {
             return Outcome::Failed;
         }
         self.policy.normalize(&mut scores);
-        let pick = self.pick_best(&scores);
+        let pick = match self.policy.tie_break() {
+            TieBreak::Random => self.pick_best(&scores),
+            // First maximal score: `max_by` keeps the last of equals, so reverse.
+            TieBreak::First => scores
+                .iter()
+                .enumerate()
+                .rev()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map_or(0, |(i, _)| i),
+        };
         let (node, candidate) = feasible.swap_remove(pick);
         self.commit(node, req, &candidate);
         Outcome::Placed { node, candidate }

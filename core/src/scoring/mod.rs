@@ -4,19 +4,27 @@
 //! in its own file.
 
 mod best_fit;
+mod dot_product;
 mod fgd;
+mod gpu_clustering;
+mod gpu_packing;
+mod mig_baselines;
 mod production;
 mod random;
 
 pub use best_fit::BestFit;
+pub use dot_product::DotProduct;
 pub use fgd::Fgd;
+pub use gpu_clustering::GpuClustering;
+pub use gpu_packing::GpuPacking;
+pub use mig_baselines::{FirstFit, HighestStart, MigBestFit};
 pub use production::{Production, ProductionWeights};
 pub use random::Random;
 
 use crate::fragmentation::{NodeFrag, Workload};
 use crate::node::NodeState;
-use crate::placement::{self, Candidate, Unfit};
-use crate::request::PodRequest;
+use crate::placement::{self, Candidate, DeviceChoice, Unfit};
+use crate::request::{GpuDemand, PodRequest};
 
 /// What a policy may consult besides the node and the pod.
 #[derive(Clone, Copy)]
@@ -80,6 +88,20 @@ pub trait Policy: Send + Sync {
     /// Rescales one pod's scores across nodes, as a kube-scheduler score
     /// plugin's NormalizeScore would. Identity unless a policy needs it.
     fn normalize(&self, _scores: &mut [f64]) {}
+
+    /// How the caller breaks ties between equally scored nodes.
+    fn tie_break(&self) -> TieBreak {
+        TieBreak::Random
+    }
+}
+
+/// Tie-breaking between nodes with equal scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TieBreak {
+    /// Uniformly at random, as kube-scheduler does.
+    Random,
+    /// The first node in the caller's order (first-fit rules).
+    First,
 }
 
 /// Policies by name, for configuration and the simulator's `--policy`.
@@ -88,13 +110,27 @@ pub fn by_name(name: &str) -> Option<Box<dyn Policy>> {
         "fgd" => Box::new(Fgd),
         "best-fit" | "bestfit" => Box::new(BestFit),
         "random" => Box::new(Random),
+        "dot-product" => Box::new(DotProduct),
+        "gpu-packing" => Box::new(GpuPacking),
+        "gpu-clustering" => Box::new(GpuClustering),
+        "first-fit" => Box::new(FirstFit),
+        "highest-start" => Box::new(HighestStart),
+        "mig-best-fit" => Box::new(MigBestFit),
         "kubesched" | "production" => Box::new(Production::default()),
         _ => return None,
     })
 }
 
 /// Names accepted by `by_name`.
-pub const POLICY_NAMES: &[&str] = &["kubesched", "fgd", "best-fit", "random"];
+pub const POLICY_NAMES: &[&str] = &[
+    "kubesched",
+    "fgd",
+    "best-fit",
+    "gpu-packing",
+    "gpu-clustering",
+    "dot-product",
+    "random",
+];
 
 /// F_n(M) before and after `cand`, using the cached summary when given.
 pub(crate) fn frag_before_after(
@@ -118,6 +154,37 @@ pub(crate) fn frag_before_after(
         .value_after(node, ctx.workload, req, cand)
         .unwrap_or(node.free_milli() as f64);
     (before, after)
+}
+
+/// GPU milli a request takes (MIG slices counted at 125 per memory position
+/// would need the GPU; a slice counts as one position here).
+pub(crate) fn requested_gpu_milli(d: &GpuDemand) -> u64 {
+    match d {
+        GpuDemand::None => 0,
+        GpuDemand::Share { milli } => u64::from(*milli),
+        GpuDemand::Whole { count } => u64::from(*count) * 1000,
+        GpuDemand::Mig { count, .. } => u64::from(*count) * 125,
+    }
+}
+
+/// A bonus below one score step for the tightest GPU that fits a share, so
+/// a policy's GPU choice inside a node is best fit (the artifact's default).
+pub(crate) fn tightness(node: &NodeState, cand: &Candidate) -> f64 {
+    match cand.choice {
+        DeviceChoice::Share { gpu, .. } => node
+            .gpus
+            .get(gpu)
+            .map_or(0.0, |g| (1.0 - f64::from(g.free_milli()) / 1000.0) * 1e-3),
+        _ => 0.0,
+    }
+}
+
+/// Drops the within-node bonus: nodes compare on integer scores, as
+/// kube-scheduler score plugins return them, and ties are broken at random.
+pub(crate) fn truncate(scores: &mut [f64]) {
+    for s in scores {
+        *s = s.trunc();
+    }
 }
 
 /// A small, fast, seedable hash for deterministic "random" choices.

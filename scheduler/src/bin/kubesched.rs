@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use kubesched_core::inventory::MigMode;
 use kubesched_core::replay::ReplayConfig;
 use kubesched_core::scoring;
+use kubesched_scheduler::simulate::mig_mapping::MigMapping;
 use kubesched_scheduler::simulate::{
     self, Scenario, builtin, chart, progress::Progress, summary, trace,
 };
@@ -65,9 +66,15 @@ struct SimulateArgs {
     /// Share of pods the target workload's task types must cover (FGD's "typical pods").
     #[arg(long, default_value_t = 0.95)]
     coverage: f64,
-    /// MIG mode of the built-in scenario's GPUs.
+    /// MIG mode of the built-in scenario's GPUs (and of the trace's, with --mig).
     #[arg(long, value_enum, default_value = "dynamic")]
     mig_mode: Mode,
+    /// MIG track: turn every trace GPU into an H100-80GB in MIG mode and map fractional requests to profiles.
+    #[arg(long)]
+    mig: bool,
+    /// How --mig maps a GPU share to a profile: round or ceil of share×7 slices.
+    #[arg(long, value_enum, default_value = "round")]
+    mig_mapping: MigMapping,
     /// Original pod count of the built-in scenario (before topping up).
     #[arg(long, default_value_t = 1000)]
     builtin_pods: usize,
@@ -150,6 +157,21 @@ fn simulate_cmd(args: SimulateArgs) -> anyhow::Result<()> {
         scenario.name
     );
     print!("{}", summary::table(&title, &summary::summarize(&runs)));
+    if scenario
+        .nodes
+        .iter()
+        .flat_map(|n| &n.gpus)
+        .any(|g| g.is_mig())
+    {
+        let rows = summary::mig_summaries(&runs, &scenario.workload);
+        print!(
+            "{}",
+            summary::mig_table(
+                "MIG GPUs at the end of the run (mean over seeds): positions and the largest profile each GPU can still host",
+                &rows
+            )
+        );
+    }
     if let Some(out) = &args.out {
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
         let csv = summary::allocation_csv(

@@ -1,6 +1,6 @@
 //! The built-in scenario `simulate` runs when no trace is given: a small
 //! GPU cluster (H100 and A100 nodes in MIG mode, L40S nodes for whole-GPU
-//! work, two NUMA nodes each) and a synthetic inference mix, so the main
+//! work; 224 CPUs and two NUMA nodes each) and a synthetic inference mix, so the main
 //! command works on any machine with no data and no cluster.
 
 use kubesched_core::catalogue;
@@ -53,10 +53,40 @@ fn mix() -> Vec<(PodRequest, u32)> {
         (mig("4g.40gb", 1, 8000, true), 5),
         (mig("7g.80gb", 1, 16_000, true), 8),
         (mig("1g.10gb", 2, 4000, false), 4),
-        (whole(1, 8000, false), 12),
-        (whole(2, 16_000, true), 5),
+        (whole(1, 8000, false), 6),
+        (whole(2, 16_000, true), 2),
         (PodRequest::cpu_only(4000, 8192), 6),
     ]
+}
+
+/// One GPU of `model`: plain, or in MIG mode `mig` (static GPUs get one of
+/// the `STATIC_LAYOUTS`, chosen by index, so a cluster mixes them).
+pub fn gpu(
+    index: u32,
+    uuid: &str,
+    model: &str,
+    numa: Option<u32>,
+    mig: Option<MigMode>,
+) -> GpuState {
+    let (Some(mode), Ok(geo)) = (mig, catalogue::mig_geometry(model)) else {
+        return GpuState::plain(index, uuid, model, numa);
+    };
+    let mut s = GpuState::dynamic_mig(index, uuid, model, numa, geo.clone());
+    if mode == MigMode::Static
+        && let GpuSlots::Mig(m) = &mut s.slots
+    {
+        m.mode = MigMode::Static;
+        for (profile, start) in STATIC_LAYOUTS[index as usize % STATIC_LAYOUTS.len()] {
+            // The layouts are valid on every 8-position geometry; others skip what does not fit.
+            if let Ok((idx, _)) = geo.profile(profile)
+                && m.gpu.place(idx, *start).is_ok()
+            {
+                m.uuids
+                    .push((*start, format!("MIG-{uuid}-{start}").as_str().into()));
+            }
+        }
+    }
+    s
 }
 
 fn node(
@@ -66,41 +96,19 @@ fn node(
     policy: TopologyPolicy,
     mig: Option<MigMode>,
 ) -> NodeState {
-    let mut n = NodeState::new(name.clone(), 64_000, 1 << 20);
+    let mut n = NodeState::new(name.clone(), 224_000, 2 << 20);
     n.policy = policy;
     n.numa = (0..2)
         .map(|id| NumaState {
             id,
-            cpus_free: 32,
-            cpus_total: 32,
-            memory_free_mib: 1 << 19,
+            cpus_free: 112,
+            cpus_total: 112,
+            memory_free_mib: 1 << 20,
         })
         .collect();
-    let geometry = catalogue::mig_geometry(model).ok();
     for g in 0..gpus {
         let numa = Some(g * 2 / gpus);
-        let uuid = format!("GPU-{name}-{g}");
-        let state = match (mig, &geometry) {
-            (Some(mode), Some(geo)) => {
-                let mut s = GpuState::dynamic_mig(g, &uuid, model, numa, geo.clone());
-                if mode == MigMode::Static
-                    && let GpuSlots::Mig(m) = &mut s.slots
-                {
-                    m.mode = MigMode::Static;
-                    for (profile, start) in STATIC_LAYOUTS[g as usize % STATIC_LAYOUTS.len()] {
-                        // The layouts above are valid on every 8-position geometry.
-                        if let Ok((idx, _)) = geo.profile(profile)
-                            && m.gpu.place(idx, *start).is_ok()
-                        {
-                            m.uuids
-                                .push((*start, format!("MIG-{uuid}-{start}").as_str().into()));
-                        }
-                    }
-                }
-                s
-            }
-            _ => GpuState::plain(g, &uuid, model, numa),
-        };
+        let state = gpu(g, &format!("GPU-{name}-{g}"), model, numa, mig);
         n.gpus.push(state);
     }
     n
@@ -127,11 +135,11 @@ pub fn scenario(mode: MigMode, pods: usize) -> Scenario {
             Some(mode),
         ));
     }
-    for i in 0..16 {
+    for i in 0..12 {
         nodes.push(node(
             format!("l40s-{i:02}"),
             "L40S",
-            4,
+            8,
             TopologyPolicy::SingleNumaNode,
             None,
         ));
@@ -167,8 +175,8 @@ mod tests {
     #[test]
     fn builtin_cluster_has_the_declared_shape() {
         let s = scenario(MigMode::Static, 100);
-        assert_eq!(s.nodes.len(), 48);
-        assert_eq!(s.gpu_count(), 24 * 8 + 8 * 8 + 16 * 4);
+        assert_eq!(s.nodes.len(), 44);
+        assert_eq!(s.gpu_count(), 24 * 8 + 8 * 8 + 12 * 8);
         assert_eq!(s.pods.len(), 100);
         // Static layouts really were cut.
         let GpuSlots::Mig(m) = &s.nodes[0].gpus[0].slots else {

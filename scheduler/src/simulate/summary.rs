@@ -165,3 +165,101 @@ pub fn allocation_csv(
     }
     out
 }
+
+/// The MIG view of a policy's runs: placed pods and what the GPUs can still
+/// host at the end (mean over seeds).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MigSummary {
+    pub policy: String,
+    pub placed: f64,
+    pub failed: f64,
+    pub free_positions: f64,
+    /// Free positions the target workload's GPU task types cannot use,
+    /// weighted by popularity (the fragmentation amount, in positions,
+    /// without CPU-only types).
+    pub stranded_positions: f64,
+    /// GPUs whose largest placeable profile has at least 7, 4, 3, 2, 1 slices.
+    pub gpus_hosting: [f64; 5],
+}
+
+const SIZES: [u8; 5] = [7, 4, 3, 2, 1];
+
+pub fn mig_summaries(
+    runs: &[RunResult],
+    workload: &kubesched_core::fragmentation::Workload,
+) -> Vec<MigSummary> {
+    use kubesched_core::fragmentation::{FragCause, cluster_fragmentation, mig_capacity};
+    let mut policies: Vec<&str> = runs.iter().map(|r| r.policy.as_str()).collect();
+    policies.dedup();
+    policies
+        .into_iter()
+        .map(|p| {
+            let rs: Vec<&RunResult> = runs.iter().filter(|r| r.policy == p).collect();
+            let n = rs.len().max(1) as f64;
+            let mut out = MigSummary {
+                policy: p.to_string(),
+                placed: 0.0,
+                failed: 0.0,
+                free_positions: 0.0,
+                stranded_positions: 0.0,
+                gpus_hosting: [0.0; 5],
+            };
+            for r in &rs {
+                out.placed += f64::from(r.curve.placed_pods()) / n;
+                out.failed += f64::from(r.curve.failed_pods()) / n;
+                let frag = cluster_fragmentation(&r.nodes, workload);
+                // CPU-only task types count every idle position; leave them out here.
+                let cpu_only = frag
+                    .by_cause
+                    .get(&FragCause::CpuOnlyTask)
+                    .copied()
+                    .unwrap_or(0.0);
+                out.stranded_positions += (frag.fragment_milli - cpu_only) / 125.0 / n;
+                for gpu in r.nodes.iter().flat_map(|node| &node.gpus) {
+                    let Some(cap) = mig_capacity(gpu) else {
+                        continue;
+                    };
+                    out.free_positions += f64::from(cap.free_positions) / n;
+                    let largest = cap
+                        .largest_placeable
+                        .as_deref()
+                        .and_then(|name| name.split('g').next()?.parse::<u8>().ok())
+                        .unwrap_or(0);
+                    for (i, size) in SIZES.iter().enumerate() {
+                        if largest >= *size {
+                            out.gpus_hosting[i] += 1.0 / n;
+                        }
+                    }
+                }
+            }
+            out
+        })
+        .collect()
+}
+
+pub fn mig_table(title: &str, rows: &[MigSummary]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{title}");
+    let _ = writeln!(
+        out,
+        "{:<14} {:>9} {:>8} {:>10} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "policy", "placed", "failed", "free pos", "stranded", "GPUs≥7g", "≥4g", "≥3g", "≥2g", "≥1g"
+    );
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "{:<14} {:>9.1} {:>8.1} {:>10.1} {:>9.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1}",
+            r.policy,
+            r.placed,
+            r.failed,
+            r.free_positions,
+            r.stranded_positions,
+            r.gpus_hosting[0],
+            r.gpus_hosting[1],
+            r.gpus_hosting[2],
+            r.gpus_hosting[3],
+            r.gpus_hosting[4]
+        );
+    }
+    out
+}

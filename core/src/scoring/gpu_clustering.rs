@@ -1,0 +1,49 @@
+//! GPU clustering, as the ATC '23 artifact scores it: pods of one GPU request
+//! class go together. Bands, best first: a node running only that class; a
+//! node running it among others; an idle node; a node of other classes.
+//! Within a band, less free GPU is better.
+
+use super::{Policy, ScoreContext, tightness, truncate};
+use crate::node::NodeState;
+use crate::placement::Candidate;
+use crate::request::PodRequest;
+
+const MAX_SPEC_GPU: i64 = 8000;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GpuClustering;
+
+impl Policy for GpuClustering {
+    fn name(&self) -> &'static str {
+        "gpu-clustering"
+    }
+
+    fn score(
+        &self,
+        node: &NodeState,
+        req: &PodRequest,
+        cand: &Candidate,
+        _ctx: &ScoreContext,
+    ) -> (f64, String) {
+        if req.gpu.is_none() {
+            return (0.0, "no GPU requested".into());
+        }
+        let left = (node.free_milli() as i64).min(MAX_SPEC_GPU);
+        let within = 25 * (MAX_SPEC_GPU - left) / MAX_SPEC_GPU;
+        let same = node.classes.iter().any(|(d, _)| *d == req.gpu);
+        let (band, why) = match (same, node.classes.len()) {
+            (true, 1) => (75, "only this request class here"),
+            (true, _) => (50, "this class among others"),
+            (false, 0) => (25, "idle node"),
+            (false, _) => (0, "other classes only"),
+        };
+        (
+            (band + within) as f64 + tightness(node, cand),
+            why.to_string(),
+        )
+    }
+
+    fn normalize(&self, scores: &mut [f64]) {
+        truncate(scores);
+    }
+}

@@ -1,0 +1,115 @@
+//! MIG placement rules other schedulers use, as baselines for the MIG track:
+//!
+//! - `first-fit`: the first node in order, the lowest GPU and start position;
+//! - `highest-start`: the first node in order, and on it the highest free
+//!   start position (the rule HAMi's dynamic MIG uses);
+//! - `mig-best-fit`: the GPU left with the fewest free positions, on the node
+//!   left with the least free GPU.
+
+use super::{Policy, ScoreContext, TieBreak};
+use crate::node::NodeState;
+use crate::placement::{Candidate, DeviceChoice};
+use crate::request::PodRequest;
+
+/// (GPU position, start) of a candidate's first slice or GPU.
+fn first_slot(cand: &Candidate) -> (usize, u8) {
+    match &cand.choice {
+        DeviceChoice::Mig(p) => p.first().map_or((0, 0), |p| (p.gpu, p.start)),
+        DeviceChoice::Share { gpu, .. } => (*gpu, 0),
+        DeviceChoice::Gpus(g) => (g.first().copied().unwrap_or(0), 0),
+        DeviceChoice::None => (0, 0),
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FirstFit;
+
+impl Policy for FirstFit {
+    fn name(&self) -> &'static str {
+        "first-fit"
+    }
+
+    fn score(
+        &self,
+        _node: &NodeState,
+        _req: &PodRequest,
+        cand: &Candidate,
+        _ctx: &ScoreContext,
+    ) -> (f64, String) {
+        let (gpu, start) = first_slot(cand);
+        (
+            -((gpu * 8 + usize::from(start)) as f64),
+            format!("lowest slot: GPU #{gpu} position {start}"),
+        )
+    }
+
+    fn normalize(&self, scores: &mut [f64]) {
+        scores.fill(0.0);
+    }
+
+    fn tie_break(&self) -> TieBreak {
+        TieBreak::First
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HighestStart;
+
+impl Policy for HighestStart {
+    fn name(&self) -> &'static str {
+        "highest-start"
+    }
+
+    fn score(
+        &self,
+        _node: &NodeState,
+        _req: &PodRequest,
+        cand: &Candidate,
+        _ctx: &ScoreContext,
+    ) -> (f64, String) {
+        let (gpu, start) = first_slot(cand);
+        // Lowest GPU first, highest start within it.
+        (
+            -(gpu as f64) * 8.0 + f64::from(start),
+            format!("highest free start: GPU #{gpu} position {start}"),
+        )
+    }
+
+    fn normalize(&self, scores: &mut [f64]) {
+        scores.fill(0.0);
+    }
+
+    fn tie_break(&self) -> TieBreak {
+        TieBreak::First
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MigBestFit;
+
+impl Policy for MigBestFit {
+    fn name(&self) -> &'static str {
+        "mig-best-fit"
+    }
+
+    fn score(
+        &self,
+        node: &NodeState,
+        _req: &PodRequest,
+        cand: &Candidate,
+        _ctx: &ScoreContext,
+    ) -> (f64, String) {
+        let touched = cand.choice.gpus();
+        let gpu_free: u32 = touched
+            .iter()
+            .filter_map(|&g| node.gpus.get(g))
+            .map(|g| g.free_milli())
+            .sum();
+        let node_free = node.free_milli() as f64;
+        // The GPU's leftover dominates; the node's breaks ties between GPUs.
+        (
+            -(f64::from(gpu_free) * 100.0 + node_free / 100.0),
+            format!("GPU free {gpu_free}m, node free {node_free:.0}m"),
+        )
+    }
+}
