@@ -58,8 +58,9 @@ pub fn demand_milli(req: &PodRequest) -> u64 {
     }
 }
 
-/// The arrival stream: the trace topped up by resampling (or trimmed) to
-/// `tune_ratio` × capacity, then shuffled, as the artifact's `-tune` does.
+/// The arrival stream as the artifact builds it: the trace shuffled, then
+/// topped up to `tune_ratio` × capacity with pods resampled from the trace
+/// and appended (or, above the target, trimmed at random).
 pub fn tune_and_shuffle(
     pods: &[PodRequest],
     capacity_milli: u64,
@@ -68,8 +69,11 @@ pub fn tune_and_shuffle(
     let mut rng = SplitMix64::new(cfg.seed);
     let target = (cfg.tune_ratio * capacity_milli as f64) as u64;
     let mut out: Vec<PodRequest> = pods.to_vec();
+    if cfg.shuffle_pods {
+        rng.shuffle(&mut out);
+    }
     let mut total: u64 = out.iter().map(demand_milli).sum();
-    if !pods.is_empty() && pods.iter().any(|p| demand_milli(p) > 0) {
+    if pods.iter().any(|p| demand_milli(p) > 0) {
         if total < target {
             loop {
                 let p = &pods[rng.below(pods.len())];
@@ -82,13 +86,10 @@ pub fn tune_and_shuffle(
             }
         } else {
             while total > target && !out.is_empty() {
-                let p = out.swap_remove(rng.below(out.len()));
+                let p = out.remove(rng.below(out.len()));
                 total -= demand_milli(&p);
             }
         }
-    }
-    if cfg.shuffle_pods {
-        rng.shuffle(&mut out);
     }
     out
 }
@@ -318,6 +319,43 @@ mod tests {
         assert_eq!(curve.failed_pods(), 0);
         assert_eq!(replay.used_milli(), 4000);
         assert!(replay.fragment_milli().abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_stream_is_the_shuffled_trace_then_the_resampled_tail() {
+        let pods: Vec<PodRequest> = (1..=20).map(|m| share(m * 10)).collect();
+        let cfg = ReplayConfig {
+            seed: 3,
+            ..Default::default()
+        };
+        let out = tune_and_shuffle(&pods, 10_000, &cfg);
+        let mut head: Vec<u64> = out[..20].iter().map(demand_milli).collect();
+        head.sort_unstable();
+        assert_eq!(
+            head,
+            (1..=20).map(|m| m * 10).collect::<Vec<u64>>(),
+            "every original pod first"
+        );
+        assert_ne!(out[..20], pods[..], "shuffled");
+        assert!(out.len() > 20);
+    }
+
+    #[test]
+    fn first_fit_rules_take_the_first_node_in_order() {
+        let nodes = cluster(4, 2);
+        let whole = PodRequest::cpu_only(1000, 0).with_gpu(GpuDemand::Whole { count: 1 });
+        let workload = Workload::from_requests([&whole], 1.0);
+        let cfg = ReplayConfig {
+            shuffle_nodes: false,
+            ..Default::default()
+        };
+        let mut replay = Replay::new(nodes, &crate::scoring::FirstFit, &workload, &cfg);
+        for expected in [0, 0, 1, 1, 2] {
+            match replay.step(&whole) {
+                Outcome::Placed { node, .. } => assert_eq!(node, expected),
+                Outcome::Failed => panic!("room left"),
+            }
+        }
     }
 
     #[test]

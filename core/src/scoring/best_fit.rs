@@ -3,7 +3,7 @@
 //! weighted 1/2; the GPU with the least free share that fits is used.
 //! Integer scores, min-max normalised across nodes like the artifact's plugin.
 
-use super::{Policy, ScoreContext, requested_gpu_milli, tightness};
+use super::{Policy, ScoreContext, TieBreak, requested_gpu_milli, tightness};
 use crate::node::NodeState;
 use crate::placement::Candidate;
 use crate::request::PodRequest;
@@ -52,5 +52,11 @@ impl Policy for BestFit {
                 ((i - lo) * 100 / (hi - lo)) as f64
             };
         }
+    }
+
+    /// The artifact's scheduler gives ties to the smallest node name, and
+    /// node names carry a per-seed random prefix: a fixed node order.
+    fn tie_break(&self) -> TieBreak {
+        TieBreak::First
     }
 }

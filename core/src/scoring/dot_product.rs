@@ -3,7 +3,7 @@
 //! (CPU, GPU) vector dotted with the pod's request; a smaller product scores
 //! higher. The GPU inside the node is the tightest that fits.
 
-use super::{Policy, ScoreContext, requested_gpu_milli, tightness, truncate};
+use super::{Policy, ScoreContext, TieBreak, requested_gpu_milli, tightness, truncate};
 use crate::node::NodeState;
 use crate::placement::Candidate;
 use crate::request::PodRequest;
@@ -43,5 +43,11 @@ impl Policy for DotProduct {
 
     fn normalize(&self, scores: &mut [f64]) {
         truncate(scores);
+    }
+
+    /// The artifact's scheduler gives ties to the smallest node name, and
+    /// node names carry a per-seed random prefix: a fixed node order.
+    fn tie_break(&self) -> TieBreak {
+        TieBreak::First
     }
 }

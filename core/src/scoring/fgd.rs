@@ -2,7 +2,7 @@
 //! fragmentation, squashed as ⌊sigmoid(-Δ/1000)·100⌋, so nodes whose deltas
 //! differ by less than a step tie (and the scheduler breaks the tie).
 
-use super::{Policy, ScoreContext, frag_before_after};
+use super::{Policy, ScoreContext, TieBreak, frag_before_after};
 use crate::node::NodeState;
 use crate::placement::Candidate;
 use crate::request::PodRequest;
@@ -29,6 +29,12 @@ impl Policy for Fgd {
             score,
             format!("fragmentation {before:.0}m -> {after:.0}m (delta {delta:+.0}m)"),
         )
+    }
+
+    /// The artifact's scheduler gives ties to the smallest node name, and
+    /// node names carry a per-seed random prefix: a fixed node order.
+    fn tie_break(&self) -> TieBreak {
+        TieBreak::First
     }
 }
 

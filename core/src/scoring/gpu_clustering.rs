@@ -3,7 +3,7 @@
 //! node running it among others; an idle node; a node of other classes.
 //! Within a band, less free GPU is better.
 
-use super::{Policy, ScoreContext, tightness, truncate};
+use super::{Policy, ScoreContext, TieBreak, tightness, truncate};
 use crate::node::NodeState;
 use crate::placement::Candidate;
 use crate::request::PodRequest;
@@ -45,5 +45,11 @@ impl Policy for GpuClustering {
 
     fn normalize(&self, scores: &mut [f64]) {
         truncate(scores);
+    }
+
+    /// The artifact's scheduler gives ties to the smallest node name, and
+    /// node names carry a per-seed random prefix: a fixed node order.
+    fn tie_break(&self) -> TieBreak {
+        TieBreak::First
     }
 }

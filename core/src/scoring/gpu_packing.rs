@@ -2,7 +2,7 @@
 //! already shared (the fuller the better), then take fully free GPUs on a
 //! partly used node (fewer is better), then an idle node.
 
-use super::{Policy, ScoreContext, tightness, truncate};
+use super::{Policy, ScoreContext, TieBreak, tightness, truncate};
 use crate::node::{GPU_MILLI, NodeState};
 use crate::placement::Candidate;
 use crate::request::PodRequest;
@@ -62,5 +62,11 @@ impl Policy for GpuPacking {
 
     fn normalize(&self, scores: &mut [f64]) {
         truncate(scores);
+    }
+
+    /// The artifact's scheduler gives ties to the smallest node name, and
+    /// node names carry a per-seed random prefix: a fixed node order.
+    fn tie_break(&self) -> TieBreak {
+        TieBreak::First
     }
 }

@@ -1,34 +1,38 @@
-//! The production policy: FGD's fragmentation delta, unquantised, plus NUMA
-//! alignment and a packing tie-breaker.
+//! The production policy: FGD's fragmentation delta, plus NUMA alignment and
+//! a packing tie-breaker.
 //!
-//! - the fragmentation increase, in milli-GPU, is the main term;
-//! - a placement that keeps devices and pinned CPUs on one NUMA node is
-//!   preferred (under `none`/`best-effort` the kubelet would not enforce it,
-//!   but the pod runs faster);
-//! - among equal deltas, fuller nodes win so that empty nodes stay empty for
-//!   large requests.
+//! - the fragmentation increase, squashed to FGD's 0..100 score and counted
+//!   in whole steps, is the main term: finer distinctions between deltas are
+//!   noise, and coarse steps let the tie-breakers below act (measured on the
+//!   Alibaba trace: a continuous delta leaves more GPUs unallocated);
+//! - a placement that keeps devices and pinned CPUs on one NUMA node wins a
+//!   step (under `none`/`best-effort` the kubelet would not enforce it, but
+//!   the pod runs faster);
+//! - within a step, fuller nodes win, so empty nodes stay empty for large
+//!   requests; then the caller's fixed node order decides.
 
-use super::{Policy, ScoreContext, frag_before_after};
+use super::fgd::sigmoid;
+use super::{Choice, Policy, ScoreContext, TieBreak, frag_before_after};
 use crate::node::NodeState;
-use crate::placement::Candidate;
+use crate::placement::{self, Candidate, DeviceChoice, Unfit};
 use crate::request::{GpuDemand, PodRequest};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ProductionWeights {
-    /// Score per milli-GPU of fragmentation increase (negative effect).
+    /// Score steps per unit of sigmoid(-delta/1000) (FGD uses 100).
     pub fragmentation: f64,
-    /// Bonus for a NUMA-aligned GPU placement, in the same units.
+    /// Steps won by a NUMA-aligned GPU placement.
     pub numa_alignment: f64,
-    /// Bonus per milli-GPU already allocated on the node (packing).
+    /// Weight of the packing tie-breaker (below one step when < 1).
     pub packing: f64,
 }
 
 impl Default for ProductionWeights {
     fn default() -> Self {
         ProductionWeights {
-            fragmentation: 1.0,
-            numa_alignment: 50.0,
-            packing: 0.01,
+            fragmentation: 100.0,
+            numa_alignment: 1.0,
+            packing: 0.99,
         }
     }
 }
@@ -55,10 +59,11 @@ impl Policy for Production {
         let delta = after - before;
         let has_numa = !node.numa.is_empty() && !matches!(req.gpu, GpuDemand::None);
         let aligned = has_numa && cand.numa.is_some();
-        let used = (node.capacity_milli() - node.free_milli()) as f64;
-        let score = -w.fragmentation * delta
-            + if aligned { w.numa_alignment } else { 0.0 }
-            + w.packing * used;
+        let steps = (w.fragmentation * sigmoid(-delta / 1000.0)).floor()
+            + if aligned { w.numa_alignment } else { 0.0 };
+        let capacity = node.capacity_milli().max(1) as f64;
+        let used = (node.capacity_milli() - node.free_milli()) as f64 / capacity;
+        let score = steps + w.packing * used;
         let numa = match (has_numa, cand.numa) {
             (false, _) => String::new(),
             (true, Some(n)) => format!(", aligned on NUMA {n}"),
@@ -66,7 +71,51 @@ impl Policy for Production {
         };
         (
             score,
-            format!("fragmentation {before:.0}m -> {after:.0}m (delta {delta:+.0}m){numa}"),
+            format!(
+                "fragmentation {before:.0}m -> {after:.0}m (delta {delta:+.0}m){numa}, node {:.0}% allocated",
+                used * 100.0
+            ),
         )
+    }
+
+    /// Inside a node, equal steps go to the higher MIG start position:
+    /// quantised steps rarely tell start positions apart, and low starts
+    /// block the large profiles that can only start at 0.
+    fn choose(
+        &self,
+        node: &NodeState,
+        req: &PodRequest,
+        ctx: &ScoreContext,
+    ) -> Result<Choice, Unfit> {
+        let mut best: Option<(Choice, u8)> = None;
+        for candidate in placement::candidates(node, req)? {
+            let (score, reason) = self.score(node, req, &candidate, ctx);
+            let start = match &candidate.choice {
+                DeviceChoice::Mig(picks) => picks.iter().map(|p| p.start).max().unwrap_or(0),
+                _ => 0,
+            };
+            let better = best.as_ref().is_none_or(|(b, b_start)| {
+                score > b.score || (score == b.score && start > *b_start)
+            });
+            if better {
+                best = Some((
+                    Choice {
+                        candidate,
+                        score,
+                        reason,
+                    },
+                    start,
+                ));
+            }
+        }
+        best.map(|b| b.0).ok_or(Unfit::NoGpu {
+            need: 1,
+            free: 0,
+            what: "placement".into(),
+        })
+    }
+
+    fn tie_break(&self) -> TieBreak {
+        TieBreak::First
     }
 }

@@ -105,6 +105,20 @@ impl Table {
     }
 }
 
+/// Where tests and benches look for the trace's csv folder:
+/// `KUBESCHED_TRACE_DIR`, else the shared data folder beside the repository.
+/// `None` when the default pod list is not there.
+pub fn default_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("KUBESCHED_TRACE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/alibaba-gpu-v2023/csv")
+        });
+    dir.join("openb_pod_list_default.csv")
+        .exists()
+        .then_some(dir)
+}
+
 /// GPU nodes of the trace (`sn,cpu_milli,memory_mib,gpu,model`), as plain GPUs.
 pub fn load_nodes(path: &Path) -> Result<Vec<NodeState>, TraceError> {
     parse_nodes(&Table::read(path)?)

@@ -1,0 +1,550 @@
+//! GetPreferredAllocation and Allocate: hand a pod exactly the devices the scheduler named in
+//! its annotation; for pods without one, prefer the NUMA-aligned, least-fragmenting devices
+//! chosen by the core placement policy. Unknown, duplicate or unhealthy device ids are refused
+//! with a clear error, and so is a request that contradicts a pod's annotation: never a silent
+//! different choice.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use kubesched_core::annotation::{DEFAULT_PREFIX, key};
+use kubesched_core::fragmentation::Workload;
+use kubesched_core::inventory::NodeInventory;
+use kubesched_core::node::{GPU_MILLI, GpuSlots, NodeState};
+use kubesched_core::placement::DeviceChoice;
+use kubesched_core::request::{GpuDemand, GpuResource, PodRequest, ResourceNames};
+use kubesched_core::scoring::{Policy, Production, ScoreContext};
+use kubesched_proto::deviceplugin::v1beta1::{
+    ContainerAllocateResponse, ContainerPreferredAllocationRequest,
+    ContainerPreferredAllocationResponse,
+};
+
+use crate::manager::ResourceManager;
+use crate::pods::{PodDevices, PodSource, PodSourceError, PodView};
+
+/// Environment variable the NVIDIA container runtime reads.
+pub const VISIBLE_DEVICES_ENV: &str = "NVIDIA_VISIBLE_DEVICES";
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AllocationError {
+    #[error("unknown device id {id:?} for resource {resource}")]
+    UnknownDevice { resource: String, id: String },
+    #[error("device {id} ({resource}) is unhealthy{reason}; refusing to hand it out")]
+    Unhealthy {
+        resource: String,
+        id: String,
+        reason: String,
+    },
+    #[error("device id {id} requested twice")]
+    Duplicate { id: String },
+    #[error("invalid request for {resource}: {message}")]
+    BadRequest { resource: String, message: String },
+    #[error(
+        "the kubelet offers {offered:?} of {resource} but the scheduler assigned {assigned:?} to pod {pod}; refusing a different choice"
+    )]
+    AnnotationMismatch {
+        resource: String,
+        offered: Vec<String>,
+        pod: String,
+        assigned: Vec<String>,
+    },
+    #[error(
+        "pod {pod} asks for {resource} but its devices annotation cannot be followed ({reason}); refusing to guess"
+    )]
+    UnreadableAnnotation {
+        resource: String,
+        pod: String,
+        reason: String,
+    },
+    #[error(transparent)]
+    Pods(#[from] PodSourceError),
+}
+
+impl From<AllocationError> for tonic::Status {
+    fn from(error: AllocationError) -> Self {
+        let message = error.to_string();
+        match error {
+            AllocationError::UnknownDevice { .. }
+            | AllocationError::Duplicate { .. }
+            | AllocationError::BadRequest { .. } => tonic::Status::invalid_argument(message),
+            AllocationError::Unhealthy { .. }
+            | AllocationError::AnnotationMismatch { .. }
+            | AllocationError::UnreadableAnnotation { .. } => {
+                tonic::Status::failed_precondition(message)
+            }
+            AllocationError::Pods(_) => tonic::Status::unavailable(message),
+        }
+    }
+}
+
+/// Decides and records device hand-outs for every resource of the node.
+pub struct Allocator {
+    manager: Arc<ResourceManager>,
+    pods: Arc<dyn PodSource>,
+    names: ResourceNames,
+    inventory: RwLock<Arc<NodeInventory>>,
+    /// Devices already handed to each annotated pod (by uid), so a multi-container pod's
+    /// containers and later pods are matched in turn.
+    handed: Mutex<HashMap<String, HashSet<String>>>,
+    /// Key of the container annotation naming the pod a hand-out was for.
+    pod_annotation: String,
+    /// How long to wait for the pod source to show a pod asking for a resource the kubelet
+    /// allocates: a watch-fed cache can trail the kubelet by a moment.
+    pod_wait: Duration,
+}
+
+impl Allocator {
+    pub fn new(
+        manager: Arc<ResourceManager>,
+        pods: Arc<dyn PodSource>,
+        names: ResourceNames,
+        inventory: NodeInventory,
+    ) -> Self {
+        Allocator {
+            manager,
+            pods,
+            names,
+            inventory: RwLock::new(Arc::new(inventory)),
+            handed: Mutex::new(HashMap::new()),
+            pod_annotation: key(DEFAULT_PREFIX, "pod"),
+            pod_wait: Duration::ZERO,
+        }
+    }
+
+    /// Uses `prefix` for the annotations this allocator writes (default `kubesched.ai`).
+    pub fn with_annotation_prefix(mut self, prefix: &str) -> Self {
+        self.pod_annotation = key(prefix, "pod");
+        self
+    }
+
+    /// Waits up to `wait` for a pod asking for the resource to appear before deciding.
+    pub fn with_pod_wait(mut self, wait: Duration) -> Self {
+        self.pod_wait = wait;
+        self
+    }
+
+    /// Replaces the inventory the default policy reasons about (after a rediscovery).
+    pub fn set_inventory(&self, inventory: NodeInventory) {
+        *self
+            .inventory
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(inventory);
+    }
+
+    /// Checks that every id is a device of `resource`; `need_healthy` also refuses unhealthy ones.
+    fn check_ids(
+        &self,
+        resource: &str,
+        ids: &[String],
+        need_healthy: bool,
+    ) -> Result<(), AllocationError> {
+        let mut seen = HashSet::new();
+        for id in ids {
+            if !seen.insert(id.as_str()) {
+                return Err(AllocationError::Duplicate { id: id.clone() });
+            }
+            let device = self
+                .manager
+                .lookup(id)
+                .filter(|d| d.resource == resource)
+                .ok_or_else(|| AllocationError::UnknownDevice {
+                    resource: resource.to_string(),
+                    id: id.clone(),
+                })?;
+            if need_healthy && !device.healthy {
+                let reason = self
+                    .manager
+                    .faults()
+                    .get(id)
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default();
+                return Err(AllocationError::Unhealthy {
+                    resource: resource.to_string(),
+                    id: id.clone(),
+                    reason,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The annotated pods that still wait for devices of `resource`, with those devices.
+    fn waiting(&self, resource: &str, pods: &[PodView]) -> Vec<(PodView, Vec<String>)> {
+        let handed = self.handed.lock().unwrap_or_else(PoisonError::into_inner);
+        pods.iter()
+            .filter_map(|pod| {
+                let done = handed.get(&pod.uid);
+                let wanted: Vec<String> = pod
+                    .assigned_ids(resource)?
+                    .into_iter()
+                    .filter(|id| done.is_none_or(|d| !d.contains(id)))
+                    .collect();
+                (!wanted.is_empty()).then(|| (pod.clone(), wanted))
+            })
+            .collect()
+    }
+
+    /// Whether some pod without an annotation asks for `resource`.
+    fn unannotated_wants(&self, resource: &str, pods: &[PodView]) -> bool {
+        pods.iter()
+            .any(|p| p.devices == PodDevices::Unassigned && p.requests(&self.names, resource))
+    }
+
+    /// A pod asking for `resource` whose annotation cannot be followed, with the reason.
+    fn unreadable<'a>(
+        &self,
+        resource: &str,
+        pods: &'a [PodView],
+    ) -> Option<(&'a PodView, &'a str)> {
+        pods.iter().find_map(|p| match &p.devices {
+            PodDevices::Unreadable(reason) if p.requests(&self.names, resource) => {
+                Some((p, reason.as_str()))
+            }
+            _ => None,
+        })
+    }
+
+    /// The pods on the node, waiting up to `pod_wait` for one that concerns `resource`.
+    async fn pods_for(&self, resource: &str) -> Result<Vec<PodView>, AllocationError> {
+        let deadline = tokio::time::Instant::now() + self.pod_wait;
+        loop {
+            let pods = self.pods.pods_on_node().await?;
+            let concerned = pods
+                .iter()
+                .any(|p| p.requests(&self.names, resource) || p.assigned_ids(resource).is_some());
+            if concerned || tokio::time::Instant::now() >= deadline {
+                // Without a waiting period (standalone runs) no pod is ever expected.
+                if !concerned && !self.pod_wait.is_zero() {
+                    tracing::warn!(
+                        resource,
+                        "no pod on this node asks for this resource; following the kubelet's choice"
+                    );
+                }
+                return Ok(pods);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The refusal when the kubelet's devices match no annotated pod, if one is due: some
+    /// annotated pod still waits, or some pod's annotation is unreadable, and no unannotated
+    /// pod could be the one being admitted.
+    fn refusal(
+        &self,
+        resource: &str,
+        offered: &[String],
+        pods: &[PodView],
+    ) -> Option<AllocationError> {
+        if self.unannotated_wants(resource, pods) {
+            return None;
+        }
+        if let Some((pod, wanted)) = self.waiting(resource, pods).into_iter().next() {
+            return Some(AllocationError::AnnotationMismatch {
+                resource: resource.to_string(),
+                offered: offered.to_vec(),
+                pod: pod.key(),
+                assigned: wanted,
+            });
+        }
+        self.unreadable(resource, pods)
+            .map(|(pod, reason)| AllocationError::UnreadableAnnotation {
+                resource: resource.to_string(),
+                pod: pod.key(),
+                reason: reason.to_string(),
+            })
+    }
+
+    pub async fn preferred(
+        &self,
+        resource: &str,
+        request: &ContainerPreferredAllocationRequest,
+    ) -> Result<ContainerPreferredAllocationResponse, AllocationError> {
+        let available = &request.available_device_i_ds;
+        let must = &request.must_include_device_i_ds;
+        self.check_ids(resource, available, false)?;
+        let size = usize::try_from(request.allocation_size)
+            .ok()
+            .filter(|s| *s > 0 && *s <= available.len())
+            .ok_or_else(|| AllocationError::BadRequest {
+                resource: resource.to_string(),
+                message: format!(
+                    "allocation size {} with {} devices available",
+                    request.allocation_size,
+                    available.len()
+                ),
+            })?;
+        if must.iter().any(|m| !available.contains(m)) || must.len() > size {
+            return Err(AllocationError::BadRequest {
+                resource: resource.to_string(),
+                message: format!(
+                    "must-include devices {must:?} are not a subset of {size} available devices"
+                ),
+            });
+        }
+        let pods = self.pods_for(resource).await?;
+        let waiting: Vec<_> = self
+            .waiting(resource, &pods)
+            .into_iter()
+            .filter(|(_, w)| w.len() == size)
+            .collect();
+        let fits = waiting.iter().find(|(_, wanted)| {
+            wanted.iter().all(|w| available.contains(w)) && must.iter().all(|m| wanted.contains(m))
+        });
+        if let Some((pod, wanted)) = fits {
+            tracing::info!(resource, pod = %pod.key(), devices = ?wanted, "preferred allocation from the pod annotation");
+            return Ok(ContainerPreferredAllocationResponse {
+                device_i_ds: wanted.clone(),
+            });
+        }
+        if let Some(refusal) = self.refusal(resource, available, &pods) {
+            return Err(refusal);
+        }
+        let chosen = self.default_choice(resource, available, must, size);
+        tracing::info!(resource, devices = ?chosen, "preferred allocation from the placement policy (no annotation)");
+        Ok(ContainerPreferredAllocationResponse {
+            device_i_ds: chosen,
+        })
+    }
+
+    pub async fn allocate(
+        &self,
+        resource: &str,
+        ids: &[String],
+    ) -> Result<ContainerAllocateResponse, AllocationError> {
+        if ids.is_empty() {
+            return Err(AllocationError::BadRequest {
+                resource: resource.to_string(),
+                message: "no device ids".into(),
+            });
+        }
+        self.check_ids(resource, ids, true)?;
+        let pods = self.pods_for(resource).await?;
+        let waiting = self.waiting(resource, &pods);
+        let matched = waiting
+            .iter()
+            .find(|(_, wanted)| ids.iter().all(|id| wanted.contains(id)));
+        let mut response = ContainerAllocateResponse {
+            envs: HashMap::from([(VISIBLE_DEVICES_ENV.to_string(), ids.join(","))]),
+            ..Default::default()
+        };
+        match matched {
+            Some((pod, _)) => {
+                self.handed
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .entry(pod.uid.clone())
+                    .or_default()
+                    .extend(ids.iter().cloned());
+                response
+                    .annotations
+                    .insert(self.pod_annotation.clone(), pod.key());
+                tracing::info!(resource, pod = %pod.key(), devices = ?ids, "allocated the annotated devices");
+            }
+            None => {
+                if let Some(refusal) = self.refusal(resource, ids, &pods) {
+                    return Err(refusal);
+                }
+                tracing::info!(resource, devices = ?ids, "allocated for a pod without a devices annotation");
+            }
+        }
+        self.forget_gone(&pods);
+        Ok(response)
+    }
+
+    /// Brings the hand-out records in line with what the kubelet reports each pod holds
+    /// (`namespace/name` -> device ids, from PodResources), so they survive an agent restart.
+    /// Returns the pods holding devices of their annotated resource that the annotation does
+    /// not name (allocated before the annotation, or by another plugin): worth an operator's look.
+    pub fn reconcile(
+        &self,
+        pods: &[PodView],
+        held: &BTreeMap<String, BTreeSet<String>>,
+    ) -> Vec<String> {
+        let mut mismatched = Vec::new();
+        let mut handed = self.handed.lock().unwrap_or_else(PoisonError::into_inner);
+        for pod in pods {
+            let PodDevices::Assigned(annotation) = &pod.devices else {
+                continue;
+            };
+            let Some(holds) = held.get(&pod.key()) else {
+                continue;
+            };
+            let assigned: HashSet<String> =
+                annotation.devices.iter().map(|d| d.device_id()).collect();
+            let of_resource: Vec<&String> = holds
+                .iter()
+                .filter(|id| {
+                    self.manager
+                        .lookup(id)
+                        .is_some_and(|d| d.resource == annotation.resource)
+                })
+                .collect();
+            let foreign: Vec<&String> = of_resource
+                .iter()
+                .copied()
+                .filter(|id| !assigned.contains(*id))
+                .collect();
+            if !foreign.is_empty() {
+                tracing::warn!(pod = %pod.key(), resource = %annotation.resource, held = ?foreign, assigned = ?assigned, "pod holds devices its annotation does not name");
+                mismatched.push(pod.key());
+            }
+            let entry = handed.entry(pod.uid.clone()).or_default();
+            entry.extend(
+                of_resource
+                    .into_iter()
+                    .filter(|id| assigned.contains(*id))
+                    .cloned(),
+            );
+        }
+        handed.retain(|_, ids| !ids.is_empty());
+        drop(handed);
+        self.forget_gone(pods);
+        mismatched
+    }
+
+    /// Drops hand-out records of pods no longer bound here (finished or deleted).
+    fn forget_gone(&self, pods: &[PodView]) {
+        let live: HashSet<&str> = pods.iter().map(|p| p.uid.as_str()).collect();
+        self.handed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|uid, _| live.contains(uid.as_str()));
+    }
+
+    /// The core policy's choice among `available`, keeping `must`; the first available devices
+    /// when the policy finds nothing (the kubelet treats the answer as a hint only).
+    fn default_choice(
+        &self,
+        resource: &str,
+        available: &[String],
+        must: &[String],
+        size: usize,
+    ) -> Vec<String> {
+        let inventory = self
+            .inventory
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        match self.policy_choice(&inventory, resource, available, must, size) {
+            Ok(mut chosen) => {
+                let mut all: Vec<String> = must.to_vec();
+                all.append(&mut chosen);
+                all
+            }
+            Err(reason) => {
+                tracing::warn!(resource, %reason, "placement policy found no choice; taking the first available devices");
+                must.iter()
+                    .chain(available.iter().filter(|a| !must.contains(a)))
+                    .take(size)
+                    .cloned()
+                    .collect()
+            }
+        }
+    }
+
+    fn policy_choice(
+        &self,
+        inventory: &NodeInventory,
+        resource: &str,
+        available: &[String],
+        must: &[String],
+        size: usize,
+    ) -> Result<Vec<String>, String> {
+        let count = u32::try_from(size - must.len()).map_err(|e| e.to_string())?;
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let demand = match self.names.classify(resource).map_err(|e| e.to_string())? {
+            Some(GpuResource::Whole) => GpuDemand::Whole { count },
+            Some(GpuResource::Mig(profile)) => GpuDemand::Mig { profile, count },
+            None => return Err(format!("{resource} is not a GPU resource of this agent")),
+        };
+        // CPU and memory are the kubelet's business here; only devices matter.
+        let mut node = NodeState::from_inventory(inventory, u64::MAX / 4, u64::MAX / 4)
+            .map_err(|e| e.to_string())?;
+        let free: HashSet<&str> = available
+            .iter()
+            .filter(|a| !must.contains(a))
+            .map(String::as_str)
+            .collect();
+        for gpu in &mut node.gpus {
+            match &mut gpu.slots {
+                GpuSlots::Plain { used_milli } => {
+                    if !free.contains(&*gpu.uuid) {
+                        *used_milli = GPU_MILLI;
+                    }
+                }
+                GpuSlots::Mig(slots) => {
+                    for (start, uuid) in &slots.uuids {
+                        if !free.contains(&**uuid) {
+                            slots.allocated |= 1 << start;
+                        }
+                    }
+                }
+            }
+        }
+        let request = PodRequest::cpu_only(0, 0).with_gpu(demand);
+        let workload = self.target_workload();
+        let ctx = ScoreContext {
+            workload: &workload,
+            seed: 0,
+            frag: None,
+        };
+        let choice = Production::default()
+            .choose(&node, &request, &ctx)
+            .map_err(|e| e.to_string())?;
+        let ids: Vec<String> = match &choice.candidate.choice {
+            DeviceChoice::Gpus(positions) => positions
+                .iter()
+                .filter_map(|&g| node.gpus.get(g))
+                .map(|g| g.uuid.to_string())
+                .collect(),
+            DeviceChoice::Mig(picks) => picks
+                .iter()
+                .filter_map(|p| match &node.gpus.get(p.gpu)?.slots {
+                    GpuSlots::Mig(slots) => slots.uuid_at(p.start).map(|u| u.to_string()),
+                    GpuSlots::Plain { .. } => None,
+                })
+                .collect(),
+            DeviceChoice::None | DeviceChoice::Share { .. } => Vec::new(),
+        };
+        if ids.len() != count as usize || ids.iter().any(|id| !free.contains(id.as_str())) {
+            return Err(format!(
+                "policy picked {ids:?}, which is not {count} of the offered devices"
+            ));
+        }
+        tracing::debug!(resource, reason = %choice.reason, "placement policy choice");
+        Ok(ids)
+    }
+
+    /// What fragmentation is measured against: one request of each advertised resource,
+    /// equally likely, so the policy keeps room for every kind this node offers.
+    fn target_workload(&self) -> Workload {
+        let mut kinds: BTreeMap<String, GpuDemand> = BTreeMap::new();
+        for name in self.manager.resource_names() {
+            match self.names.classify(&name) {
+                Ok(Some(GpuResource::Whole)) => kinds.insert(name, GpuDemand::Whole { count: 1 }),
+                Ok(Some(GpuResource::Mig(profile))) => {
+                    kinds.insert(name, GpuDemand::Mig { profile, count: 1 })
+                }
+                _ => None,
+            };
+        }
+        Workload::from_counts(
+            kinds
+                .into_values()
+                .map(|d| (PodRequest::cpu_only(0, 0).with_gpu(d), 1)),
+        )
+    }
+
+    /// Devices handed to annotated pods so far (by pod uid), for diagnostics.
+    pub fn handed_out(&self) -> BTreeMap<String, BTreeSet<String>> {
+        self.handed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(uid, ids)| (uid.clone(), ids.iter().cloned().collect()))
+            .collect()
+    }
+}

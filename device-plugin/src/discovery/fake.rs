@@ -1,0 +1,132 @@
+//! The `--fake-inventory FILE` fixture: GPUs, MIG instances and a synthetic NUMA topology read
+//! from JSON, so the whole agent runs for real on machines without GPUs. The file is read on
+//! every discovery, so editing it (e.g. flipping `healthy`) is seen like a hardware change.
+
+use std::path::{Path, PathBuf};
+
+use kubesched_core::inventory::{GpuInfo, NumaNodeInfo};
+use kubesched_core::numa::TopologyPolicy;
+use serde::{Deserialize, Serialize};
+
+use super::{Discovered, DiscoveryError, GpuInventory};
+use crate::pci::normalise_bus_id;
+use crate::topology::{HostTopology, TopologyError};
+
+/// The fixture's JSON layout (camelCase, like the inventory document).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FakeFixture {
+    #[serde(default)]
+    pub driver_version: Option<String>,
+    #[serde(default)]
+    pub topology_policy: TopologyPolicy,
+    #[serde(default)]
+    pub numa_nodes: Vec<NumaNodeInfo>,
+    #[serde(default)]
+    pub gpus: Vec<GpuInfo>,
+}
+
+/// Discovery and topology served from a fixture file.
+#[derive(Debug, Clone)]
+pub struct FakeInventory {
+    path: PathBuf,
+}
+
+impl FakeInventory {
+    /// Checks the fixture once so a broken file is reported at start-up.
+    pub fn open(path: impl Into<PathBuf>) -> Result<Self, DiscoveryError> {
+        let inventory = FakeInventory { path: path.into() };
+        inventory.load()?;
+        Ok(inventory)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads and validates the fixture, normalising PCI bus ids.
+    pub fn load(&self) -> Result<FakeFixture, DiscoveryError> {
+        let path = self.path.display().to_string();
+        let text =
+            std::fs::read_to_string(&self.path).map_err(|source| DiscoveryError::FixtureIo {
+                path: path.clone(),
+                source,
+            })?;
+        let mut fixture: FakeFixture =
+            serde_json::from_str(&text).map_err(|source| DiscoveryError::FixtureFormat {
+                path: path.clone(),
+                source,
+            })?;
+        let mut seen = std::collections::HashSet::new();
+        for gpu in &mut fixture.gpus {
+            gpu.pci_bus_id =
+                normalise_bus_id(&gpu.pci_bus_id).map_err(|e| DiscoveryError::FixtureInvalid {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+            let mig_uuids = gpu
+                .mig
+                .iter()
+                .flat_map(|m| m.instances.iter().map(|i| i.uuid.clone()));
+            for uuid in std::iter::once(gpu.uuid.clone()).chain(mig_uuids) {
+                if !seen.insert(uuid.clone()) {
+                    return Err(DiscoveryError::FixtureInvalid {
+                        path,
+                        message: format!("duplicate device uuid {uuid}"),
+                    });
+                }
+            }
+        }
+        Ok(fixture)
+    }
+}
+
+impl GpuInventory for FakeInventory {
+    fn discover(&self) -> Result<Discovered, DiscoveryError> {
+        let fixture = self.load()?;
+        // Fixtures have no GPU instance ids; number each GPU's instances in order like NVML does.
+        let gpu_instance_ids = fixture
+            .gpus
+            .iter()
+            .filter_map(|g| g.mig.as_ref())
+            .flat_map(|m| {
+                m.instances
+                    .iter()
+                    .enumerate()
+                    .map(|(i, inst)| (inst.uuid.clone(), i as u32 + 1))
+            })
+            .collect();
+        Ok(Discovered {
+            driver_version: fixture.driver_version,
+            gpus: fixture.gpus,
+            gpu_instance_ids,
+        })
+    }
+
+    fn kind(&self) -> &'static str {
+        "fake"
+    }
+}
+
+impl HostTopology for FakeInventory {
+    fn numa_nodes(&self) -> Result<Vec<NumaNodeInfo>, TopologyError> {
+        let fixture = self
+            .load()
+            .map_err(|e| TopologyError::Unavailable(e.to_string()))?;
+        Ok(fixture.numa_nodes)
+    }
+
+    fn numa_of_pci(&self, bus_id: &str) -> Option<u32> {
+        let wanted = normalise_bus_id(bus_id).ok()?;
+        let fixture = self.load().ok()?;
+        fixture
+            .gpus
+            .iter()
+            .find(|g| g.pci_bus_id == wanted)
+            .and_then(|g| g.numa_node)
+    }
+
+    fn kind(&self) -> &'static str {
+        "fake"
+    }
+}

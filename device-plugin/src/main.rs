@@ -1,0 +1,224 @@
+//! `kubesched-agent`: the node agent binary (argument parsing and wiring only).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use kubesched_core::annotation::{DEFAULT_PREFIX, DEVICES_ANNOTATION, key};
+use kubesched_core::inventory::INVENTORY_ANNOTATION;
+use kubesched_core::numa::TopologyPolicy;
+use kubesched_core::request::{DEFAULT_DOMAIN, ResourceNames};
+use kubesched_device_plugin::agent::KubeletPaths;
+use kubesched_device_plugin::discovery::fake::FakeInventory;
+use kubesched_device_plugin::discovery::nvml::NvmlInventory;
+use kubesched_device_plugin::discovery::{DiscoveryError, GpuInventory};
+use kubesched_device_plugin::doctor;
+use kubesched_device_plugin::health::HealthProbe;
+use kubesched_device_plugin::kube_pods::KubePods;
+use kubesched_device_plugin::node_agent::NodeAgent;
+use kubesched_device_plugin::pods::{InMemoryPods, PodSource};
+use kubesched_device_plugin::publisher::{KubeNodeAnnotator, NodeAnnotator};
+use kubesched_device_plugin::topology::{self, HostTopology};
+use kubesched_proto::deviceplugin::v1beta1::{DEVICE_PLUGIN_PATH, KUBELET_SOCKET_NAME};
+use kubesched_proto::podresources::v1::POD_RESOURCES_SOCKET;
+
+#[derive(Parser)]
+#[command(version, about = "kubesched-ai node agent: GPU and MIG device plugin")]
+struct Cli {
+    /// This node's name: whose pods to follow and which Node to annotate.
+    #[arg(long, env = "NODE_NAME", default_value = "")]
+    node_name: String,
+    /// Resource domain: `<domain>/gpu`, `<domain>/mig-<profile>`.
+    #[arg(long, default_value = DEFAULT_DOMAIN)]
+    resource_domain: String,
+    /// Annotation prefix: the inventory goes to `<prefix>/inventory`, the scheduler's choice
+    /// is read from `<prefix>/devices`.
+    #[arg(long, default_value = DEFAULT_PREFIX)]
+    annotation_prefix: String,
+    /// The kubelet's device plugin folder; our sockets go here.
+    #[arg(long, default_value = DEVICE_PLUGIN_PATH)]
+    device_plugin_dir: PathBuf,
+    /// Defaults to `<device-plugin-dir>/kubelet.sock`.
+    #[arg(long, env = "KUBELET_SOCKET")]
+    kubelet_socket: Option<PathBuf>,
+    /// The kubelet PodResources socket (devices and CPUs each container holds).
+    #[arg(long, default_value = POD_RESOURCES_SOCKET)]
+    pod_resources_socket: PathBuf,
+    /// The kubelet's --topology-manager-policy (published for the scheduler).
+    #[arg(long, default_value = "none", value_parser = parse_policy)]
+    topology_policy: TopologyPolicy,
+    /// Replace NVML and hwloc with this JSON fixture.
+    #[arg(long)]
+    fake_inventory: Option<PathBuf>,
+    #[arg(long, default_value = "/sys")]
+    sysfs_root: PathBuf,
+    /// Do not talk to the Kubernetes API: no pod annotations (every pod gets the placement
+    /// policy's choice) and no inventory publishing. For demos.
+    #[arg(long)]
+    standalone: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check this node and print a pass/fail table.
+    Doctor,
+}
+
+fn parse_policy(text: &str) -> Result<TopologyPolicy, String> {
+    serde_json::from_value(serde_json::Value::String(text.to_string())).map_err(|e| e.to_string())
+}
+
+/// Probe for fake nodes: the fixture's own health flag.
+struct FixtureProbe(FakeInventory);
+
+impl HealthProbe for FixtureProbe {
+    fn gpu_ok(&self, gpu_uuid: &str) -> bool {
+        self.0
+            .load()
+            .is_ok_and(|f| f.gpus.iter().any(|g| g.uuid == gpu_uuid && g.healthy))
+    }
+}
+
+/// Without a driver nothing is healthy to recover.
+struct NoGpus;
+
+impl HealthProbe for NoGpus {
+    fn gpu_ok(&self, _: &str) -> bool {
+        false
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
+    let cli = Cli::parse();
+    let kubelet_socket = cli
+        .kubelet_socket
+        .clone()
+        .unwrap_or_else(|| cli.device_plugin_dir.join(KUBELET_SOCKET_NAME));
+
+    let fake = match &cli.fake_inventory {
+        Some(path) => Some(FakeInventory::open(path).context("loading the fake inventory")?),
+        None => None,
+    };
+    let nvml = if fake.is_none() {
+        Some(NvmlInventory::open())
+    } else {
+        None
+    };
+    let topology: Arc<dyn HostTopology> = match &fake {
+        Some(fake) => Arc::new(fake.clone()),
+        None => Arc::from(topology::detect(&cli.sysfs_root)),
+    };
+
+    if let Some(Command::Doctor) = cli.command {
+        let mut checks = match (&fake, &nvml) {
+            (Some(fake), _) => doctor::gpu_checks(Ok(fake)),
+            (None, Some(Ok(nvml))) => doctor::gpu_checks(Ok(nvml)),
+            (None, Some(Err(error))) => doctor::gpu_checks(Err(error)),
+            (None, None) => Vec::new(),
+        };
+        checks.extend(doctor::topology_checks(topology.as_ref()));
+        checks.extend(doctor::kubelet_checks(
+            &cli.device_plugin_dir,
+            &kubelet_socket,
+        ));
+        checks.push(doctor::pod_resources_check(&cli.pod_resources_socket));
+        print!("{}", doctor::render(&checks));
+        let failed = checks.iter().any(|c| c.status == doctor::Status::Fail);
+        std::process::exit(i32::from(failed));
+    }
+
+    let (inventory, probe, xid_events): (Option<Arc<dyn GpuInventory>>, Arc<dyn HealthProbe>, _) =
+        match (fake, nvml) {
+            (Some(fake), _) => (
+                Some(Arc::new(fake.clone())),
+                Arc::new(FixtureProbe(fake)),
+                None,
+            ),
+            (None, Some(Ok(nvml))) => {
+                let events = nvml
+                    .spawn_xid_events()
+                    .context("starting NVML event thread")?;
+                let nvml = Arc::new(nvml);
+                (Some(nvml.clone()), nvml, Some(events))
+            }
+            (None, Some(Err(DiscoveryError::NoDriver(detail)))) => {
+                tracing::warn!(%detail, "no NVIDIA driver on this node; advertising nothing");
+                (None, Arc::new(NoGpus), None)
+            }
+            (None, Some(Err(error))) => return Err(error).context("initialising NVML"),
+            (None, None) => (None, Arc::new(NoGpus), None),
+        };
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let names = ResourceNames::new(cli.resource_domain.clone());
+    let (pods, publisher, pod_wait): (Arc<dyn PodSource>, _, _) = if cli.standalone {
+        (Arc::new(InMemoryPods::default()), None, Duration::ZERO)
+    } else {
+        anyhow::ensure!(
+            !cli.node_name.is_empty(),
+            "--node-name (or NODE_NAME) is required unless --standalone"
+        );
+        let client = kube::Client::try_default()
+            .await
+            .context("connecting to the Kubernetes API (use --standalone to run without)")?;
+        let pods = KubePods::spawn(
+            client.clone(),
+            &cli.node_name,
+            names.clone(),
+            key(&cli.annotation_prefix, DEVICES_ANNOTATION),
+            stopped.clone(),
+        );
+        let annotator: Arc<dyn NodeAnnotator> =
+            Arc::new(KubeNodeAnnotator::new(client, cli.node_name.clone()));
+        (
+            Arc::new(pods),
+            Some((annotator, key(&cli.annotation_prefix, INVENTORY_ANNOTATION))),
+            // The pod cache can trail the kubelet's own watch by a moment.
+            Duration::from_secs(2),
+        )
+    };
+
+    let agent = NodeAgent {
+        node_name: cli.node_name,
+        names,
+        topology_policy: cli.topology_policy,
+        paths: KubeletPaths {
+            plugin_dir: cli.device_plugin_dir,
+            kubelet_socket,
+            poll_interval: kubesched_device_plugin::kubelet_watch::POLL_INTERVAL,
+            retry_interval: Duration::from_secs(5),
+        },
+        inventory,
+        topology,
+        probe,
+        xid_events,
+        pods,
+        annotation_prefix: cli.annotation_prefix,
+        pod_wait,
+        pod_resources_socket: Some(cli.pod_resources_socket),
+        pod_resources_every: Duration::from_secs(10),
+        publisher,
+        rediscover_every: Duration::from_secs(30),
+        health_quiet_period: Duration::from_secs(60),
+    };
+    // The kubelet stops DaemonSet pods with SIGTERM; Ctrl-C for interactive runs.
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing SIGTERM handler")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = sigterm.recv() => {}
+        }
+        tracing::info!("shutting down");
+        let _ = stop.send(true);
+    });
+    agent.run(stopped).await.context("node agent failed")
+}

@@ -1,0 +1,266 @@
+//! The whole node agent: discovery and topology, the resource manager and allocator, the
+//! plugin host, XID health, periodic rediscovery, kubelet PodResources reconciliation and
+//! inventory publishing, until shutdown. A change in the set of advertised resources (MIG
+//! re-partitioning) rebuilds the plugins.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kubesched_core::inventory::{INVENTORY_VERSION, NodeInventory};
+use kubesched_core::numa::TopologyPolicy;
+use kubesched_core::request::ResourceNames;
+use tokio::sync::{mpsc, watch};
+
+use crate::agent::{KubeletPaths, run_plugins, stop_requested};
+use crate::allocation::Allocator;
+use crate::discovery::{Discovered, DiscoveryError, GpuInventory};
+use crate::health::{HealthProbe, HealthTracker, XidEvent, run_health};
+use crate::manager::ResourceManager;
+use crate::plugin_server::ServerError;
+use crate::pod_resources::{NodeUsage, UsageReader};
+use crate::pods::PodSource;
+use crate::publisher::{Backoff, NodeAnnotator, run_publisher};
+use crate::resources::plan;
+use crate::topology::HostTopology;
+
+/// Everything the agent is wired with.
+pub struct NodeAgent {
+    pub node_name: String,
+    pub names: ResourceNames,
+    pub topology_policy: TopologyPolicy,
+    pub paths: KubeletPaths,
+    pub inventory: Option<Arc<dyn GpuInventory>>,
+    pub topology: Arc<dyn HostTopology>,
+    pub probe: Arc<dyn HealthProbe>,
+    pub xid_events: Option<mpsc::Receiver<XidEvent>>,
+    pub pods: Arc<dyn PodSource>,
+    /// Prefix of the annotations the agent writes on containers.
+    pub annotation_prefix: String,
+    /// How long Allocate waits for the pod source to show the pod being admitted.
+    pub pod_wait: Duration,
+    /// The kubelet PodResources socket; `None` skips reconciliation and free CPU figures.
+    pub pod_resources_socket: Option<PathBuf>,
+    /// How often PodResources is read.
+    pub pod_resources_every: Duration,
+    /// Where to publish the inventory, with the annotation key; `None` runs without an API server.
+    pub publisher: Option<(Arc<dyn NodeAnnotator>, String)>,
+    pub rediscover_every: Duration,
+    pub health_quiet_period: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryError),
+}
+
+impl NodeAgent {
+    /// Discovers GPUs (none without a driver) and fills in NUMA nodes from the host topology.
+    async fn discover(&self) -> Result<Discovered, DiscoveryError> {
+        let Some(inventory) = self.inventory.clone() else {
+            return Ok(Discovered::default());
+        };
+        // NVML calls block.
+        let mut found = tokio::task::spawn_blocking(move || inventory.discover())
+            .await
+            .map_err(|e| DiscoveryError::Nvml {
+                call: "discovery task",
+                message: e.to_string(),
+            })??;
+        for gpu in &mut found.gpus {
+            if gpu.numa_node.is_none() {
+                gpu.numa_node = self.topology.numa_of_pci(&gpu.pci_bus_id);
+            }
+        }
+        Ok(found)
+    }
+
+    fn document(
+        &self,
+        found: &Discovered,
+        manager: &ResourceManager,
+        usage: Option<&NodeUsage>,
+    ) -> NodeInventory {
+        let faults = manager.faults();
+        let mut gpus = found.gpus.clone();
+        // Health seen by XID checks goes into the published document too.
+        for gpu in &mut gpus {
+            if faults.contains_key(&gpu.uuid) {
+                gpu.healthy = false;
+            }
+            for instance in gpu.mig.iter_mut().flat_map(|m| m.instances.iter_mut()) {
+                if faults.contains_key(&instance.uuid) {
+                    instance.healthy = false;
+                }
+            }
+        }
+        let mut numa_nodes = self.topology.numa_nodes().unwrap_or_else(|error| {
+            tracing::warn!(%error, "NUMA topology unavailable; publishing none");
+            Vec::new()
+        });
+        if let Some(usage) = usage {
+            usage.apply_free(&mut numa_nodes);
+        }
+        NodeInventory {
+            version: INVENTORY_VERSION,
+            node: self.node_name.clone(),
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            topology_policy: self.topology_policy,
+            numa_nodes,
+            gpus,
+        }
+    }
+
+    /// Runs until `shutdown` turns true.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), AgentError> {
+        let mut found = self.discover().await?;
+        let mut reader = self
+            .pod_resources_socket
+            .clone()
+            .map(|socket| UsageReader::new(socket, Duration::from_secs(5)));
+        let mut usage = match &mut reader {
+            Some(reader) => reader.read().await,
+            None => None,
+        };
+        let (doc_tx, doc_rx) = watch::channel(String::new());
+        if let Some((annotator, key)) = self.publisher.clone() {
+            tokio::spawn(run_publisher(
+                annotator,
+                key,
+                doc_rx,
+                Backoff::default(),
+                shutdown.clone(),
+            ));
+        }
+        loop {
+            let manager = Arc::new(ResourceManager::new(plan(
+                &found.gpus,
+                &self.names,
+                &found.gpu_instance_ids,
+            )));
+            tracing::info!(resources = ?manager.resource_names(), devices = manager.all_devices().len(), "advertising");
+            let document = self.document(&found, &manager, usage.as_ref());
+            let allocator = Arc::new(
+                Allocator::new(
+                    manager.clone(),
+                    self.pods.clone(),
+                    self.names.clone(),
+                    document.clone(),
+                )
+                .with_annotation_prefix(&self.annotation_prefix)
+                .with_pod_wait(self.pod_wait),
+            );
+            if let Some(usage) = &usage {
+                self.reconcile(&allocator, usage).await;
+            }
+            doc_tx.send_replace(document.to_json());
+
+            let (stop_generation, generation) = watch::channel(false);
+            let tracker = HealthTracker::new(manager.clone(), self.health_quiet_period);
+            let events = self.xid_events.take().unwrap_or_else(|| mpsc::channel(1).1);
+            let (event_tx, event_rx) = mpsc::channel(64);
+            // Forward events through a per-generation channel so the source survives rebuilds.
+            let health = tokio::spawn(run_health(
+                tracker,
+                event_rx,
+                self.probe.clone(),
+                Duration::from_secs(10),
+                generation.clone(),
+            ));
+            let forward = tokio::spawn(forward_events(events, event_tx, generation.clone()));
+            let mut host = tokio::spawn(run_plugins(
+                self.paths.clone(),
+                manager.clone(),
+                allocator.clone(),
+                generation,
+            ));
+
+            let mut ticker = tokio::time::interval(self.rediscover_every);
+            ticker.tick().await;
+            let mut usage_ticker = tokio::time::interval(self.pod_resources_every);
+            usage_ticker.tick().await;
+            let rebuild = loop {
+                tokio::select! {
+                    result = &mut host => {
+                        let _ = stop_generation.send(true);
+                        let _ = health.await;
+                        return match result {
+                            Ok(result) => result.map_err(AgentError::from),
+                            Err(e) => Err(AgentError::Discovery(DiscoveryError::Nvml { call: "plugin host", message: e.to_string() })),
+                        };
+                    }
+                    _ = ticker.tick() => {
+                        match self.discover().await {
+                            Ok(next) => {
+                                found = next;
+                                let next_plan = plan(&found.gpus, &self.names, &found.gpu_instance_ids);
+                                if let Err(change) = manager.update_plan(next_plan) {
+                                    tracing::info!(%change, "rebuilding the device plugins");
+                                    break true;
+                                }
+                                let document = self.document(&found, &manager, usage.as_ref());
+                                allocator.set_inventory(document.clone());
+                                doc_tx.send_replace(document.to_json());
+                            }
+                            Err(error) => tracing::warn!(%error, "rediscovery failed; keeping the last inventory"),
+                        }
+                    }
+                    _ = usage_ticker.tick(), if reader.is_some() => {
+                        if let Some(reader) = &mut reader {
+                            usage = reader.read().await;
+                        }
+                        if let Some(usage) = &usage {
+                            self.reconcile(&allocator, usage).await;
+                        }
+                        // The publisher skips documents equal to the last one it wrote.
+                        doc_tx.send_replace(self.document(&found, &manager, usage.as_ref()).to_json());
+                    }
+                    () = stop_requested(&mut shutdown) => break false,
+                }
+            };
+            let _ = stop_generation.send(true);
+            if let Ok(Err(error)) = host.await {
+                tracing::warn!(%error, "plugin host stopped with an error");
+            }
+            let _ = health.await;
+            if let Ok(events) = forward.await {
+                self.xid_events = Some(events);
+            }
+            if !rebuild {
+                return Ok(());
+            }
+        }
+    }
+}
+
+impl NodeAgent {
+    /// Rebuilds the allocator's hand-out records from what the kubelet says pods hold.
+    async fn reconcile(&self, allocator: &Allocator, usage: &NodeUsage) {
+        match self.pods.pods_on_node().await {
+            Ok(pods) => {
+                allocator.reconcile(&pods, &usage.devices_by_pod());
+            }
+            Err(error) => tracing::warn!(%error, "cannot reconcile hand-outs with the kubelet"),
+        }
+    }
+}
+
+/// Moves events to this generation's health task; hands the source back when it ends.
+async fn forward_events(
+    mut events: mpsc::Receiver<XidEvent>,
+    to: mpsc::Sender<XidEvent>,
+    mut stop: watch::Receiver<bool>,
+) -> mpsc::Receiver<XidEvent> {
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(event) => if to.send(event).await.is_err() { return events },
+                None => { stop_requested(&mut stop).await; return events }
+            },
+            () = stop_requested(&mut stop) => return events,
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! Pods bound to this node, as allocation needs them: their GPU request and the devices the
+//! scheduler's `<prefix>/devices` annotation names. Behind [`PodSource`] so tests and the
+//! standalone demo use an in-memory list; on a cluster `kube_pods` watches the API server.
+
+use std::sync::{Mutex, PoisonError};
+
+use kubesched_core::annotation::DevicesAnnotation;
+use kubesched_core::request::{GpuDemand, ResourceNames};
+
+/// What a pod's devices annotation says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodDevices {
+    /// No annotation: the pod was scheduled by another scheduler.
+    Unassigned,
+    Assigned(DevicesAnnotation),
+    /// An annotation this agent cannot follow (malformed, a newer version, another node):
+    /// allocation for such a pod is refused with this reason rather than guessed.
+    Unreadable(String),
+}
+
+/// One non-terminal pod bound to this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodView {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    /// The pod's GPU request (whole GPUs or slices of one profile).
+    pub demand: GpuDemand,
+    pub devices: PodDevices,
+}
+
+impl PodView {
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
+    /// Whether the pod's GPU request is for `resource`.
+    pub fn requests(&self, names: &ResourceNames, resource: &str) -> bool {
+        names.for_demand(&self.demand).as_deref() == Some(resource)
+    }
+
+    /// The device ids its annotation names for `resource`; `None` when it names none.
+    pub fn assigned_ids(&self, resource: &str) -> Option<Vec<String>> {
+        match &self.devices {
+            PodDevices::Assigned(annotation) if annotation.resource == resource => Some(
+                annotation
+                    .devices
+                    .iter()
+                    .map(|device| device.device_id())
+                    .collect(),
+            ),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot list the pods bound to this node: {0}")]
+pub struct PodSourceError(pub String);
+
+#[tonic::async_trait]
+pub trait PodSource: Send + Sync {
+    /// Non-terminal pods bound to this node, oldest first.
+    async fn pods_on_node(&self) -> Result<Vec<PodView>, PodSourceError>;
+}
+
+/// A fixed, replaceable pod list: tests, benches and runs without an API server.
+#[derive(Debug, Default)]
+pub struct InMemoryPods {
+    pods: Mutex<Vec<PodView>>,
+}
+
+impl InMemoryPods {
+    pub fn new(pods: Vec<PodView>) -> Self {
+        InMemoryPods {
+            pods: Mutex::new(pods),
+        }
+    }
+
+    pub fn set(&self, pods: Vec<PodView>) {
+        *self.pods.lock().unwrap_or_else(PoisonError::into_inner) = pods;
+    }
+}
+
+#[tonic::async_trait]
+impl PodSource for InMemoryPods {
+    async fn pods_on_node(&self) -> Result<Vec<PodView>, PodSourceError> {
+        Ok(self
+            .pods
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kubesched_core::annotation::{AssignedDevice, AssignedMig, DEVICES_VERSION};
+
+    use super::*;
+
+    #[test]
+    fn assigned_ids_use_the_advertised_device_ids() {
+        let annotation = DevicesAnnotation {
+            version: DEVICES_VERSION,
+            node: "n".into(),
+            resource: "nvidia.com/mig-1g.10gb".into(),
+            devices: vec![
+                AssignedDevice {
+                    gpu_uuid: "GPU-2".into(),
+                    gpu_index: 2,
+                    mig: Some(AssignedMig {
+                        profile: "1g.10gb".into(),
+                        start: 1,
+                        uuid: Some("MIG-1b".into()),
+                    }),
+                },
+                AssignedDevice {
+                    gpu_uuid: "GPU-2".into(),
+                    gpu_index: 2,
+                    mig: Some(AssignedMig {
+                        profile: "1g.10gb".into(),
+                        start: 3,
+                        uuid: None,
+                    }),
+                },
+            ],
+            numa_node: Some(1),
+        };
+        let pod = PodView {
+            namespace: "ns".into(),
+            name: "p".into(),
+            uid: "u".into(),
+            demand: GpuDemand::Mig {
+                profile: "1g.10gb".into(),
+                count: 2,
+            },
+            devices: PodDevices::Assigned(annotation),
+        };
+        assert_eq!(
+            pod.assigned_ids("nvidia.com/mig-1g.10gb"),
+            Some(vec!["MIG-1b".to_string(), "GPU-2::1g.10gb@3".to_string()])
+        );
+        assert_eq!(pod.assigned_ids("nvidia.com/gpu"), None);
+        let names = ResourceNames::default();
+        assert!(pod.requests(&names, "nvidia.com/mig-1g.10gb"));
+        assert!(!pod.requests(&names, "nvidia.com/gpu"));
+        assert_eq!(pod.key(), "ns/p");
+    }
+}
