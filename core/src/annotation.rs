@@ -72,6 +72,13 @@ pub fn dynamic_slot_id(gpu_uuid: &str, profile: &str, start: u8) -> String {
     format!("{gpu_uuid}::{profile}@{start}")
 }
 
+/// (GPU UUID, profile, start) of a `dynamic_slot_id`, `None` for other ids.
+pub fn parse_dynamic_slot_id(id: &str) -> Option<(&str, &str, u8)> {
+    let (gpu, rest) = id.split_once("::")?;
+    let (profile, start) = rest.rsplit_once('@')?;
+    Some((gpu, profile, start.parse().ok()?)).filter(|(g, p, _)| !g.is_empty() && !p.is_empty())
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AnnotationError {
     #[error(transparent)]
@@ -254,6 +261,17 @@ mod tests {
         let back = DevicesAnnotation::from_json(golden).unwrap();
         assert_eq!(back.to_candidate(&node, &demand).unwrap(), cand);
         assert_eq!(back.devices[0].device_id(), "GPU-a::3g.40gb@0");
+        assert_eq!(
+            parse_dynamic_slot_id("GPU-a::3g.40gb@0"),
+            Some(("GPU-a", "3g.40gb", 0))
+        );
+        assert_eq!(
+            parse_dynamic_slot_id("GPU-a::1g.10gb+me@6"),
+            Some(("GPU-a", "1g.10gb+me", 6))
+        );
+        assert_eq!(parse_dynamic_slot_id("MIG-123"), None);
+        assert_eq!(parse_dynamic_slot_id("GPU-a::3g.40gb@x"), None);
+        assert_eq!(parse_dynamic_slot_id("::3g.40gb@1"), None);
     }
 
     #[test]

@@ -81,6 +81,10 @@ pub struct MigInfo {
     /// Placements read from NVML; the catalogue's when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub geometry: Option<MigGeometry>,
+    /// Why the agent leaves this GPU alone (processes outside our control,
+    /// a MIG mode change pending a reset); nothing is placed on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,6 +149,7 @@ mod tests {
                             healthy: true,
                         }],
                         geometry: None,
+                        blocked: None,
                     }),
                 },
                 GpuInfo {

@@ -248,7 +248,8 @@ fn gpu_from_info(g: &GpuInfo) -> Result<GpuState, NodeError> {
         })?,
     };
     let mut state = GpuState::dynamic_mig(g.index, &g.uuid, &g.model, g.numa_node, geometry);
-    state.healthy = g.healthy;
+    // A blocked GPU is not ours to place on, whatever its health.
+    state.healthy = g.healthy && mig.blocked.is_none();
     if let GpuSlots::Mig(slots) = &mut state.slots {
         slots.mode = mig.mode;
         if mig.mode == MigMode::Static {

@@ -16,6 +16,16 @@ pub enum TopologyPolicy {
 }
 
 impl TopologyPolicy {
+    /// The kubelet's spelling (`single-numa-node`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TopologyPolicy::None => "none",
+            TopologyPolicy::BestEffort => "best-effort",
+            TopologyPolicy::Restricted => "restricted",
+            TopologyPolicy::SingleNumaNode => "single-numa-node",
+        }
+    }
+
     /// Policies under which a misaligned pod is rejected at admission.
     pub fn rejects_misalignment(self) -> bool {
         matches!(
@@ -190,6 +200,21 @@ mod tests {
         );
         let r = admit(TopologyPolicy::Restricted, &n, &[Some(0), Some(1)], 1, None);
         assert_eq!(r, Err(NumaReject::NotNarrowest { got: 2, best: 1 }));
+    }
+
+    #[test]
+    fn policy_names_match_the_kubelet_flag_and_serde() {
+        for p in [
+            TopologyPolicy::None,
+            TopologyPolicy::BestEffort,
+            TopologyPolicy::Restricted,
+            TopologyPolicy::SingleNumaNode,
+        ] {
+            assert_eq!(
+                serde_json::to_string(&p).unwrap(),
+                format!("\"{}\"", p.as_str())
+            );
+        }
     }
 
     #[test]

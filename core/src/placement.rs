@@ -374,12 +374,20 @@ fn mig_choices(
     let mut singles: Vec<MigPick> = Vec::new();
     let mut knows_profile = false;
     let mut details = Vec::new();
+    let mut seen: Vec<GpuKey> = Vec::new();
     for (i, g) in allowed(node, req) {
         let GpuSlots::Mig(m) = &g.slots else { continue };
         let Ok((idx, _)) = m.gpu.geometry().profile(profile) else {
             continue;
         };
         knows_profile = true;
+        // Identical GPUs on one NUMA node offer identical placements: the
+        // first stands for all (eight empty GPUs give 7 candidates, not 56).
+        let key = GpuKey::of(g, m);
+        if count <= 1 && seen.contains(&key) {
+            continue;
+        }
+        seen.push(key);
         if !g.healthy {
             details.push(format!("GPU{} unhealthy", g.index));
             continue;
@@ -420,6 +428,36 @@ fn mig_choices(
             .collect());
     }
     multi_mig(node, req, count, profile, details)
+}
+
+/// What makes two MIG GPUs interchangeable for placement.
+#[derive(PartialEq)]
+struct GpuKey {
+    numa: Option<u32>,
+    model: std::sync::Arc<str>,
+    healthy: bool,
+    mode: MigMode,
+    used: u8,
+    allocated: u8,
+    unhealthy: u8,
+    slots: Vec<crate::mig::MigSlot>,
+}
+
+impl GpuKey {
+    fn of(g: &GpuState, m: &crate::node::MigSlots) -> Self {
+        let mut slots = m.gpu.slots().to_vec();
+        slots.sort_by_key(|s| s.start);
+        GpuKey {
+            numa: g.numa,
+            model: g.model.clone(),
+            healthy: g.healthy,
+            mode: m.mode,
+            used: m.gpu.used_mask(),
+            allocated: m.allocated,
+            unhealthy: m.unhealthy,
+            slots,
+        }
+    }
 }
 
 /// Several slices of one profile: fill greedily, NUMA node by NUMA node, then
@@ -721,6 +759,34 @@ mod tests {
             fits(&n, &mig("5g.50gb", 1)),
             Err(Unfit::UnknownProfile { .. })
         ));
+    }
+
+    #[test]
+    fn identical_gpus_are_enumerated_once() {
+        let mut n = mig_node();
+        for i in 2..8 {
+            n.gpus.push(GpuState::dynamic_mig(
+                i,
+                &format!("G{i}"),
+                "H100-80GB",
+                Some(i % 2),
+                mig_geometry("H100-80GB").unwrap(),
+            ));
+        }
+        // 8 empty GPUs on two NUMA nodes: one representative per NUMA node.
+        let cands = candidates(&n, &mig("1g.10gb", 1)).unwrap();
+        assert_eq!(cands.len(), 2 * 7);
+        let c = Candidate {
+            choice: DeviceChoice::Mig(vec![MigPick {
+                gpu: 2,
+                profile: 0,
+                start: 0,
+            }]),
+            numa: Some(0),
+        };
+        apply(&mut n, &mig("1g.10gb", 1), &c).unwrap();
+        // GPU 2 now differs from GPU 0: its free starts are offered too.
+        assert_eq!(candidates(&n, &mig("1g.10gb", 1)).unwrap().len(), 2 * 7 + 6);
     }
 
     #[test]

@@ -121,8 +121,10 @@ impl ResourceNames {
         format!("{}/gpu", self.domain)
     }
 
+    /// `+` is not allowed in resource names: a media-extension profile
+    /// (`1g.10gb+me`) is advertised as `mig-1g.10gb.me`.
     pub fn mig(&self, profile: &str) -> String {
-        format!("{}/mig-{}", self.domain, profile)
+        format!("{}/mig-{}", self.domain, profile.replace('+', "."))
     }
 
     /// The resource name for a demand, if it asks for a GPU.
@@ -146,9 +148,13 @@ impl ResourceNames {
             return Ok(Some(GpuResource::Whole));
         }
         match rest.strip_prefix("mig-") {
-            Some(profile) => {
-                validate_profile_name(profile)?;
-                Ok(Some(GpuResource::Mig(profile.to_string())))
+            Some(name) => {
+                let profile = match name.strip_suffix(".me") {
+                    Some(base) => format!("{base}+me"),
+                    None => name.to_string(),
+                };
+                validate_profile_name(&profile)?;
+                Ok(Some(GpuResource::Mig(profile)))
             }
             None => Ok(None),
         }
@@ -224,8 +230,15 @@ mod tests {
             Ok(Some(GpuResource::Mig("1g.10gb".into())))
         );
         assert_eq!(
-            names.classify("nvidia.com/mig-1g.10gb+me"),
+            names.classify("nvidia.com/mig-1g.10gb.me"),
             Ok(Some(GpuResource::Mig("1g.10gb+me".into())))
+        );
+        assert_eq!(names.mig("1g.10gb+me"), "nvidia.com/mig-1g.10gb.me");
+        assert!(
+            names
+                .mig("1g.10gb+me")
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "./-_".contains(c))
         );
         assert_eq!(names.classify("cpu"), Ok(None));
         assert_eq!(names.classify("example.com/gpu"), Ok(None));

@@ -2,15 +2,17 @@
 //! its annotation; for pods without one, prefer the NUMA-aligned, least-fragmenting devices
 //! chosen by the core placement policy. Unknown, duplicate or unhealthy device ids are refused
 //! with a clear error, and so is a request that contradicts a pod's annotation: never a silent
-//! different choice.
+//! different choice. A dynamic-MIG slot is realised here: its instance is created at exactly
+//! the slot's placement (or found, when created ahead for the same pod) and the container gets
+//! the new MIG UUID; a placement no longer free fails the Allocate.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
-use kubesched_core::annotation::{DEFAULT_PREFIX, key};
+use kubesched_core::annotation::{DEFAULT_PREFIX, dynamic_slot_id, key, parse_dynamic_slot_id};
 use kubesched_core::fragmentation::Workload;
-use kubesched_core::inventory::NodeInventory;
+use kubesched_core::inventory::{MigMode, NodeInventory};
 use kubesched_core::node::{GPU_MILLI, GpuSlots, NodeState};
 use kubesched_core::placement::DeviceChoice;
 use kubesched_core::request::{GpuDemand, GpuResource, PodRequest, ResourceNames};
@@ -21,6 +23,7 @@ use kubesched_proto::deviceplugin::v1beta1::{
 };
 
 use crate::manager::ResourceManager;
+use crate::mig_manager::{DynamicMig, DynamicMigError, PodRef};
 use crate::pods::{PodDevices, PodSource, PodSourceError, PodView};
 
 /// Environment variable the NVIDIA container runtime reads.
@@ -57,6 +60,16 @@ pub enum AllocationError {
         pod: String,
         reason: String,
     },
+    #[error(
+        "cannot provide MIG slot {id} to {pod}: {source}; refusing to place it anywhere else (the pod must be scheduled again)"
+    )]
+    DynamicMig {
+        id: String,
+        pod: String,
+        source: Box<DynamicMigError>,
+    },
+    #[error("the MIG instance task failed: {0}")]
+    Task(String),
     #[error(transparent)]
     Pods(#[from] PodSourceError),
 }
@@ -70,10 +83,11 @@ impl From<AllocationError> for tonic::Status {
             | AllocationError::BadRequest { .. } => tonic::Status::invalid_argument(message),
             AllocationError::Unhealthy { .. }
             | AllocationError::AnnotationMismatch { .. }
-            | AllocationError::UnreadableAnnotation { .. } => {
-                tonic::Status::failed_precondition(message)
+            | AllocationError::UnreadableAnnotation { .. }
+            | AllocationError::DynamicMig { .. } => tonic::Status::failed_precondition(message),
+            AllocationError::Pods(_) | AllocationError::Task(_) => {
+                tonic::Status::unavailable(message)
             }
-            AllocationError::Pods(_) => tonic::Status::unavailable(message),
         }
     }
 }
@@ -92,6 +106,8 @@ pub struct Allocator {
     /// How long to wait for the pod source to show a pod asking for a resource the kubelet
     /// allocates: a watch-fed cache can trail the kubelet by a moment.
     pod_wait: Duration,
+    /// Creates the instances of dynamic-MIG slots; `None` when no GPU is dynamic.
+    dynamic: Option<Arc<DynamicMig>>,
 }
 
 impl Allocator {
@@ -109,7 +125,67 @@ impl Allocator {
             handed: Mutex::new(HashMap::new()),
             pod_annotation: key(DEFAULT_PREFIX, "pod"),
             pod_wait: Duration::ZERO,
+            dynamic: None,
         }
+    }
+
+    /// Realises dynamic-MIG slots through `dynamic` on Allocate.
+    pub fn with_dynamic_mig(mut self, dynamic: Arc<DynamicMig>) -> Self {
+        self.dynamic = Some(dynamic);
+        self
+    }
+
+    /// `(gpu, profile, start)` when `id` is a dynamic slot of `resource` on a dynamic GPU.
+    fn dynamic_slot<'a>(&self, resource: &str, id: &'a str) -> Option<(&'a str, &'a str, u8)> {
+        let dynamic = self.dynamic.as_ref()?;
+        let (gpu, profile, start) = parse_dynamic_slot_id(id)?;
+        (dynamic.is_dynamic(gpu) && self.names.mig(profile) == resource)
+            .then_some((gpu, profile, start))
+    }
+
+    /// The ids the container sees: MIG UUIDs in place of dynamic slots, whose instances are
+    /// created now at exactly their placements.
+    async fn realise(
+        &self,
+        resource: &str,
+        ids: &[String],
+        pod: Option<&PodView>,
+    ) -> Result<Vec<String>, AllocationError> {
+        let mut visible = Vec::with_capacity(ids.len());
+        for id in ids {
+            let (Some(dynamic), Some((gpu, profile, start))) =
+                (self.dynamic.clone(), self.dynamic_slot(resource, id))
+            else {
+                visible.push(id.clone());
+                continue;
+            };
+            let owner = pod.map(|p| PodRef {
+                uid: p.uid.clone(),
+                key: p.key(),
+            });
+            let (gpu_owned, profile_owned) = (gpu.to_string(), profile.to_string());
+            let created = tokio::task::spawn_blocking(move || {
+                dynamic.ensure(&gpu_owned, &profile_owned, start, owner.as_ref())
+            })
+            .await
+            .map_err(|e| AllocationError::Task(e.to_string()))?;
+            match created {
+                Ok(uuid) => visible.push(uuid),
+                Err(source) => {
+                    let pod = pod.map_or_else(
+                        || "a pod without annotation".to_string(),
+                        |p| format!("pod {}", p.key()),
+                    );
+                    tracing::warn!(resource, id = %id, %pod, error = %source, "dynamic MIG slot refused");
+                    return Err(AllocationError::DynamicMig {
+                        id: id.clone(),
+                        pod,
+                        source: Box::new(source),
+                    });
+                }
+            }
+        }
+        Ok(visible)
     }
 
     /// Uses `prefix` for the annotations this allocator writes (default `kubesched.ai`).
@@ -144,14 +220,16 @@ impl Allocator {
             if !seen.insert(id.as_str()) {
                 return Err(AllocationError::Duplicate { id: id.clone() });
             }
-            let device = self
-                .manager
-                .lookup(id)
-                .filter(|d| d.resource == resource)
-                .ok_or_else(|| AllocationError::UnknownDevice {
-                    resource: resource.to_string(),
-                    id: id.clone(),
-                })?;
+            let found = self.manager.lookup(id).filter(|d| d.resource == resource);
+            // A dynamic slot can vanish from the list when its placement was just taken: Allocate
+            // then says exactly that, rather than "unknown device".
+            if found.is_none() && self.dynamic_slot(resource, id).is_some() {
+                continue;
+            }
+            let device = found.ok_or_else(|| AllocationError::UnknownDevice {
+                resource: resource.to_string(),
+                id: id.clone(),
+            })?;
             if need_healthy && !device.healthy {
                 let reason = self
                     .manager
@@ -323,13 +401,21 @@ impl Allocator {
         let waiting = self.waiting(resource, &pods);
         let matched = waiting
             .iter()
-            .find(|(_, wanted)| ids.iter().all(|id| wanted.contains(id)));
+            .find(|(_, wanted)| ids.iter().all(|id| wanted.contains(id)))
+            .map(|(pod, _)| pod)
+            .or_else(|| self.handed_before(resource, ids, &pods));
+        if matched.is_none()
+            && let Some(refusal) = self.refusal(resource, ids, &pods)
+        {
+            return Err(refusal);
+        }
+        let visible = self.realise(resource, ids, matched).await?;
         let mut response = ContainerAllocateResponse {
-            envs: HashMap::from([(VISIBLE_DEVICES_ENV.to_string(), ids.join(","))]),
+            envs: HashMap::from([(VISIBLE_DEVICES_ENV.to_string(), visible.join(","))]),
             ..Default::default()
         };
         match matched {
-            Some((pod, _)) => {
+            Some(pod) => {
                 self.handed
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
@@ -342,14 +428,28 @@ impl Allocator {
                 tracing::info!(resource, pod = %pod.key(), devices = ?ids, "allocated the annotated devices");
             }
             None => {
-                if let Some(refusal) = self.refusal(resource, ids, &pods) {
-                    return Err(refusal);
-                }
                 tracing::info!(resource, devices = ?ids, "allocated for a pod without a devices annotation");
             }
         }
         self.forget_gone(&pods);
         Ok(response)
+    }
+
+    /// The annotated pod these exact devices were already handed to: the kubelet asking again
+    /// (a retried admission) gets the same answer, dynamic instances included.
+    fn handed_before<'a>(
+        &self,
+        resource: &str,
+        ids: &[String],
+        pods: &'a [PodView],
+    ) -> Option<&'a PodView> {
+        let handed = self.handed.lock().unwrap_or_else(PoisonError::into_inner);
+        pods.iter().find(|pod| {
+            let named = pod.assigned_ids(resource).unwrap_or_default();
+            handed
+                .get(&pod.uid)
+                .is_some_and(|done| ids.iter().all(|id| done.contains(id) && named.contains(id)))
+        })
     }
 
     /// Brings the hand-out records in line with what the kubelet reports each pod holds
@@ -475,6 +575,25 @@ impl Allocator {
                         *used_milli = GPU_MILLI;
                     }
                 }
+                // Dynamic: the occupancy is the live instances (core leaves it to the pods).
+                GpuSlots::Mig(slots) if slots.mode == MigMode::Dynamic => {
+                    let live = inventory
+                        .gpus
+                        .iter()
+                        .find(|g| *g.uuid == *gpu.uuid)
+                        .and_then(|g| g.mig.as_ref())
+                        .map(|m| m.instances.as_slice())
+                        .unwrap_or_default();
+                    for instance in live {
+                        if let Ok((idx, _)) =
+                            slots.gpu.geometry().clone().profile(&instance.profile)
+                        {
+                            // An instance outside the rules only makes the choice fail over
+                            // to the fallback below.
+                            let _ = slots.gpu.place(idx, instance.start);
+                        }
+                    }
+                }
                 GpuSlots::Mig(slots) => {
                     for (start, uuid) in &slots.uuids {
                         if !free.contains(&**uuid) {
@@ -502,9 +621,16 @@ impl Allocator {
                 .collect(),
             DeviceChoice::Mig(picks) => picks
                 .iter()
-                .filter_map(|p| match &node.gpus.get(p.gpu)?.slots {
-                    GpuSlots::Mig(slots) => slots.uuid_at(p.start).map(|u| u.to_string()),
-                    GpuSlots::Plain { .. } => None,
+                .filter_map(|p| {
+                    let gpu = node.gpus.get(p.gpu)?;
+                    match &gpu.slots {
+                        GpuSlots::Mig(slots) if slots.mode == MigMode::Dynamic => {
+                            let profile = slots.gpu.geometry().profiles.get(p.profile)?;
+                            Some(dynamic_slot_id(&gpu.uuid, &profile.name, p.start))
+                        }
+                        GpuSlots::Mig(slots) => slots.uuid_at(p.start).map(|u| u.to_string()),
+                        GpuSlots::Plain { .. } => None,
+                    }
                 })
                 .collect(),
             DeviceChoice::None | DeviceChoice::Share { .. } => Vec::new(),

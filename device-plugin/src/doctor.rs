@@ -1,12 +1,14 @@
 //! `kubesched-agent doctor`: checks what the agent needs on this node (NVML and the driver,
-//! MIG mode per GPU, NUMA topology, the kubelet socket and the plugin folder's permissions) and
-//! prints a pass/fail table with what to do about each failure.
+//! MIG mode per GPU, NUMA topology, the kubelet socket and the plugin folder's permissions,
+//! and for dynamic-MIG GPUs whether the agent may touch them) and prints a pass/fail table
+//! with what to do about each failure.
 
 use std::fmt::Write as _;
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 
 use crate::discovery::{DiscoveryError, GpuInventory};
+use crate::mig_backend::MigBackend;
 use crate::topology::HostTopology;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +102,55 @@ pub fn gpu_checks(inventory: Result<&dyn GpuInventory, &DiscoveryError>) -> Vec<
         ));
     }
     checks
+}
+
+/// Dynamic-MIG GPUs: their instances, and a warning for each GPU the agent will leave alone
+/// (MIG mode change pending, processes on it; without pods at hand every process is listed).
+pub fn dynamic_mig_checks(backend: &dyn MigBackend, gpus: &[String]) -> Vec<Check> {
+    gpus.iter()
+        .map(|gpu| {
+            let name = format!("dynamic mig {gpu} ({})", backend.kind());
+            let read = backend
+                .instances(gpu)
+                .and_then(|i| Ok((i, backend.condition(gpu)?)));
+            let (instances, condition) = match read {
+                Ok(read) => read,
+                Err(error) => return check(name, Status::Fail, error.to_string()),
+            };
+            let placed: Vec<String> = instances
+                .iter()
+                .map(|i| format!("{}@{}", i.profile, i.start))
+                .collect();
+            let mut problems = Vec::new();
+            if condition.pending_mode_change {
+                problems.push(
+                    "MIG mode change pending a GPU reset: reset the GPU or revert the change"
+                        .to_string(),
+                );
+            }
+            if !condition.processes.is_empty() {
+                let pids: Vec<String> = condition
+                    .processes
+                    .iter()
+                    .map(|p| p.pid.to_string())
+                    .collect();
+                problems.push(format!(
+                    "processes {} (the agent leaves the GPU alone if they are not its pods')",
+                    pids.join(", ")
+                ));
+            }
+            let detail = format!("{} instance(s) [{}]", instances.len(), placed.join(", "));
+            if problems.is_empty() {
+                check(name, Status::Pass, detail)
+            } else {
+                check(
+                    name,
+                    Status::Warn,
+                    format!("{detail}; {}", problems.join("; ")),
+                )
+            }
+        })
+        .collect()
 }
 
 pub fn topology_checks(topology: &dyn HostTopology) -> Vec<Check> {
@@ -235,6 +286,46 @@ mod tests {
             numa[0].detail,
             "node 0: 4 cpus, 65536 MiB; node 1: 4 cpus, 65536 MiB"
         );
+    }
+
+    #[test]
+    fn dynamic_mig_gpus_with_pending_mode_change_or_processes_warn() {
+        use crate::discovery::fake_mig::FakeMigBackend;
+        use crate::mig_backend::{GpuCondition, GpuProcess};
+        let backend = FakeMigBackend::default();
+        let geometry = kubesched_core::catalogue::mig_geometry("H100-80GB").unwrap();
+        backend.add_gpu("GPU-a", geometry.clone());
+        backend.add_gpu("GPU-b", geometry);
+        backend.create("GPU-a", "3g.40gb", 4).unwrap();
+        backend
+            .set_condition(
+                "GPU-b",
+                GpuCondition {
+                    pending_mode_change: true,
+                    processes: vec![GpuProcess {
+                        pid: 99,
+                        start: None,
+                    }],
+                },
+            )
+            .unwrap();
+        let checks = dynamic_mig_checks(
+            &backend,
+            &[
+                "GPU-a".to_string(),
+                "GPU-b".to_string(),
+                "GPU-z".to_string(),
+            ],
+        );
+        assert_eq!(checks[0].status, Status::Pass);
+        assert_eq!(checks[0].detail, "1 instance(s) [3g.40gb@4]");
+        assert_eq!(checks[1].status, Status::Warn);
+        assert!(
+            checks[1].detail.contains("pending") && checks[1].detail.contains("99"),
+            "{}",
+            checks[1].detail
+        );
+        assert_eq!(checks[2].status, Status::Fail);
     }
 
     #[test]

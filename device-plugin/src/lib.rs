@@ -7,7 +7,8 @@
 //! is advertised and hold its state; `plugin_server`, `kubelet_registration` and
 //! `kubelet_watch` speak to the kubelet; `allocation`, `pods` and `kube_pods` turn pod
 //! annotations into device hand-outs; `health`, `pod_resources` and `publisher` keep the picture current;
-//! `agent` wires it all together.
+//! `mig_backend`, `mig_manager` and `reconcile` run dynamic MIG (instances created where the
+//! scheduler chose, destroyed when their pods end); `agent` wires it all together.
 
 pub mod agent;
 pub mod allocation;
@@ -18,12 +19,15 @@ pub mod kube_pods;
 pub mod kubelet_registration;
 pub mod kubelet_watch;
 pub mod manager;
+pub mod mig_backend;
+pub mod mig_manager;
 pub mod node_agent;
 pub mod pci;
 pub mod plugin_server;
 pub mod pod_resources;
 pub mod pods;
 pub mod publisher;
+pub mod reconcile;
 pub mod resources;
 pub mod topology;
 pub mod uds;

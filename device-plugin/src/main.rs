@@ -12,11 +12,15 @@ use kubesched_core::numa::TopologyPolicy;
 use kubesched_core::request::{DEFAULT_DOMAIN, ResourceNames};
 use kubesched_device_plugin::agent::KubeletPaths;
 use kubesched_device_plugin::discovery::fake::FakeInventory;
+use kubesched_device_plugin::discovery::fake_mig::FakeMigBackend;
 use kubesched_device_plugin::discovery::nvml::NvmlInventory;
+use kubesched_device_plugin::discovery::nvml_mig::NvmlMigBackend;
 use kubesched_device_plugin::discovery::{DiscoveryError, GpuInventory};
 use kubesched_device_plugin::doctor;
 use kubesched_device_plugin::health::HealthProbe;
 use kubesched_device_plugin::kube_pods::KubePods;
+use kubesched_device_plugin::mig_backend::MigBackend;
+use kubesched_device_plugin::mig_manager::{DynamicMig, DynamicSelection};
 use kubesched_device_plugin::node_agent::NodeAgent;
 use kubesched_device_plugin::pods::{InMemoryPods, PodSource};
 use kubesched_device_plugin::publisher::{KubeNodeAnnotator, NodeAnnotator};
@@ -58,6 +62,19 @@ struct Cli {
     /// policy's choice) and no inventory publishing. For demos.
     #[arg(long)]
     standalone: bool,
+    /// Dynamic MIG: `all` MIG-enabled GPUs, or a comma-separated list of GPU UUIDs. The agent
+    /// then creates each MIG instance where the scheduler placed the pod and destroys it when
+    /// the pod ends (it never changes MIG mode). On a cluster, set it per node from the
+    /// DaemonSet (e.g. one DaemonSet per node pool, selected by a node label).
+    #[arg(long, env = "DYNAMIC_MIG")]
+    dynamic_mig: Option<DynamicSelection>,
+    /// Seconds a dynamic MIG instance no running pod holds (found after a restart, or made by
+    /// someone else) is kept before it is destroyed.
+    #[arg(long, default_value_t = 60)]
+    mig_orphan_grace_secs: u64,
+    /// Seconds between reconciliations of dynamic MIG instances with the pods.
+    #[arg(long, default_value_t = 2)]
+    mig_reconcile_secs: u64,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -117,6 +134,15 @@ async fn main() -> anyhow::Result<()> {
         None => Arc::from(topology::detect(&cli.sysfs_root)),
     };
 
+    let mig_backend: Option<Arc<dyn MigBackend>> = match (&cli.dynamic_mig, &fake, &nvml) {
+        (None, _, _) => None,
+        (Some(_), Some(fake), _) => Some(Arc::new(
+            FakeMigBackend::from_fixture(&fake.load()?).context("fake MIG backend")?,
+        )),
+        (Some(_), None, Some(Ok(nvml))) => Some(Arc::new(NvmlMigBackend::new(nvml.nvml()))),
+        (Some(_), None, _) => None,
+    };
+
     if let Some(Command::Doctor) = cli.command {
         let mut checks = match (&fake, &nvml) {
             (Some(fake), _) => doctor::gpu_checks(Ok(fake)),
@@ -124,6 +150,25 @@ async fn main() -> anyhow::Result<()> {
             (None, Some(Err(error))) => doctor::gpu_checks(Err(error)),
             (None, None) => Vec::new(),
         };
+        if let (Some(backend), Some(selection)) = (&mig_backend, &cli.dynamic_mig) {
+            let inventory: Option<&dyn GpuInventory> = match (&fake, &nvml) {
+                (Some(fake), _) => Some(fake),
+                (None, Some(Ok(nvml))) => Some(nvml),
+                _ => None,
+            };
+            let dynamic: Vec<String> = inventory
+                .and_then(|i| i.discover().ok())
+                .map(|found| {
+                    found
+                        .gpus
+                        .into_iter()
+                        .filter(|g| g.mig.is_some() && selection.selects(&g.uuid))
+                        .map(|g| g.uuid)
+                        .collect()
+                })
+                .unwrap_or_default();
+            checks.extend(doctor::dynamic_mig_checks(backend.as_ref(), &dynamic));
+        }
         checks.extend(doctor::topology_checks(topology.as_ref()));
         checks.extend(doctor::kubelet_checks(
             &cli.device_plugin_dir,
@@ -186,6 +231,14 @@ async fn main() -> anyhow::Result<()> {
         )
     };
 
+    let dynamic_mig = match (mig_backend, cli.dynamic_mig) {
+        (Some(backend), Some(selection)) => Some(Arc::new(DynamicMig::new(
+            backend,
+            selection,
+            Duration::from_secs(cli.mig_orphan_grace_secs),
+        ))),
+        _ => None,
+    };
     let agent = NodeAgent {
         node_name: cli.node_name,
         names,
@@ -208,6 +261,8 @@ async fn main() -> anyhow::Result<()> {
         publisher,
         rediscover_every: Duration::from_secs(30),
         health_quiet_period: Duration::from_secs(60),
+        dynamic_mig,
+        mig_reconcile_every: Duration::from_secs(cli.mig_reconcile_secs.max(1)),
     };
     // The kubelet stops DaemonSet pods with SIGTERM; Ctrl-C for interactive runs.
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

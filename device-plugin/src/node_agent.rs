@@ -1,13 +1,14 @@
 //! The whole node agent: discovery and topology, the resource manager and allocator, the
 //! plugin host, XID health, periodic rediscovery, kubelet PodResources reconciliation and
 //! inventory publishing, until shutdown. A change in the set of advertised resources (MIG
-//! re-partitioning) rebuilds the plugins.
+//! re-partitioning) rebuilds the plugins. With dynamic MIG it also reconciles instances with
+//! pods every `mig_reconcile_every` and re-advertises whenever an instance comes or goes.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use kubesched_core::inventory::{INVENTORY_VERSION, NodeInventory};
+use kubesched_core::inventory::{GpuInfo, INVENTORY_VERSION, NodeInventory};
 use kubesched_core::numa::TopologyPolicy;
 use kubesched_core::request::ResourceNames;
 use tokio::sync::{mpsc, watch};
@@ -17,6 +18,7 @@ use crate::allocation::Allocator;
 use crate::discovery::{Discovered, DiscoveryError, GpuInventory};
 use crate::health::{HealthProbe, HealthTracker, XidEvent, run_health};
 use crate::manager::ResourceManager;
+use crate::mig_manager::DynamicMig;
 use crate::plugin_server::ServerError;
 use crate::pod_resources::{NodeUsage, UsageReader};
 use crate::pods::PodSource;
@@ -47,6 +49,10 @@ pub struct NodeAgent {
     pub publisher: Option<(Arc<dyn NodeAnnotator>, String)>,
     pub rediscover_every: Duration,
     pub health_quiet_period: Duration,
+    /// Dynamic MIG, when some GPUs are in dynamic mode.
+    pub dynamic_mig: Option<Arc<DynamicMig>>,
+    /// How often dynamic-MIG instances are reconciled with the pods.
+    pub mig_reconcile_every: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +84,51 @@ impl NodeAgent {
         Ok(found)
     }
 
+    /// The discovered GPUs as advertised: dynamic ones with their live instances.
+    fn advertised(&self, found: &Discovered) -> Vec<GpuInfo> {
+        match &self.dynamic_mig {
+            Some(dynamic) => dynamic.overlay(&found.gpus),
+            None => found.gpus.clone(),
+        }
+    }
+
+    /// Hands the discovered GPUs to dynamic MIG (it reads their instances: blocking calls).
+    async fn track_dynamic(&self, found: &Discovered) {
+        let Some(dynamic) = self.dynamic_mig.clone() else {
+            return;
+        };
+        let gpus = found.gpus.clone();
+        if let Err(error) = tokio::task::spawn_blocking(move || dynamic.track(&gpus)).await {
+            tracing::warn!(%error, "dynamic MIG tracking task failed");
+        }
+    }
+
+    /// One dynamic-MIG reconciliation pass; skipped when the pods cannot be listed (never
+    /// destroy on missing information).
+    async fn reconcile_mig(&self, usage: Option<&NodeUsage>) {
+        let Some(dynamic) = self.dynamic_mig.clone() else {
+            return;
+        };
+        let pods = match self.pods.pods_on_node().await {
+            Ok(pods) => pods,
+            Err(error) => {
+                tracing::warn!(%error, "cannot list pods; dynamic MIG reconciliation skipped");
+                return;
+            }
+        };
+        let held = usage.map(NodeUsage::devices_by_pod);
+        let pass = tokio::task::spawn_blocking(move || {
+            dynamic.reconcile(&pods, held.as_ref(), Instant::now())
+        });
+        match pass.await {
+            Ok(report) if !report.failed.is_empty() => {
+                tracing::debug!(failed = ?report.failed, "dynamic MIG reconciliation left work for the next pass");
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "dynamic MIG reconciliation task failed"),
+        }
+    }
+
     fn document(
         &self,
         found: &Discovered,
@@ -85,7 +136,7 @@ impl NodeAgent {
         usage: Option<&NodeUsage>,
     ) -> NodeInventory {
         let faults = manager.faults();
-        let mut gpus = found.gpus.clone();
+        let mut gpus = self.advertised(found);
         // Health seen by XID checks goes into the published document too.
         for gpu in &mut gpus {
             if faults.contains_key(&gpu.uuid) {
@@ -117,6 +168,7 @@ impl NodeAgent {
     /// Runs until `shutdown` turns true.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), AgentError> {
         let mut found = self.discover().await?;
+        self.track_dynamic(&found).await;
         let mut reader = self
             .pod_resources_socket
             .clone()
@@ -135,24 +187,33 @@ impl NodeAgent {
                 shutdown.clone(),
             ));
         }
+        // After a restart, adopt the instances of running pods before advertising anything.
+        self.reconcile_mig(usage.as_ref()).await;
+        let (_no_dynamic_mig, no_changes) = watch::channel(0u64);
+        let mut mig_changes = self
+            .dynamic_mig
+            .as_ref()
+            .map_or(no_changes, |d| d.subscribe());
         loop {
             let manager = Arc::new(ResourceManager::new(plan(
-                &found.gpus,
+                &self.advertised(&found),
                 &self.names,
                 &found.gpu_instance_ids,
             )));
             tracing::info!(resources = ?manager.resource_names(), devices = manager.all_devices().len(), "advertising");
             let document = self.document(&found, &manager, usage.as_ref());
-            let allocator = Arc::new(
-                Allocator::new(
-                    manager.clone(),
-                    self.pods.clone(),
-                    self.names.clone(),
-                    document.clone(),
-                )
-                .with_annotation_prefix(&self.annotation_prefix)
-                .with_pod_wait(self.pod_wait),
-            );
+            let mut allocator = Allocator::new(
+                manager.clone(),
+                self.pods.clone(),
+                self.names.clone(),
+                document.clone(),
+            )
+            .with_annotation_prefix(&self.annotation_prefix)
+            .with_pod_wait(self.pod_wait);
+            if let Some(dynamic) = &self.dynamic_mig {
+                allocator = allocator.with_dynamic_mig(dynamic.clone());
+            }
+            let allocator = Arc::new(allocator);
             if let Some(usage) = &usage {
                 self.reconcile(&allocator, usage).await;
             }
@@ -182,6 +243,10 @@ impl NodeAgent {
             ticker.tick().await;
             let mut usage_ticker = tokio::time::interval(self.pod_resources_every);
             usage_ticker.tick().await;
+            let mut mig_ticker = tokio::time::interval(self.mig_reconcile_every);
+            mig_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            mig_ticker.tick().await;
+            mig_changes.mark_unchanged();
             let rebuild = loop {
                 tokio::select! {
                     result = &mut host => {
@@ -196,7 +261,8 @@ impl NodeAgent {
                         match self.discover().await {
                             Ok(next) => {
                                 found = next;
-                                let next_plan = plan(&found.gpus, &self.names, &found.gpu_instance_ids);
+                                self.track_dynamic(&found).await;
+                                let next_plan = plan(&self.advertised(&found), &self.names, &found.gpu_instance_ids);
                                 if let Err(change) = manager.update_plan(next_plan) {
                                     tracing::info!(%change, "rebuilding the device plugins");
                                     break true;
@@ -217,6 +283,23 @@ impl NodeAgent {
                         }
                         // The publisher skips documents equal to the last one it wrote.
                         doc_tx.send_replace(self.document(&found, &manager, usage.as_ref()).to_json());
+                    }
+                    _ = mig_ticker.tick(), if self.dynamic_mig.is_some() => {
+                        self.reconcile_mig(usage.as_ref()).await;
+                    }
+                    // Instances came or went: re-advertise the free placements at once.
+                    changed = mig_changes.changed(), if self.dynamic_mig.is_some() => {
+                        if changed.is_err() {
+                            continue;
+                        }
+                        let next_plan = plan(&self.advertised(&found), &self.names, &found.gpu_instance_ids);
+                        if let Err(change) = manager.update_plan(next_plan) {
+                            tracing::info!(%change, "rebuilding the device plugins");
+                            break true;
+                        }
+                        let document = self.document(&found, &manager, usage.as_ref());
+                        allocator.set_inventory(document.clone());
+                        doc_tx.send_replace(document.to_json());
                     }
                     () = stop_requested(&mut shutdown) => break false,
                 }

@@ -1,10 +1,16 @@
 //! Which resources and devices the agent advertises: whole GPUs of GPUs without MIG as
 //! `<domain>/gpu`, and each existing MIG instance as `<domain>/mig-<profile>` (NVIDIA's
 //! "mixed" strategy). Device ids are GPU and MIG UUIDs; a slice inherits its GPU's NUMA node.
+//! A dynamic-MIG GPU advertises, for every profile of its geometry, one device per placement
+//! still free plus one per live instance, each named by its dynamic slot id
+//! (`<gpu>::<profile>@<start>`); placements overlapping a live instance are left out.
 
 use std::collections::BTreeMap;
 
-use kubesched_core::inventory::GpuInfo;
+use kubesched_core::annotation::dynamic_slot_id;
+use kubesched_core::catalogue;
+use kubesched_core::inventory::{GpuInfo, MigInfo, MigMode};
+use kubesched_core::mig::MigGpu;
 use kubesched_core::request::ResourceNames;
 
 /// Where a MIG slice sits on its GPU.
@@ -54,6 +60,9 @@ pub fn plan(
                     gpu_index: gpu.index,
                     mig: None,
                 }),
+            Some(mig) if mig.mode == MigMode::Dynamic => {
+                plan_dynamic(&mut plan, gpu, mig, names, gpu_instance_ids);
+            }
             // A MIG-enabled GPU is handed out only as its slices, never whole.
             Some(mig) => {
                 for instance in &mig.instances {
@@ -78,6 +87,88 @@ pub fn plan(
         }
     }
     plan
+}
+
+/// Whether the kubelet accepts `name` as an extended resource name (a qualified name:
+/// alphanumerics, `-`, `_`, `.`). Media-extension profiles (`1g.10gb+me`) are not.
+pub fn is_valid_resource_name(name: &str) -> bool {
+    let short = name.rsplit_once('/').map_or(name, |(_, n)| n);
+    !short.is_empty()
+        && short.len() <= 63
+        && short
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && short.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && short.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+fn plan_dynamic(
+    plan: &mut ResourcePlan,
+    gpu: &GpuInfo,
+    mig: &MigInfo,
+    names: &ResourceNames,
+    gpu_instance_ids: &BTreeMap<String, u32>,
+) {
+    let geometry = match &mig.geometry {
+        Some(geometry) => std::sync::Arc::new(geometry.clone()),
+        None => match catalogue::mig_geometry(&gpu.model) {
+            Ok(geometry) => geometry,
+            Err(error) => {
+                tracing::warn!(gpu = %gpu.uuid, %error, "dynamic MIG GPU of unknown geometry; nothing advertised");
+                return;
+            }
+        },
+    };
+    let mut occupancy = MigGpu::new(geometry.clone());
+    for instance in &mig.instances {
+        let placed = geometry
+            .profile(&instance.profile)
+            .map_err(|e| e.to_string())
+            .and_then(|(idx, _)| {
+                occupancy
+                    .place(idx, instance.start)
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(error) = placed {
+            tracing::warn!(gpu = %gpu.uuid, profile = %instance.profile, start = instance.start, %error, "live MIG instance outside the geometry");
+        }
+    }
+    for (idx, profile) in geometry.profiles.iter().enumerate() {
+        let resource = names.mig(&profile.name);
+        if !is_valid_resource_name(&resource) {
+            tracing::debug!(%resource, "not a valid extended resource name; profile not advertised");
+            continue;
+        }
+        let device = |start: u8, healthy: bool, gpu_instance_id: Option<u32>| AdvertisedDevice {
+            id: dynamic_slot_id(&gpu.uuid, &profile.name, start),
+            resource: resource.clone(),
+            numa_node: gpu.numa_node,
+            healthy: gpu.healthy && healthy,
+            gpu_uuid: gpu.uuid.clone(),
+            gpu_index: gpu.index,
+            mig: Some(MigSlice {
+                profile: profile.name.clone(),
+                start,
+                gpu_instance_id,
+            }),
+        };
+        let mut devices: Vec<AdvertisedDevice> = mig
+            .instances
+            .iter()
+            .filter(|i| i.profile == profile.name)
+            .map(|i| device(i.start, i.healthy, gpu_instance_ids.get(&i.uuid).copied()))
+            .chain(
+                occupancy
+                    .placements(idx)
+                    .into_iter()
+                    .map(|start| device(start, true, None)),
+            )
+            .collect();
+        devices.sort_by_key(|d| d.mig.as_ref().map(|m| m.start));
+        // Every profile gets its resource even with nothing free, so creating an instance
+        // never changes the set of resources (which would restart the plugin servers).
+        plan.entry(resource).or_default().extend(devices);
+    }
 }
 
 /// Socket file name for a resource: `kubesched-gpu.sock`, `kubesched-mig-1g.10gb.sock`.
@@ -125,6 +216,7 @@ mod tests {
                     })
                     .collect(),
                 geometry: None,
+                blocked: None,
             }),
         }
     }
@@ -181,6 +273,37 @@ mod tests {
             .map(|d| (d.id.as_str(), d.healthy))
             .collect();
         assert_eq!(small, [("MIG-b", true), ("MIG-sick", false)]);
+    }
+
+    #[test]
+    fn dynamic_gpus_advertise_free_placements_and_live_slots() {
+        let mut dynamic = gpu(4, Some(1), Some(vec![("3g.40gb", 4, "MIG-live")]));
+        if let Some(mig) = &mut dynamic.mig {
+            mig.mode = MigMode::Dynamic;
+        }
+        let plan = plan(&[dynamic], &ResourceNames::default(), &BTreeMap::new());
+        let ids = |r: &str| -> Vec<String> { plan[r].iter().map(|d| d.id.clone()).collect() };
+        assert_eq!(
+            ids("nvidia.com/mig-1g.10gb"),
+            [
+                "GPU-4::1g.10gb@0",
+                "GPU-4::1g.10gb@1",
+                "GPU-4::1g.10gb@2",
+                "GPU-4::1g.10gb@3"
+            ],
+            "placements overlapping the live 3g are gone"
+        );
+        assert_eq!(
+            ids("nvidia.com/mig-3g.40gb"),
+            ["GPU-4::3g.40gb@0", "GPU-4::3g.40gb@4"],
+            "the live instance keeps its slot"
+        );
+        assert!(
+            plan["nvidia.com/mig-7g.80gb"].is_empty(),
+            "listed, with nothing free"
+        );
+        assert!(!plan.contains_key("nvidia.com/mig-1g.10gb+me"));
+        assert!(plan.values().flatten().all(|d| d.numa_node == Some(1)));
     }
 
     #[test]

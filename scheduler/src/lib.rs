@@ -2,4 +2,9 @@
 //! outside world: the scheduler extender (HTTP, Kubernetes API) and the
 //! capacity planner's tools (trace replay, reports).
 
+pub mod extender;
+pub mod offline;
+pub mod report;
 pub mod simulate;
+pub mod snapshot;
+pub mod ui;

@@ -1,14 +1,34 @@
 //! GPU clustering, as the ATC '23 artifact scores it: pods of one GPU request
 //! class go together. Bands, best first: a node running only that class; a
 //! node running it among others; an idle node; a node of other classes.
-//! Within a band, less free GPU is better.
+//! Within a band, less free GPU is better. Classes: GPU shares, and
+//! whole-GPU pods by count.
 
 use super::{Policy, ScoreContext, TieBreak, tightness, truncate};
 use crate::node::NodeState;
 use crate::placement::Candidate;
-use crate::request::PodRequest;
+use crate::request::{GpuDemand, PodRequest};
 
 const MAX_SPEC_GPU: i64 = 8000;
+
+/// The artifact's affinity classes: shares together, and whole-GPU pods by
+/// GPU count (exact share sizes do not split a class).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Affinity {
+    Share,
+    Gpus(u32),
+    Mig,
+    None,
+}
+
+fn affinity(d: &GpuDemand) -> Affinity {
+    match d {
+        GpuDemand::Share { .. } => Affinity::Share,
+        GpuDemand::Whole { count } => Affinity::Gpus(*count),
+        GpuDemand::Mig { .. } => Affinity::Mig,
+        GpuDemand::None => Affinity::None,
+    }
+}
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct GpuClustering;
@@ -30,8 +50,12 @@ impl Policy for GpuClustering {
         }
         let left = (node.free_milli() as i64).min(MAX_SPEC_GPU);
         let within = 25 * (MAX_SPEC_GPU - left) / MAX_SPEC_GPU;
-        let same = node.classes.iter().any(|(d, _)| *d == req.gpu);
-        let (band, why) = match (same, node.classes.len()) {
+        let class = affinity(&req.gpu);
+        let mut here: Vec<Affinity> = node.classes.iter().map(|(d, _)| affinity(d)).collect();
+        here.sort_unstable();
+        here.dedup();
+        let same = here.contains(&class);
+        let (band, why) = match (same, here.len()) {
             (true, 1) => (75, "only this request class here"),
             (true, _) => (50, "this class among others"),
             (false, 0) => (25, "idle node"),

@@ -2,7 +2,9 @@
 //! (`--fake-inventory`) in tests and demos. Both return core inventory types.
 
 pub mod fake;
+pub mod fake_mig;
 pub mod nvml;
+pub mod nvml_mig;
 
 use std::collections::BTreeMap;
 

@@ -30,6 +30,37 @@ const PROFILE_INDICES: std::ops::Range<u32> = 0..10;
 /// Indices of the media-extension variants (`_REV1`), named with `+me`.
 const MEDIA_EXTENSION_INDICES: [u32; 2] = [7, 8];
 
+/// A GPU instance profile the GPU supports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct GiProfile {
+    /// NVML profile id (what creation and placement calls take).
+    pub id: u32,
+    /// Compute slices.
+    pub slice_count: u32,
+    /// Named like NVIDIA does: slice count and memory rounded up to whole GiB (`3g.40gb`).
+    pub name: String,
+}
+
+/// The GPU instance profiles of a device, by NVML profile index.
+pub(crate) fn gi_profiles(device: &Device<'_>) -> Vec<GiProfile> {
+    PROFILE_INDICES
+        .filter_map(|index| {
+            let info = device.profile_info(index).ok()?;
+            let gb = info.memory_size_mb.div_ceil(1024);
+            let suffix = if MEDIA_EXTENSION_INDICES.contains(&index) {
+                "+me"
+            } else {
+                ""
+            };
+            Some(GiProfile {
+                id: info.id,
+                slice_count: info.slice_count,
+                name: format!("{}g.{gb}gb{suffix}", info.slice_count),
+            })
+        })
+        .collect()
+}
+
 pub struct NvmlInventory {
     nvml: Arc<Nvml>,
 }
@@ -59,21 +90,17 @@ impl NvmlInventory {
             .map_err(nvml_error("nvmlSystemGetDriverVersion"))
     }
 
-    /// Profile id -> profile name (`3g.40gb`), named like NVIDIA does from the slice count
-    /// and the memory rounded up to whole GiB.
+    /// Profile id -> profile name (`3g.40gb`).
     fn profile_names(device: &Device<'_>) -> HashMap<u32, String> {
-        PROFILE_INDICES
-            .filter_map(|index| {
-                let info = device.profile_info(index).ok()?;
-                let gb = info.memory_size_mb.div_ceil(1024);
-                let suffix = if MEDIA_EXTENSION_INDICES.contains(&index) {
-                    "+me"
-                } else {
-                    ""
-                };
-                Some((info.id, format!("{}g.{gb}gb{suffix}", info.slice_count)))
-            })
+        gi_profiles(device)
+            .into_iter()
+            .map(|p| (p.id, p.name))
             .collect()
+    }
+
+    /// The NVML handle, shared with the MIG backend.
+    pub fn nvml(&self) -> Arc<Nvml> {
+        self.nvml.clone()
     }
 
     /// GPU instance id, profile id and start position of a MIG device, via raw NVML.
@@ -170,6 +197,7 @@ impl NvmlInventory {
             mode: MigMode::Static,
             instances,
             geometry: None,
+            blocked: None,
         }))
     }
 }
@@ -411,6 +439,7 @@ mod tests {
                     instance("3g.40gb", 4, "MIG-right"),
                 ],
                 geometry: None,
+                blocked: None,
             }),
         }];
         // NVML numbers GPU instances itself; discovery records them by MIG UUID.

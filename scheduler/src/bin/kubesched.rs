@@ -1,17 +1,26 @@
 //! `kubesched`: the capacity planner's command line. `simulate` replays a
-//! trace (or the built-in scenario) under several placement policies.
+//! trace (or the built-in scenario, or a cluster snapshot's pending pods)
+//! under several placement policies; `report` shows where GPU capacity is
+//! stranded; `snapshot` saves a cluster's state for offline use.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use kubesched_core::inventory::MigMode;
-use kubesched_core::replay::ReplayConfig;
+use kubesched_core::node::NodeState;
+use kubesched_core::replay::{Outcome, Replay, ReplayConfig};
 use kubesched_core::scoring;
+use kubesched_scheduler::extender::Extender;
+use kubesched_scheduler::extender::config::{Config, Overrides};
+use kubesched_scheduler::offline::OfflineBinder;
+use kubesched_scheduler::report;
 use kubesched_scheduler::simulate::mig_mapping::MigMapping;
 use kubesched_scheduler::simulate::{
     self, Scenario, builtin, chart, progress::Progress, summary, trace,
 };
+use kubesched_scheduler::snapshot::Snapshot;
 
 #[derive(Parser)]
 #[command(
@@ -28,6 +37,51 @@ struct Cli {
 enum Command {
     /// Replay a workload on a simulated cluster under several placement policies.
     Simulate(SimulateArgs),
+    /// Per node and GPU: MIG occupancy, free positions, what still fits, NUMA problems, stranded capacity by cause.
+    Report(ReportArgs),
+    /// Save the cluster's Nodes and Pods to a file for offline `report` and `simulate --cluster`.
+    Snapshot(SnapshotArgs),
+}
+
+#[derive(Args)]
+struct ClusterSource {
+    /// Read a saved snapshot instead of the live cluster.
+    #[arg(long)]
+    snapshot: Option<PathBuf>,
+    /// Kubeconfig of the live cluster (default: KUBECONFIG, ~/.kube/config or in-cluster).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Annotation key prefix the agents and extender use.
+    #[arg(long)]
+    annotation_prefix: Option<String>,
+    /// Resource name domain (nvidia.com/gpu, nvidia.com/mig-...).
+    #[arg(long)]
+    resource_domain: Option<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    #[command(flatten)]
+    source: ClusterSource,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    output: Output,
+}
+
+#[derive(Args)]
+struct SnapshotArgs {
+    /// Kubeconfig of the cluster (default: KUBECONFIG, ~/.kube/config or in-cluster).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// File to write.
+    #[arg(long, short)]
+    output: PathBuf,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -78,6 +132,9 @@ struct SimulateArgs {
     /// Original pod count of the built-in scenario (before topping up).
     #[arg(long, default_value_t = 1000)]
     builtin_pods: usize,
+    /// What-if on a saved cluster: replay the snapshot's pending pods on its nodes (as they are now) under each policy.
+    #[arg(long, conflicts_with_all = ["trace_dir", "mig"])]
+    cluster: Option<PathBuf>,
     /// Write allocation.csv (artifact layout) and allocation.svg here.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -86,7 +143,127 @@ struct SimulateArgs {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Simulate(args) => simulate_cmd(args),
+        Command::Report(args) => report_cmd(args),
+        Command::Snapshot(args) => snapshot_cmd(args),
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+async fn client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("finding a kubeconfig (give --kubeconfig or --snapshot)")?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
+
+fn snapshot_cmd(args: SnapshotArgs) -> anyhow::Result<()> {
+    let snapshot = runtime()?.block_on(async {
+        Ok::<_, anyhow::Error>(Snapshot::take(client(args.kubeconfig.as_deref()).await?).await?)
+    })?;
+    std::fs::write(&args.output, snapshot.to_json())
+        .with_context(|| format!("writing {}", args.output.display()))?;
+    println!(
+        "saved {} nodes and {} pods to {}",
+        snapshot.nodes.len(),
+        snapshot.pods.len(),
+        args.output.display()
+    );
+    Ok(())
+}
+
+/// The snapshot (read or taken live) and an extender state loaded from it.
+fn load_cluster(source: &ClusterSource) -> anyhow::Result<(Snapshot, Arc<Extender>)> {
+    let snapshot = match &source.snapshot {
+        Some(path) => Snapshot::read(path)?,
+        None => runtime()?.block_on(async {
+            Ok::<_, anyhow::Error>(
+                Snapshot::take(client(source.kubeconfig.as_deref()).await?).await?,
+            )
+        })?,
+    };
+    let overrides = Overrides {
+        annotation_prefix: source.annotation_prefix.clone(),
+        resource_domain: source.resource_domain.clone(),
+        ..Default::default()
+    };
+    let (binder, _updates) = OfflineBinder::new(&snapshot);
+    let ext = Arc::new(Extender::new(Config::load(None, &overrides)?, binder)?);
+    snapshot.load_into(&ext);
+    Ok((snapshot, ext))
+}
+
+fn report_cmd(args: ReportArgs) -> anyhow::Result<()> {
+    let (_, ext) = load_cluster(&args.source)?;
+    let workload = ext.workload().current().0;
+    let state = ext.state();
+    let rep = report::build(state.node_states(), &workload);
+    match args.output {
+        Output::Table => print!("{}", report::render(&rep)),
+        Output::Json => println!("{}", serde_json::to_string_pretty(&rep)?),
+    }
+    Ok(())
+}
+
+/// Replays a snapshot's pending pods, in file order, on its nodes as they
+/// are, once per policy, and says which fit.
+fn what_if(path: &Path, policies: &[String]) -> anyhow::Result<()> {
+    let source = ClusterSource {
+        snapshot: Some(path.to_path_buf()),
+        kubeconfig: None,
+        annotation_prefix: None,
+        resource_domain: None,
+    };
+    let (snapshot, ext) = load_cluster(&source)?;
+    let pending = snapshot.pending(&ext);
+    let workload = ext.workload().current().0;
+    let nodes: Vec<NodeState> = ext.state().node_states().cloned().collect();
+    println!("{} nodes, {} pending pods", nodes.len(), pending.len());
+    for name in policies {
+        let policy = scoring::by_name(name).with_context(|| {
+            format!(
+                "unknown policy {name:?}; known: {}",
+                scoring::POLICY_NAMES.join(", ")
+            )
+        })?;
+        let cfg = ReplayConfig {
+            shuffle_nodes: false,
+            shuffle_pods: false,
+            ..Default::default()
+        };
+        let mut replay = Replay::new(nodes.clone(), policy.as_ref(), &workload, &cfg);
+        let mut failed = Vec::new();
+        for (pod, req) in &pending {
+            if let Outcome::Failed = replay.step(req) {
+                failed.push(pod.as_str());
+            }
+        }
+        let placed = pending.len() - failed.len();
+        println!(
+            "{:<14} fits {placed}/{}{}",
+            policy.name(),
+            pending.len(),
+            if failed.is_empty() {
+                String::new()
+            } else {
+                format!("; left pending: {}", failed.join(", "))
+            }
+        );
+    }
+    Ok(())
 }
 
 fn load(args: &SimulateArgs) -> anyhow::Result<Scenario> {
@@ -112,6 +289,9 @@ fn load(args: &SimulateArgs) -> anyhow::Result<Scenario> {
 }
 
 fn simulate_cmd(args: SimulateArgs) -> anyhow::Result<()> {
+    if let Some(path) = &args.cluster {
+        return what_if(path, &args.policies);
+    }
     let mut policies = Vec::new();
     for name in &args.policies {
         match scoring::by_name(name) {

@@ -1,0 +1,459 @@
+//! The extender's in-memory picture of the cluster: per node, the empty
+//! state from its inventory plus every non-terminal pod bound there (at the
+//! devices its annotation names) plus in-flight reservations. Filter and
+//! prioritize read it without I/O; per-node results are memoised until the
+//! node changes.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kubesched_core::annotation::DevicesAnnotation;
+use kubesched_core::catalogue;
+use kubesched_core::fragmentation::{self, NodeFrag, Workload};
+use kubesched_core::node::{GpuSlots, NodeState};
+use kubesched_core::placement::{self, Candidate, DeviceChoice, PlacementError, Unfit};
+use kubesched_core::request::PodRequest;
+use kubesched_core::scoring::{Choice, Policy, ScoreContext};
+
+use super::reservations::{Reservation, Reservations};
+
+/// Memoised outcomes kept per node; a node rarely sees more request shapes
+/// than this between two changes.
+const MEMO_CAPACITY: usize = 32;
+
+/// A node's empty state, from its inventory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeBase {
+    pub state: NodeState,
+    /// The agent reported free CPUs per NUMA node (from the kubelet), so the
+    /// CPUs pinned by running pods are already subtracted there.
+    pub live_numa_cpus: bool,
+}
+
+/// What the extender knows about a pod.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodRecord {
+    pub namespace: String,
+    pub name: String,
+    /// `spec.nodeName`: set once bound.
+    pub node: Option<String>,
+    pub request: PodRequest,
+    /// The devices annotation, parsed (or why it could not be).
+    pub devices: Option<Result<DevicesAnnotation, String>>,
+}
+
+impl PodRecord {
+    fn annotated_for(&self, node: &str) -> Option<&DevicesAnnotation> {
+        match &self.devices {
+            Some(Ok(d)) if d.node == node => Some(d),
+            _ => None,
+        }
+    }
+}
+
+/// How one node looks to a filter or prioritize call.
+pub enum NodeView<'a> {
+    /// No inventory annotation: not a node we place GPUs on.
+    Unknown,
+    /// The inventory is there but unusable.
+    Invalid(&'a str),
+    Evaluated(&'a Result<Choice, Unfit>),
+}
+
+/// Everything an evaluation depends on besides the node.
+pub struct EvalContext<'a> {
+    pub policy: &'a dyn Policy,
+    pub workload: &'a Workload,
+    /// Changes whenever `workload` does, so memoised scores are dropped.
+    pub workload_gen: u64,
+    pub request: &'a PodRequest,
+    pub seed: u64,
+}
+
+#[derive(Default)]
+struct NodeCache {
+    version: u64,
+    workload_gen: u64,
+    frag: Option<(u64, Arc<NodeFrag>)>,
+    outcomes: Vec<(PodRequest, Result<Choice, Unfit>)>,
+}
+
+struct NodeEntry {
+    base: Result<NodeBase, String>,
+    state: NodeState,
+    version: u64,
+    state_key: u64,
+    cache: Mutex<NodeCache>,
+}
+
+/// Node names are looked up thousands of times per filter call; a fast
+/// non-cryptographic hash is enough (the names come from the API server).
+type NodeMap = HashMap<String, NodeEntry, foldhash::fast::RandomState>;
+
+pub struct ClusterState {
+    nodes: NodeMap,
+    pods: HashMap<String, PodRecord>,
+    on_node: HashMap<String, BTreeSet<String>>,
+    reservations: Reservations,
+    known_profiles: HashSet<String>,
+    next_version: u64,
+}
+
+impl Default for ClusterState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ClusterState {
+    pub fn new() -> Self {
+        let known_profiles = catalogue::models()
+            .iter()
+            .filter_map(|m| m.mig.as_ref())
+            .flat_map(|g| g.profiles.iter().map(|p| p.name.clone()))
+            .collect();
+        ClusterState {
+            nodes: NodeMap::default(),
+            pods: HashMap::new(),
+            on_node: HashMap::new(),
+            reservations: Reservations::default(),
+            known_profiles,
+            next_version: 1,
+        }
+    }
+
+    /// Whether any GPU model (catalogue or a node's own geometry) has `profile`.
+    pub fn knows_profile(&self, profile: &str) -> bool {
+        self.known_profiles.contains(profile)
+    }
+
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn reservation_count(&self) -> usize {
+        self.reservations.len()
+    }
+
+    /// Adds or replaces a node: `base` is its empty state from the inventory,
+    /// or why the inventory is unusable.
+    pub fn upsert_node(&mut self, name: &str, base: Result<NodeBase, String>) {
+        // Node status heartbeats re-send unchanged nodes: keep their memos.
+        if self.nodes.get(name).is_some_and(|e| e.base == base) {
+            return;
+        }
+        if let Ok(b) = &base {
+            for g in &b.state.gpus {
+                if let GpuSlots::Mig(m) = &g.slots {
+                    self.known_profiles
+                        .extend(m.gpu.geometry().profiles.iter().map(|p| p.name.clone()));
+                }
+            }
+        }
+        let state = match &base {
+            Ok(b) => b.state.clone(),
+            Err(_) => NodeState::new(name, 0, 0),
+        };
+        self.nodes.insert(
+            name.to_string(),
+            NodeEntry {
+                base,
+                state,
+                version: 0,
+                state_key: 0,
+                cache: Mutex::new(NodeCache::default()),
+            },
+        );
+        self.rebuild(name);
+    }
+
+    pub fn remove_node(&mut self, name: &str) {
+        self.nodes.remove(name);
+    }
+
+    /// Replaces every node at once (after a full list from the API).
+    pub fn reset_nodes(&mut self, nodes: Vec<(String, Result<NodeBase, String>)>) {
+        self.nodes.clear();
+        for (name, base) in nodes {
+            self.upsert_node(&name, base);
+        }
+    }
+
+    /// Replaces every pod at once (after a full list from the API).
+    pub fn reset_pods(&mut self, pods: Vec<(String, PodRecord)>) {
+        self.pods.clear();
+        self.on_node.clear();
+        for (uid, p) in pods {
+            if let Some(n) = &p.node {
+                self.on_node
+                    .entry(n.clone())
+                    .or_default()
+                    .insert(uid.clone());
+            }
+            if p.node.is_some() && p.devices.is_some() {
+                self.reservations.remove(&uid);
+            }
+            self.pods.insert(uid, p);
+        }
+        let names: Vec<String> = self.nodes.keys().cloned().collect();
+        for n in names {
+            self.rebuild(&n);
+        }
+    }
+
+    /// Adds or updates a pod. A bound pod carrying its devices annotation
+    /// confirms (and so replaces) its reservation; returns whether it did.
+    pub fn upsert_pod(&mut self, uid: &str, pod: PodRecord) -> bool {
+        let old_node = self.pods.get(uid).and_then(|p| p.node.clone());
+        let confirmed = match (&pod.node, &pod.devices) {
+            (Some(n), Some(_)) => self
+                .reservations
+                .get(uid)
+                .is_some_and(|r| &r.node == n)
+                .then(|| self.reservations.remove(uid))
+                .is_some(),
+            _ => false,
+        };
+        let new_node = pod.node.clone();
+        let unchanged = self.pods.get(uid) == Some(&pod);
+        self.pods.insert(uid.to_string(), pod);
+        if unchanged && !confirmed {
+            return false;
+        }
+        if let Some(o) = &old_node
+            && old_node != new_node
+        {
+            if let Some(set) = self.on_node.get_mut(o) {
+                set.remove(uid);
+            }
+            self.rebuild(o);
+        }
+        if let Some(n) = &new_node {
+            self.on_node
+                .entry(n.clone())
+                .or_default()
+                .insert(uid.to_string());
+            self.rebuild(n);
+        }
+        confirmed
+    }
+
+    /// Forgets a pod (deleted or terminal) and any reservation it held.
+    pub fn remove_pod(&mut self, uid: &str) {
+        let mut touched = Vec::new();
+        if let Some(p) = self.pods.remove(uid)
+            && let Some(n) = p.node
+        {
+            if let Some(set) = self.on_node.get_mut(&n) {
+                set.remove(uid);
+            }
+            touched.push(n);
+        }
+        if let Some(r) = self.reservations.remove(uid) {
+            touched.push(r.node);
+        }
+        for n in touched {
+            self.rebuild(&n);
+        }
+    }
+
+    pub fn pod(&self, uid: &str) -> Option<&PodRecord> {
+        self.pods.get(uid)
+    }
+
+    /// The node's current state (inventory + pods + reservations).
+    pub fn node_state(&self, name: &str) -> Option<&NodeState> {
+        self.nodes
+            .get(name)
+            .and_then(|e| e.base.as_ref().ok().map(|_| &e.state))
+    }
+
+    /// Every node with a usable inventory, for metrics.
+    pub fn node_states(&self) -> impl Iterator<Item = &NodeState> {
+        self.nodes
+            .values()
+            .filter(|e| e.base.is_ok())
+            .map(|e| &e.state)
+    }
+
+    /// Records the placement a bind chose, on top of the node's state.
+    pub fn reserve(&mut self, uid: &str, r: Reservation) -> Result<(), PlacementError> {
+        let Some(entry) = self.nodes.get(&r.node) else {
+            return Err(PlacementError::Mismatch);
+        };
+        // Check it applies before recording it, so a stale choice is refused.
+        let mut probe = entry.state.clone();
+        placement::apply(&mut probe, &r.request, &r.candidate)?;
+        let node = r.node.clone();
+        if let Some(old) = self.reservations.insert(uid, r)
+            && old.node != node
+        {
+            self.rebuild(&old.node);
+        }
+        self.rebuild(&node);
+        Ok(())
+    }
+
+    /// Drops a reservation (bind failed); returns it.
+    pub fn release(&mut self, uid: &str) -> Option<Reservation> {
+        let r = self.reservations.remove(uid)?;
+        self.rebuild(&r.node);
+        Some(r)
+    }
+
+    pub fn reservation(&self, uid: &str) -> Option<&Reservation> {
+        self.reservations.get(uid)
+    }
+
+    /// Drops reservations the watch never confirmed within `ttl`.
+    pub fn expire_reservations(&mut self, now: Instant, ttl: Duration) -> usize {
+        let gone = self.reservations.expire(now, ttl);
+        for (uid, r) in &gone {
+            tracing::warn!(pod_uid = %uid, node = %r.node, pod = %r.name, "reservation expired unconfirmed");
+            self.rebuild(&r.node);
+        }
+        gone.len()
+    }
+
+    /// Runs `f` on how node `name` looks for `ctx`'s request, memoising the
+    /// policy's choice until the node or the workload changes.
+    pub fn evaluate<R>(
+        &self,
+        name: &str,
+        ctx: &EvalContext<'_>,
+        f: impl FnOnce(NodeView<'_>) -> R,
+    ) -> R {
+        let Some(entry) = self.nodes.get(name) else {
+            return f(NodeView::Unknown);
+        };
+        if let Err(e) = &entry.base {
+            return f(NodeView::Invalid(e));
+        }
+        let mut cache = entry.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.version != entry.version || cache.workload_gen != ctx.workload_gen {
+            cache.outcomes.clear();
+            cache.version = entry.version;
+            if cache.workload_gen != ctx.workload_gen {
+                cache.frag = None;
+                cache.workload_gen = ctx.workload_gen;
+            }
+        }
+        let found = cache.outcomes.iter().position(|(r, _)| r == ctx.request);
+        let idx = match found {
+            Some(i) => i,
+            None => {
+                let frag = match &cache.frag {
+                    Some((key, frag)) if *key == entry.state_key => frag.clone(),
+                    _ => {
+                        let frag = Arc::new(NodeFrag::new(&entry.state, ctx.workload));
+                        cache.frag = Some((entry.state_key, frag.clone()));
+                        frag
+                    }
+                };
+                let score_ctx = ScoreContext {
+                    workload: ctx.workload,
+                    seed: ctx.seed,
+                    frag: Some(&frag),
+                };
+                let outcome = ctx.policy.choose(&entry.state, ctx.request, &score_ctx);
+                if cache.outcomes.len() >= MEMO_CAPACITY {
+                    let _evicted = cache.outcomes.remove(0);
+                }
+                cache.outcomes.push((ctx.request.clone(), outcome));
+                cache.outcomes.len() - 1
+            }
+        };
+        f(NodeView::Evaluated(&cache.outcomes[idx].1))
+    }
+
+    /// Recomputes a node's state from its inventory, its pods and its
+    /// reservations. Pods with an annotation go first (they hold real
+    /// devices), then reservations, then GPU pods we have no record of
+    /// devices for, which are given the first feasible placement so that
+    /// counts stay right.
+    fn rebuild(&mut self, name: &str) {
+        let Some(entry) = self.nodes.get_mut(name) else {
+            return;
+        };
+        entry.version = self.next_version;
+        self.next_version += 1;
+        let Ok(base) = &entry.base else {
+            return;
+        };
+        let mut state = base.state.clone();
+        let live = base.live_numa_cpus;
+        // Running pods' pinned CPUs are already out of a live NUMA report;
+        // only in-flight reservations must still be taken from it.
+        let pod_numa = |c: Candidate| {
+            if live {
+                Candidate { numa: None, ..c }
+            } else {
+                c
+            }
+        };
+        let mut unplaced: Vec<&str> = Vec::new();
+        let empty = BTreeSet::new();
+        for uid in self.on_node.get(name).unwrap_or(&empty) {
+            let Some(pod) = self.pods.get(uid) else {
+                continue;
+            };
+            if self.reservations.get(uid).is_some_and(|r| r.node == name) {
+                continue;
+            }
+            let req = &pod.request;
+            let placed = if req.gpu.is_none() {
+                let none = Candidate {
+                    choice: DeviceChoice::None,
+                    numa: None,
+                };
+                placement::apply(&mut state, req, &none).is_ok()
+            } else {
+                pod.annotated_for(name).is_some_and(|ann| {
+                    match ann
+                        .to_candidate(&state, &req.gpu)
+                        .map_err(|e| e.to_string())
+                        .and_then(|c| {
+                            placement::apply(&mut state, req, &pod_numa(c))
+                                .map_err(|e| e.to_string())
+                        }) {
+                        Ok(()) => true,
+                        Err(error) => {
+                            tracing::warn!(pod_uid = %uid, pod = %pod.name, node = %name, %error,
+                                "devices annotation does not apply to the node; assuming a placement");
+                            false
+                        }
+                    }
+                })
+            };
+            if !placed {
+                unplaced.push(uid);
+            }
+        }
+        for (uid, r) in self.reservations.on_node(name) {
+            if let Err(error) = placement::apply(&mut state, &r.request, &r.candidate) {
+                tracing::warn!(pod_uid = %uid, node = %name, %error, "reservation no longer applies");
+            }
+        }
+        for uid in unplaced {
+            let Some(pod) = self.pods.get(uid) else {
+                continue;
+            };
+            let first = placement::candidates(&state, &pod.request)
+                .ok()
+                .and_then(|c| c.into_iter().next());
+            let applied = first
+                .is_some_and(|c| placement::apply(&mut state, &pod.request, &pod_numa(c)).is_ok());
+            if !applied {
+                // Overcommitted (or devices unknown): still count CPU and memory.
+                state.cpu_free_milli = state.cpu_free_milli.saturating_sub(pod.request.cpu_milli);
+                state.memory_free_mib =
+                    state.memory_free_mib.saturating_sub(pod.request.memory_mib);
+                tracing::warn!(pod_uid = %uid, pod = %pod.name, node = %name,
+                    "bound pod does not fit its node's recorded free devices");
+            }
+        }
+        entry.state_key = fragmentation::state_key(&state);
+        entry.state = state;
+    }
+}

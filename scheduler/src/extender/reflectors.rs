@@ -1,0 +1,196 @@
+//! Keeps the cluster state in step with the API: watches Nodes (inventory
+//! annotation, allocatable CPU and memory) and Pods (bound node, requests,
+//! devices annotation). Each (re)list replaces the state wholesale, so a
+//! restarted extender rebuilds everything from the API. Readiness is set
+//! once both first lists are in.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::Api;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kubesched_core::annotation::DevicesAnnotation;
+use kubesched_core::inventory::NodeInventory;
+use kubesched_core::node::NodeState;
+
+use super::cluster_state::{NodeBase, PodRecord};
+use super::quantity::Quantity;
+use super::service::Extender;
+
+/// The node's empty state from its inventory annotation; `None` when it
+/// publishes none (not a GPU node of ours).
+pub fn node_base(node: &Node, inventory_key: &str) -> Option<(String, Result<NodeBase, String>)> {
+    let name = node.metadata.name.clone()?;
+    let text = node.metadata.annotations.as_ref()?.get(inventory_key)?;
+    Some((name.clone(), node_state(node, &name, text)))
+}
+
+fn node_state(node: &Node, name: &str, inventory: &str) -> Result<NodeBase, String> {
+    let inv = NodeInventory::from_json(inventory).map_err(|e| e.to_string())?;
+    if inv.node != name {
+        return Err(format!("inventory describes node {:?}", inv.node));
+    }
+    let alloc = node.status.as_ref().and_then(|s| s.allocatable.as_ref());
+    let get = |k: &str| {
+        alloc
+            .and_then(|a| a.get(k))
+            .map(|q| Quantity::parse(&q.0).map_err(|e| format!("allocatable {k}: {e}")))
+            .transpose()
+    };
+    let cpu = get("cpu")?.map_or(0, Quantity::milli_ceil);
+    let mem = get("memory")?.map_or(0, Quantity::mebi_ceil);
+    let state = NodeState::from_inventory(&inv, cpu, mem).map_err(|e| e.to_string())?;
+    Ok(NodeBase {
+        state,
+        live_numa_cpus: !inv.numa_nodes.is_empty()
+            && inv.numa_nodes.iter().all(|n| n.free_cpus.is_some()),
+    })
+}
+
+/// What the state keeps of a pod; `None` for terminal pods (they hold nothing).
+pub fn pod_record(ext: &Extender, pod: &Pod) -> Option<(String, PodRecord)> {
+    let uid = pod.metadata.uid.clone()?;
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    if matches!(phase, Some("Succeeded" | "Failed")) {
+        return None;
+    }
+    let request = match ext.reader().read(pod) {
+        Ok(r) => r,
+        Err(error) => {
+            // Counted as empty: kube-scheduler would not have placed it anyway.
+            tracing::warn!(pod = ?pod.metadata.name, %error, "unreadable pod requests");
+            kubesched_core::request::PodRequest::cpu_only(0, 0)
+        }
+    };
+    let devices = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ext.devices_key()))
+        .map(|t| DevicesAnnotation::from_json(t).map_err(|e| e.to_string()));
+    Some((
+        uid,
+        PodRecord {
+            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+            request,
+            devices,
+        },
+    ))
+}
+
+/// Watches Nodes and Pods until the streams end (never, normally), and
+/// expires unconfirmed reservations on a timer.
+pub async fn run(ext: Arc<Extender>, client: kube::Client) {
+    let nodes_synced = Arc::new(tokio::sync::Notify::new());
+    let pods_synced = Arc::new(tokio::sync::Notify::new());
+    let ready = {
+        let ext = ext.clone();
+        let (n, p) = (nodes_synced.clone(), pods_synced.clone());
+        async move {
+            n.notified().await;
+            p.notified().await;
+            ext.set_ready(true);
+            tracing::info!(nodes = ext.state().node_count(), "caches synced; ready");
+        }
+    };
+    tokio::join!(
+        watch_nodes(ext.clone(), Api::all(client.clone()), nodes_synced),
+        watch_pods(ext.clone(), Api::all(client), pods_synced),
+        expire_reservations(ext.clone()),
+        ready,
+    );
+}
+
+async fn watch_nodes(ext: Arc<Extender>, api: Api<Node>, synced: Arc<tokio::sync::Notify>) {
+    let key = ext.inventory_key().to_string();
+    let mut buffer = Vec::new();
+    let mut stream = watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    loop {
+        match stream.try_next().await {
+            Ok(Some(Event::Init)) => buffer.clear(),
+            Ok(Some(Event::InitApply(n))) => buffer.extend(node_base(&n, &key)),
+            Ok(Some(Event::InitDone)) => {
+                let count = buffer.len();
+                ext.state_mut().reset_nodes(std::mem::take(&mut buffer));
+                tracing::info!(gpu_nodes = count, "node list loaded");
+                synced.notify_one();
+            }
+            Ok(Some(Event::Apply(n))) => match node_base(&n, &key) {
+                Some((name, base)) => ext.state_mut().upsert_node(&name, base),
+                None => {
+                    if let Some(name) = &n.metadata.name {
+                        ext.state_mut().remove_node(name);
+                    }
+                }
+            },
+            Ok(Some(Event::Delete(n))) => {
+                if let Some(name) = &n.metadata.name {
+                    ext.state_mut().remove_node(name);
+                }
+            }
+            Ok(None) => return,
+            // The backoff wrapper retries; note it and go on.
+            Err(error) => tracing::warn!(%error, "node watch error"),
+        }
+    }
+}
+
+async fn watch_pods(ext: Arc<Extender>, api: Api<Pod>, synced: Arc<tokio::sync::Notify>) {
+    let mut buffer = Vec::new();
+    let mut stream = watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    loop {
+        match stream.try_next().await {
+            Ok(Some(Event::Init)) => buffer.clear(),
+            Ok(Some(Event::InitApply(p))) => buffer.extend(pod_record(&ext, &p)),
+            Ok(Some(Event::InitDone)) => {
+                let count = buffer.len();
+                ext.state_mut().reset_pods(std::mem::take(&mut buffer));
+                tracing::info!(pods = count, "pod list loaded");
+                synced.notify_one();
+            }
+            Ok(Some(Event::Apply(p))) => match pod_record(&ext, &p) {
+                Some((uid, rec)) => {
+                    if ext.state_mut().upsert_pod(&uid, rec) {
+                        tracing::debug!(pod_uid = %uid, "reservation confirmed by the watch");
+                    }
+                }
+                None => {
+                    if let Some(uid) = &p.metadata.uid {
+                        ext.state_mut().remove_pod(uid);
+                    }
+                }
+            },
+            Ok(Some(Event::Delete(p))) => {
+                if let Some(uid) = &p.metadata.uid {
+                    ext.state_mut().remove_pod(uid);
+                }
+            }
+            Ok(None) => return,
+            Err(error) => tracing::warn!(%error, "pod watch error"),
+        }
+        ext.metrics()
+            .set_reservations(ext.state().reservation_count());
+    }
+}
+
+async fn expire_reservations(ext: Arc<Extender>) {
+    let ttl = Duration::from_secs(ext.config().reservation_ttl_seconds);
+    let mut tick = tokio::time::interval(Duration::from_secs(15));
+    loop {
+        tick.tick().await;
+        let gone = ext.state_mut().expire_reservations(Instant::now(), ttl);
+        if gone > 0 {
+            ext.metrics()
+                .set_reservations(ext.state().reservation_count());
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! In-memory reservations: the devices a bind has chosen but the watch has
+//! not yet shown on an annotated, bound pod. They count as occupied, so two
+//! concurrent binds can never pick the same slot.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use kubesched_core::placement::Candidate;
+use kubesched_core::request::PodRequest;
+
+/// One in-flight placement, keyed by pod UID.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reservation {
+    pub namespace: String,
+    pub name: String,
+    pub node: String,
+    pub request: PodRequest,
+    pub candidate: Candidate,
+    pub created: Instant,
+}
+
+#[derive(Debug, Default)]
+pub struct Reservations {
+    by_uid: HashMap<String, Reservation>,
+}
+
+impl Reservations {
+    /// Records a reservation; returns the one it replaced (same pod bound again).
+    pub fn insert(&mut self, uid: &str, r: Reservation) -> Option<Reservation> {
+        self.by_uid.insert(uid.to_string(), r)
+    }
+
+    pub fn remove(&mut self, uid: &str) -> Option<Reservation> {
+        self.by_uid.remove(uid)
+    }
+
+    pub fn get(&self, uid: &str) -> Option<&Reservation> {
+        self.by_uid.get(uid)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_uid.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_uid.is_empty()
+    }
+
+    /// Reservations on `node`, in a stable order (by UID).
+    pub fn on_node<'a>(&'a self, node: &str) -> Vec<(&'a str, &'a Reservation)> {
+        let mut v: Vec<_> = self
+            .by_uid
+            .iter()
+            .filter(|(_, r)| r.node == node)
+            .map(|(u, r)| (u.as_str(), r))
+            .collect();
+        v.sort_by_key(|(u, _)| *u);
+        v
+    }
+
+    /// Drops reservations older than `ttl` (the watch never confirmed them,
+    /// e.g. the pod vanished while we were not watching); returns them.
+    pub fn expire(&mut self, now: Instant, ttl: Duration) -> Vec<(String, Reservation)> {
+        let old: Vec<String> = self
+            .by_uid
+            .iter()
+            .filter(|(_, r)| now.saturating_duration_since(r.created) > ttl)
+            .map(|(u, _)| u.clone())
+            .collect();
+        old.into_iter()
+            .filter_map(|u| self.by_uid.remove(&u).map(|r| (u, r)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kubesched_core::placement::DeviceChoice;
+
+    fn res(node: &str, created: Instant) -> Reservation {
+        Reservation {
+            namespace: "ns".into(),
+            name: "p".into(),
+            node: node.into(),
+            request: PodRequest::cpu_only(0, 0),
+            candidate: Candidate {
+                choice: DeviceChoice::None,
+                numa: None,
+            },
+            created,
+        }
+    }
+
+    #[test]
+    fn per_node_listing_and_expiry() {
+        let t0 = Instant::now();
+        let mut r = Reservations::default();
+        r.insert("b", res("n1", t0));
+        r.insert("a", res("n1", t0 + Duration::from_secs(10)));
+        r.insert("c", res("n2", t0));
+        let uids: Vec<&str> = r.on_node("n1").iter().map(|(u, _)| *u).collect();
+        assert_eq!(uids, vec!["a", "b"]);
+        let gone = r.expire(t0 + Duration::from_secs(8), Duration::from_secs(5));
+        let mut gone: Vec<String> = gone.into_iter().map(|(u, _)| u).collect();
+        gone.sort();
+        assert_eq!(gone, vec!["b", "c"]);
+        assert_eq!(r.len(), 1);
+        assert!(r.get("a").is_some());
+        assert!(r.remove("a").is_some());
+        assert!(r.is_empty());
+    }
+}

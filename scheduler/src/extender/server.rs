@@ -1,0 +1,152 @@
+//! HTTP: the verbs under the configured prefix, `/metrics`, `/healthz`,
+//! `/readyz` and the GPU map page (`/ui`, see `crate::ui`). Bodies are size-limited and parsed by hand so that every bad
+//! input (oversized, malformed, missing fields, unknown profiles) is a 400
+//! with a message, logged, and never a panic.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::serve::ListenerExt;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::net::TcpListener;
+
+use super::protocol::{ExtenderArgs, ExtenderBindingArgs};
+use super::service::Extender;
+
+type Shared = Arc<Extender>;
+
+/// The extender's routes.
+pub fn router(ext: Shared) -> Router {
+    let prefix = ext.config().url_prefix.trim_end_matches('/').to_string();
+    Router::new()
+        .route(&format!("{prefix}/filter"), post(filter))
+        .route(&format!("{prefix}/prioritize"), post(prioritize))
+        .route(&format!("{prefix}/bind"), post(bind))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/ui", get(crate::ui::page))
+        .route("/ui/data", get(crate::ui::data))
+        .with_state(ext)
+}
+
+/// Serves until `shutdown` completes, then drains in-flight requests.
+pub async fn serve(
+    ext: Shared,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    // Small replies on keep-alive connections: do not let Nagle hold them.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY");
+        }
+    });
+    axum::serve(listener, router(ext))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn read_json<T: DeserializeOwned>(ext: &Extender, body: Body) -> Result<T, String> {
+    let limit = ext.config().max_body_bytes;
+    let bytes = to_bytes(body, limit)
+        .await
+        .map_err(|e| format!("reading body (limit {limit} bytes): {e}"))?;
+    serde_json::from_slice(&bytes).map_err(|e| format!("malformed request: {e}"))
+}
+
+fn bad_request(verb: &'static str, message: String) -> Response {
+    tracing::warn!(verb, error = %message, "rejected extender request");
+    (StatusCode::BAD_REQUEST, message).into_response()
+}
+
+fn json<T: Serialize>(value: &T) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(v) => ([(header::CONTENT_TYPE, "application/json")], v).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+fn finish(ext: &Extender, verb: &'static str, started: Instant, resp: Response) -> Response {
+    ext.metrics().observe_request(
+        verb,
+        resp.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    resp
+}
+
+async fn filter(State(ext): State<Shared>, body: Body) -> Response {
+    let started = Instant::now();
+    let resp = match read_json::<ExtenderArgs>(&ext, body).await {
+        Err(e) => bad_request("filter", e),
+        Ok(args) => match ext.filter(&args) {
+            Ok(r) => json(&r),
+            Err(e) => bad_request("filter", e.to_string()),
+        },
+    };
+    finish(&ext, "filter", started, resp)
+}
+
+async fn prioritize(State(ext): State<Shared>, body: Body) -> Response {
+    let started = Instant::now();
+    let resp = match read_json::<ExtenderArgs>(&ext, body).await {
+        Err(e) => bad_request("prioritize", e),
+        Ok(args) => match ext.prioritize(&args) {
+            Ok(r) => json(&r),
+            Err(e) => bad_request("prioritize", e.to_string()),
+        },
+    };
+    finish(&ext, "prioritize", started, resp)
+}
+
+async fn bind(State(ext): State<Shared>, body: Body) -> Response {
+    let started = Instant::now();
+    let resp = match read_json::<ExtenderBindingArgs>(&ext, body).await {
+        Err(e) => bad_request("bind", e),
+        Ok(args) => json(&ext.bind(&args).await),
+    };
+    finish(&ext, "bind", started, resp)
+}
+
+async fn readyz(State(ext): State<Shared>) -> Response {
+    if ext.is_ready() {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced").into_response()
+    }
+}
+
+async fn metrics(State(ext): State<Shared>) -> Response {
+    // Copy the nodes out so the fragmentation aggregates run without the lock.
+    let nodes: Vec<_> = ext.state().node_states().cloned().collect();
+    let (workload, _) = ext.workload().current();
+    let per_gpu = ext.config().per_gpu_metrics;
+    let worker = ext.clone();
+    let refreshed = tokio::task::spawn_blocking(move || {
+        worker.metrics().refresh_state(&nodes, &workload, per_gpu);
+    })
+    .await;
+    if let Err(e) = refreshed {
+        tracing::warn!(error = %e, "metrics refresh failed");
+    }
+    match ext.metrics().encode() {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}

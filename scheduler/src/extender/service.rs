@@ -1,0 +1,162 @@
+//! The extender itself, without HTTP: configuration, the cluster state
+//! behind a lock, the policy and workload, the binder, metrics and
+//! readiness. The verbs are implemented in `filter`, `prioritize` and `bind`.
+
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use k8s_openapi::api::core::v1::Pod;
+use kubesched_core::annotation::{self, DEVICES_ANNOTATION};
+use kubesched_core::inventory::INVENTORY_ANNOTATION;
+use kubesched_core::request::{GpuDemand, PodRequest, ResourceNames};
+use kubesched_core::scoring::Policy;
+use thiserror::Error;
+
+use super::bind::Binder;
+use super::cluster_state::ClusterState;
+use super::config::{Config, ConfigError};
+use super::metrics::Metrics;
+use super::pod_request::{PodRequestError, PodRequestReader};
+use super::workload::WorkloadSource;
+
+/// Why a filter or prioritize request is refused (HTTP 400).
+#[derive(Debug, Error)]
+pub enum VerbError {
+    #[error("request has no NodeNames: configure the extender with nodeCacheCapable: true")]
+    MissingNodeNames,
+    #[error("pod {pod}: {source}")]
+    PodRequest {
+        pod: String,
+        source: PodRequestError,
+    },
+    #[error("pod {pod}: no GPU model known to the extender offers MIG profile {profile}")]
+    UnknownProfile { pod: String, profile: String },
+}
+
+pub struct Extender {
+    config: Config,
+    state: RwLock<ClusterState>,
+    workload: WorkloadSource,
+    policy: Box<dyn Policy>,
+    reader: PodRequestReader,
+    binder: Arc<dyn Binder>,
+    metrics: Metrics,
+    ready: AtomicBool,
+    devices_key: String,
+    inventory_key: String,
+}
+
+impl Extender {
+    pub fn new(config: Config, binder: Arc<dyn Binder>) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let policy = config.policy()?;
+        let workload = WorkloadSource::new(config.workload_mode());
+        let reader = PodRequestReader::new(
+            ResourceNames::new(config.resource_domain.clone()),
+            &config.annotation_prefix,
+        );
+        Ok(Extender {
+            devices_key: annotation::key(&config.annotation_prefix, DEVICES_ANNOTATION),
+            inventory_key: annotation::key(&config.annotation_prefix, INVENTORY_ANNOTATION),
+            config,
+            state: RwLock::new(ClusterState::new()),
+            workload,
+            policy,
+            reader,
+            binder,
+            metrics: Metrics::new(),
+            ready: AtomicBool::new(false),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn workload(&self) -> &WorkloadSource {
+        &self.workload
+    }
+
+    pub fn policy(&self) -> &dyn Policy {
+        self.policy.as_ref()
+    }
+
+    pub fn reader(&self) -> &PodRequestReader {
+        &self.reader
+    }
+
+    pub fn binder(&self) -> &dyn Binder {
+        self.binder.as_ref()
+    }
+
+    /// `<prefix>/devices`.
+    pub fn devices_key(&self) -> &str {
+        &self.devices_key
+    }
+
+    /// `<prefix>/inventory`.
+    pub fn inventory_key(&self) -> &str {
+        &self.inventory_key
+    }
+
+    /// Read access to the cluster state (a poisoned lock is still usable:
+    /// every mutation leaves the state consistent before it can panic).
+    pub fn state(&self) -> RwLockReadGuard<'_, ClusterState> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn state_mut(&self) -> RwLockWriteGuard<'_, ClusterState> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Ready once the Node and Pod caches have their first full list.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Reads a pod's request, refusing profiles no known GPU offers.
+    pub(crate) fn pod_request(&self, pod: &Pod) -> Result<PodRequest, VerbError> {
+        let label = pod_label(pod);
+        let req = self
+            .reader
+            .read(pod)
+            .map_err(|source| VerbError::PodRequest {
+                pod: label.clone(),
+                source,
+            })?;
+        if let GpuDemand::Mig { profile, .. } = &req.gpu
+            && !self.state().knows_profile(profile)
+        {
+            return Err(VerbError::UnknownProfile {
+                pod: label,
+                profile: profile.clone(),
+            });
+        }
+        Ok(req)
+    }
+}
+
+/// `namespace/name` of a pod, for messages.
+pub(crate) fn pod_label(pod: &Pod) -> String {
+    format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or(""),
+        pod.metadata.name.as_deref().unwrap_or("")
+    )
+}
+
+/// A per-pod seed for policies that draw at random.
+pub(crate) fn pod_seed(uid: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    uid.hash(&mut h);
+    h.finish()
+}
