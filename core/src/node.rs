@@ -33,14 +33,15 @@ pub enum GpuSlots {
     Mig(MigSlots),
 }
 
-/// A MIG GPU. In static mode `gpu` holds every pre-created instance and
-/// `allocated` marks (by start position) the ones handed to pods; in dynamic
-/// mode `gpu` holds exactly the instances pods use.
+/// A MIG GPU. `gpu` holds every live instance: in static mode the
+/// pre-created ones, in dynamic mode the ones created for pods (possibly
+/// before the pod is known here). `allocated` marks, by start position, the
+/// instances handed to pods.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MigSlots {
     pub mode: MigMode,
     pub gpu: MigGpu,
-    /// Bit `s` set: the static instance starting at `s` is in use.
+    /// Bit `s` set: the instance starting at `s` is held by a pod.
     pub allocated: u8,
     /// Bit `s` set: the static instance starting at `s` is unhealthy.
     pub unhealthy: u8,
@@ -252,27 +253,27 @@ fn gpu_from_info(g: &GpuInfo) -> Result<GpuState, NodeError> {
     state.healthy = g.healthy && mig.blocked.is_none();
     if let GpuSlots::Mig(slots) = &mut state.slots {
         slots.mode = mig.mode;
-        if mig.mode == MigMode::Static {
-            for inst in &mig.instances {
-                let err = |source| NodeError::Instance {
+        // Live instances occupy their positions in both modes: in dynamic
+        // mode they are the ones the agent created (pods claim them on apply).
+        for inst in &mig.instances {
+            let err = |source| NodeError::Instance {
+                gpu: g.index,
+                profile: inst.profile.clone(),
+                start: inst.start,
+                source,
+            };
+            let (idx, _) = slots
+                .gpu
+                .geometry()
+                .profile(&inst.profile)
+                .map_err(|source| NodeError::Catalogue {
                     gpu: g.index,
-                    profile: inst.profile.clone(),
-                    start: inst.start,
                     source,
-                };
-                let (idx, _) = slots
-                    .gpu
-                    .geometry()
-                    .profile(&inst.profile)
-                    .map_err(|source| NodeError::Catalogue {
-                        gpu: g.index,
-                        source,
-                    })?;
-                slots.gpu.place(idx, inst.start).map_err(err)?;
-                slots.uuids.push((inst.start, inst.uuid.as_str().into()));
-                if !inst.healthy {
-                    slots.unhealthy |= 1 << inst.start;
-                }
+                })?;
+            slots.gpu.place(idx, inst.start).map_err(err)?;
+            slots.uuids.push((inst.start, inst.uuid.as_str().into()));
+            if !inst.healthy {
+                slots.unhealthy |= 1 << inst.start;
             }
         }
     }

@@ -546,7 +546,18 @@ fn take_mig(g: &mut GpuState, pick: &MigPick) -> Result<(), PlacementError> {
     };
     match m.mode {
         MigMode::Dynamic => {
-            m.gpu.place(pick.profile, pick.start)?;
+            let bit = 1u8 << pick.start;
+            let exists = m
+                .gpu
+                .slots()
+                .iter()
+                .any(|s| s.start == pick.start && s.profile == pick.profile);
+            // An instance the agent already created for this pod is claimed,
+            // not created twice; any other overlap is refused by `place`.
+            if !(exists && m.allocated & bit == 0) {
+                m.gpu.place(pick.profile, pick.start)?;
+            }
+            m.allocated |= bit;
         }
         MigMode::Static => {
             let bit = 1u8 << pick.start;
@@ -571,6 +582,7 @@ fn release_mig(node: &mut NodeState, pick: &MigPick) -> Result<(), PlacementErro
     match m.mode {
         MigMode::Dynamic => {
             m.gpu.free(pick.start)?;
+            m.allocated &= !(1u8 << pick.start);
         }
         MigMode::Static => m.allocated &= !(1u8 << pick.start),
     }
@@ -787,6 +799,36 @@ mod tests {
         apply(&mut n, &mig("1g.10gb", 1), &c).unwrap();
         // GPU 2 now differs from GPU 0: its free starts are offered too.
         assert_eq!(candidates(&n, &mig("1g.10gb", 1)).unwrap().len(), 2 * 7 + 6);
+    }
+
+    #[test]
+    fn live_dynamic_instances_occupy_and_are_claimed_not_doubled() {
+        let mut n = mig_node();
+        n.gpus.truncate(1);
+        // The agent created a 3g at 4 (for a pod the extender has not seen yet).
+        let GpuSlots::Mig(m) = &mut n.gpus[0].slots else {
+            unreachable!()
+        };
+        let three = m.gpu.geometry().profile("3g.40gb").unwrap().0;
+        m.gpu.place(three, 4).unwrap();
+        assert_eq!(
+            candidates(&n, &mig("3g.40gb", 1)).unwrap().len(),
+            1,
+            "only start 0 is free"
+        );
+        // That pod's annotation names the live instance: claimed once...
+        let live = Candidate {
+            choice: DeviceChoice::Mig(vec![MigPick {
+                gpu: 0,
+                profile: three,
+                start: 4,
+            }]),
+            numa: Some(0),
+        };
+        apply(&mut n, &mig("3g.40gb", 1), &live).unwrap();
+        assert_eq!(n.free_milli(), 500);
+        // ...and a second claim on it is refused.
+        assert!(apply(&mut n, &mig("3g.40gb", 1), &live).is_err());
     }
 
     #[test]

@@ -156,16 +156,19 @@ proptest! {
     }
 
     #[test]
-    fn fgd_never_prefers_a_larger_increase(n in node(), w in workload(), req in request()) {
+    fn production_never_prefers_a_worse_fragmentation_step(n in node(), w in workload(), req in request()) {
         let ctx = ScoreContext { workload: &w, seed: 0, frag: None };
         let policy = scoring::by_name("kubesched").unwrap();
+        // FGD's 0..100 score in whole steps, as the policy counts it.
+        let step = |after: f64, before: f64| (100.0 / (1.0 + ((after - before) / 1000.0).exp())).floor();
         if let (Ok(choice), Ok(cands)) = (policy.choose(&n, &req, &ctx), placement::candidates(&n, &req)) {
             let frag = NodeFrag::new(&n, &w);
-            let chosen = frag.value_after(&n, &w, &req, &choice.candidate).unwrap();
-            // Within one node the packing and NUMA terms are equal or favour
-            // alignment, so the chosen delta is minimal up to the NUMA bonus.
+            let before = frag.value(n.cpu_free_milli, n.memory_free_mib, &w);
+            let chosen = step(frag.value_after(&n, &w, &req, &choice.candidate).unwrap(), before);
+            // Other candidates with the same NUMA alignment never reach a
+            // better step (ties go to the higher MIG start).
             for c in cands.iter().filter(|c| c.numa.is_some() == choice.candidate.numa.is_some()) {
-                prop_assert!(chosen <= frag.value_after(&n, &w, &req, c).unwrap() + 1e-6);
+                prop_assert!(chosen >= step(frag.value_after(&n, &w, &req, c).unwrap(), before));
             }
         }
     }

@@ -575,25 +575,8 @@ impl Allocator {
                         *used_milli = GPU_MILLI;
                     }
                 }
-                // Dynamic: the occupancy is the live instances (core leaves it to the pods).
-                GpuSlots::Mig(slots) if slots.mode == MigMode::Dynamic => {
-                    let live = inventory
-                        .gpus
-                        .iter()
-                        .find(|g| *g.uuid == *gpu.uuid)
-                        .and_then(|g| g.mig.as_ref())
-                        .map(|m| m.instances.as_slice())
-                        .unwrap_or_default();
-                    for instance in live {
-                        if let Ok((idx, _)) =
-                            slots.gpu.geometry().clone().profile(&instance.profile)
-                        {
-                            // An instance outside the rules only makes the choice fail over
-                            // to the fallback below.
-                            let _ = slots.gpu.place(idx, instance.start);
-                        }
-                    }
-                }
+                // Live instances (static, or created for pods in dynamic
+                // mode) are already placed by core; mark the ones taken.
                 GpuSlots::Mig(slots) => {
                     for (start, uuid) in &slots.uuids {
                         if !free.contains(&**uuid) {

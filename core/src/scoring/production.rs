@@ -1,5 +1,5 @@
 //! The production policy: FGD's fragmentation delta, plus NUMA alignment and
-//! a packing tie-breaker.
+//! MIG start-position tie-breaking.
 //!
 //! - the fragmentation increase, squashed to FGD's 0..100 score and counted
 //!   in whole steps, is the main term: finer distinctions between deltas are
@@ -8,8 +8,10 @@
 //! - a placement that keeps devices and pinned CPUs on one NUMA node wins a
 //!   step (under `none`/`best-effort` the kubelet would not enforce it, but
 //!   the pod runs faster);
-//! - within a step, fuller nodes win, so empty nodes stay empty for large
-//!   requests; then the caller's fixed node order decides.
+//! - an optional packing term prefers fuller nodes within a step; it is off
+//!   by default because on the Alibaba trace it left slightly more GPUs
+//!   unallocated than the fixed node order alone (cpu250: 7.03% vs 6.86%);
+//! - then the caller's fixed node order decides, which packs by itself.
 
 use super::fgd::sigmoid;
 use super::{Choice, Policy, ScoreContext, TieBreak, frag_before_after};
@@ -23,7 +25,7 @@ pub struct ProductionWeights {
     pub fragmentation: f64,
     /// Steps won by a NUMA-aligned GPU placement.
     pub numa_alignment: f64,
-    /// Weight of the packing tie-breaker (below one step when < 1).
+    /// Weight of the packing tie-breaker (below one step when < 1; 0 = off).
     pub packing: f64,
 }
 
@@ -32,7 +34,7 @@ impl Default for ProductionWeights {
         ProductionWeights {
             fragmentation: 100.0,
             numa_alignment: 1.0,
-            packing: 0.99,
+            packing: 0.0,
         }
     }
 }
