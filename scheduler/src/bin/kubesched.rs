@@ -16,7 +16,7 @@ use kubesched_scheduler::extender::Extender;
 use kubesched_scheduler::extender::config::{Config, Overrides};
 use kubesched_scheduler::offline::OfflineBinder;
 use kubesched_scheduler::report;
-use kubesched_scheduler::simulate::mig_mapping::MigMapping;
+use kubesched_scheduler::simulate::mig_mapping::{self, MigMapping};
 use kubesched_scheduler::simulate::{
     self, Scenario, builtin, chart, progress::Progress, summary, trace,
 };
@@ -267,24 +267,25 @@ fn what_if(path: &Path, policies: &[String]) -> anyhow::Result<()> {
 }
 
 fn load(args: &SimulateArgs) -> anyhow::Result<Scenario> {
+    let mode = match args.mig_mode {
+        Mode::Static => MigMode::Static,
+        Mode::Dynamic => MigMode::Dynamic,
+    };
     match &args.trace_dir {
         Some(dir) => {
             let nodes = trace::load_nodes(&dir.join(&args.nodes))?;
             let pods = trace::load_pods(&dir.join(format!("openb_pod_list_{}.csv", args.pods)))?;
-            Ok(Scenario::from_trace(
-                args.pods.clone(),
-                nodes,
-                pods,
-                args.coverage,
-            ))
+            let scenario = Scenario::from_trace(args.pods.clone(), nodes, pods, args.coverage);
+            Ok(if args.mig {
+                mig_mapping::to_mig(&scenario, args.mig_mapping, mode, args.coverage)
+            } else {
+                scenario
+            })
         }
-        None => {
-            let mode = match args.mig_mode {
-                Mode::Static => MigMode::Static,
-                Mode::Dynamic => MigMode::Dynamic,
-            };
-            Ok(builtin::scenario(mode, args.builtin_pods))
-        }
+        None if args.mig => bail!(
+            "--mig maps a trace onto MIG GPUs: give --trace-dir (the built-in scenario is MIG already)"
+        ),
+        None => Ok(builtin::scenario(mode, args.builtin_pods)),
     }
 }
 
