@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Runs every check CI runs, installing what the tests need first (Debian or
 # Ubuntu): formatting, clippy with warnings as errors, and all tests
-# (the GPU map page's in headless Chromium).
+# (the GPU map page's in headless Chromium). Under CI (CI=true) or with
+# KUBESCHED_E2E=1 it then runs the end-to-end tests against a real one-node
+# cluster (scripts/cluster.sh; root, Debian bookworm), which is always taken
+# down again, also when a test fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,7 +22,27 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   $sudo apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}"
 fi
 
+e2e=0
+if [ "${CI:-}" = true ] || [ "${KUBESCHED_E2E:-}" = 1 ]; then e2e=1; fi
+
+t0=$SECONDS
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-# Demand the browser test rather than let it skip for want of Chromium.
-KUBESCHED_UI_TEST=1 cargo test --workspace --locked
+# Demand the browser test rather than let it skip for want of Chromium. The
+# end-to-end tests skip themselves here: they run below, after the binaries.
+KUBESCHED_UI_TEST=1 env -u KUBESCHED_E2E -u KUBESCHED_E2E_KUBECONFIG \
+  cargo test --workspace --locked
+echo "test.sh: checks and tests in $((SECONDS - t0)) s"
+[ $e2e -eq 1 ] || exit 0
+
+t1=$SECONDS
+cargo build --workspace --bins --locked   # the end-to-end tests start these binaries
+if ! bash scripts/cluster.sh status >/dev/null 2>&1; then
+  # Ours to take down, whatever happens from here on.
+  trap 'bash scripts/cluster.sh down || true' EXIT
+fi
+bash scripts/cluster.sh build
+echo "test.sh: binaries and cluster build in $((SECONDS - t1)) s"
+t2=$SECONDS
+KUBESCHED_E2E=1 cargo test -p kubesched-e2e --locked -- --nocapture
+echo "test.sh: end-to-end tests in $((SECONDS - t2)) s (total $((SECONDS - t0)) s)"

@@ -4,8 +4,8 @@
 //! and publishes the node inventory for the scheduler extender.
 //!
 //! Layout: `discovery` and `topology` read the hardware; `resources` and `manager` decide what
-//! is advertised and hold its state; `plugin_server`, `kubelet_registration` and
-//! `kubelet_watch` speak to the kubelet; `allocation`, `pods` and `kube_pods` turn pod
+//! is advertised and hold its state; `plugin_server` (with `h2_authority` for old kubelets),
+//! `kubelet_registration` and `kubelet_watch` speak to the kubelet; `allocation`, `pods` and `kube_pods` turn pod
 //! annotations into device hand-outs; `health`, `pod_resources` and `publisher` keep the picture current;
 //! `mig_backend`, `mig_manager` and `reconcile` run dynamic MIG (instances created where the
 //! scheduler chose, destroyed when their pods end); `agent` wires it all together.
@@ -14,6 +14,7 @@ pub mod agent;
 pub mod allocation;
 pub mod discovery;
 pub mod doctor;
+pub mod h2_authority;
 pub mod health;
 pub mod kube_pods;
 pub mod kubelet_registration;

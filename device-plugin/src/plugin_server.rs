@@ -16,12 +16,13 @@ use kubesched_proto::deviceplugin::v1beta1::{
 };
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tokio_stream::Stream;
 use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
+use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status};
 
 use crate::agent::stop_requested;
 use crate::allocation::Allocator;
+use crate::h2_authority::AuthorityFix;
 use crate::kubelet_registration::plugin_options;
 use crate::manager::ResourceManager;
 use crate::resources::AdvertisedDevice;
@@ -185,10 +186,12 @@ impl PluginServer {
         let service =
             DevicePluginService::new(resource.to_string(), manager, allocator, stopped.clone());
         let mut shutdown = stopped;
+        // Kubelets before 1.26 send the socket path as `:authority`, which h2 rejects.
+        let incoming = UnixListenerStream::new(listener).map(|conn| conn.map(AuthorityFix::new));
         let task = tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(DevicePluginServer::new(service))
-                .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+                .serve_with_incoming_shutdown(incoming, async move {
                     stop_requested(&mut shutdown).await
                 }),
         );

@@ -159,8 +159,10 @@ pub async fn client_from(path: &Path) -> anyhow::Result<kube::Client> {
     kube::Client::try_from(config).context("building a Kubernetes client")
 }
 
-/// Runs `scripts/cluster.sh ARGS`, returning its stdout (stderr passes through).
-fn script(args: &[&str]) -> anyhow::Result<String> {
+/// Runs `scripts/cluster.sh ARGS`, returning its stdout (stderr passes through). The
+/// scenarios that need the dedicated kube-scheduler or restart components use it, so they run
+/// only against a cluster of that script.
+pub fn script(args: &[&str]) -> anyhow::Result<String> {
     let path = repo_root().join("scripts/cluster.sh");
     let out = Command::new("bash")
         .arg(&path)

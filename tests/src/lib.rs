@@ -12,6 +12,8 @@
 //! See `tests/README.md` for the variables and how to run against kind or k3s.
 
 pub mod cluster;
+pub mod http;
+pub mod pods;
 pub mod process;
 pub mod rbac;
 pub mod wait;

@@ -2,6 +2,11 @@
 //! owns the cluster's lifecycle and runs the scenarios in order: the node has a single
 //! kubelet device-plugin folder, so scenarios cannot run in parallel.
 
+#[path = "e2e/burst.rs"]
+mod burst;
+#[path = "e2e/scheduling.rs"]
+mod scheduling;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::path::Path;
@@ -9,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use k8s_openapi::api::core::v1::{Node, Secret};
-use kube::api::{Api, ListParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kubesched_core::inventory::{GpuInfo, INVENTORY_ANNOTATION, NodeInventory};
 use kubesched_e2e::rbac::{self, AGENT_SERVICE_ACCOUNT, NAMESPACE};
 use kubesched_e2e::{Cluster, Proc, binary, poll};
@@ -39,13 +44,25 @@ async fn scenarios(cluster: &Cluster) -> anyhow::Result<()> {
         agent_registers_with_real_kubelet(cluster)
     })
     .await?;
+    let stack = run("pods_scheduled_through_extender_get_their_devices", || {
+        scheduling::pods_get_their_devices(cluster)
+    })
+    .await?;
+    run(
+        "kubelet_restart_plugin_reregisters_pods_keep_devices",
+        || scheduling::kubelet_restart(cluster, &stack),
+    )
+    .await?;
+    scheduling::cleanup_devices_pods(cluster).await?;
+    run("burst_on_fake_nodes", || burst::burst(cluster)).await?;
+    drop(stack);
     Ok(())
 }
 
-async fn run<F, Fut>(name: &str, scenario: F) -> anyhow::Result<()>
+async fn run<T, F, Fut>(name: &str, scenario: F) -> anyhow::Result<T>
 where
     F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<()>>,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
 {
     eprintln!("[e2e] === {name}");
     let start = Instant::now();
@@ -128,6 +145,16 @@ async fn agent_registers_with_real_kubelet(cluster: &Cluster) -> anyhow::Result<
     );
 
     let nodes: Api<Node> = Api::all(cluster.client.clone());
+    // A cluster that is reused may carry an earlier run's inventory: start without it.
+    let key = format!("{ANNOTATION_PREFIX}/{INVENTORY_ANNOTATION}");
+    nodes
+        .patch(
+            &cluster.node,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"annotations": {&key: null}}})),
+        )
+        .await
+        .context("removing an earlier inventory annotation")?;
     let start = Instant::now();
     let agent = Proc::spawn(
         "kubesched-agent",
@@ -153,7 +180,6 @@ async fn agent_registers_with_real_kubelet(cluster: &Cluster) -> anyhow::Result<
 
     // The inventory annotation does not depend on the kubelet: check it first.
     let (nodes, agent_ref) = (&nodes, &agent);
-    let key = format!("{ANNOTATION_PREFIX}/{INVENTORY_ANNOTATION}");
     let key_ref = &key;
     let published = poll(
         "the inventory annotation",

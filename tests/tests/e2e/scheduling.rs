@@ -1,0 +1,458 @@
+//! Pods scheduled by the real kube-scheduler through our extender (the chart's v1beta1
+//! configuration, the extender under the chart's service account), admitted by the real
+//! kubelet with our plugin, and what survives a kubelet restart.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, DeleteParams};
+use kubesched_e2e::pods::{self, SCHEDULER_NAME};
+use kubesched_e2e::rbac::{self, AGENT_SERVICE_ACCOUNT, EXTENDER_SERVICE_ACCOUNT, NAMESPACE};
+use kubesched_e2e::{Cluster, Proc, binary, cluster, http, poll};
+
+use super::{ANNOTATION_PREFIX, DOMAIN, FIXTURE, expected_resources, load_fixture, node_resources};
+
+/// The chart's scheduler configuration for old clusters, rendered.
+const CHART_SCHEDULER_CONFIG: &str = "scheduler-config-v1beta1.yaml";
+
+/// Starts `kubesched-agent` with `--fake-inventory fixture` under the chart's agent account.
+pub async fn start_agent(cluster: &Cluster, fixture: &Path, log: &str) -> anyhow::Result<Proc> {
+    let kubeconfig =
+        rbac::service_account_kubeconfig(cluster, NAMESPACE, AGENT_SERVICE_ACCOUNT).await?;
+    Proc::spawn(
+        "kubesched-agent",
+        &binary("kubesched-agent")?,
+        [
+            OsStr::new("--node-name"),
+            OsStr::new(&cluster.node),
+            OsStr::new("--fake-inventory"),
+            fixture.as_os_str(),
+            OsStr::new("--topology-policy"),
+            OsStr::new("single-numa-node"),
+            OsStr::new("--device-plugin-dir"),
+            cluster.device_plugin_dir.as_os_str(),
+            OsStr::new("--pod-resources-socket"),
+            cluster.pod_resources_socket.as_os_str(),
+        ],
+        &[
+            ("KUBECONFIG", kubeconfig.as_os_str()),
+            ("RUST_LOG", OsStr::new("info")),
+        ],
+        &cluster.path(log),
+    )
+}
+
+/// Waits until the node's allocatable equals `expected`.
+pub async fn wait_allocatable(
+    cluster: &Cluster,
+    agent: &Proc,
+    expected: &BTreeMap<String, i64>,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let nodes: Api<Node> = Api::all(cluster.client.clone());
+    let nodes = &nodes;
+    poll(
+        "the node's allocatable to show the agent's devices",
+        timeout,
+        Duration::from_millis(100),
+        || async move {
+            agent.ensure_running()?;
+            let (_, allocatable) = node_resources(&nodes.get(&cluster.node).await?);
+            if &allocatable == expected {
+                Ok(Some(()))
+            } else {
+                anyhow::bail!("allocatable {allocatable:?}, expected {expected:?}")
+            }
+        },
+    )
+    .await
+}
+
+/// CPUs online on this machine (`/sys/devices/system/cpu/online`, e.g. `0-1,4`).
+fn online_cpus() -> anyhow::Result<Vec<u32>> {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/online")
+        .context("reading the online CPUs")?;
+    let mut cpus = Vec::new();
+    for part in text.trim().split(',').filter(|p| !p.is_empty()) {
+        let (lo, hi) = part.split_once('-').unwrap_or((part, part));
+        cpus.extend(lo.parse::<u32>()?..=hi.parse::<u32>()?);
+    }
+    Ok(cpus)
+}
+
+/// The two-NUMA fixture moved onto this machine's one NUMA node and real CPUs: the kubelet
+/// admits a device only on a NUMA node it has, so pods that run must use these.
+fn one_numa_fixture(cluster: &Cluster) -> anyhow::Result<PathBuf> {
+    let source = cluster.fixture(FIXTURE)?;
+    let mut doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&source)?)?;
+    doc["numaNodes"] = serde_json::json!([{"id": 0, "cpus": online_cpus()?, "memoryMib": 65536}]);
+    for gpu in doc["gpus"].as_array_mut().context("fixture without gpus")? {
+        gpu["numaNode"] = serde_json::json!(0);
+    }
+    let path = cluster.path("one-numa-mig.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&doc)?)?;
+    Ok(path)
+}
+
+/// The two files of the chart's scheduler ConfigMap: (scheduler config, extender config).
+fn chart_configs() -> anyhow::Result<(String, String)> {
+    let path = rbac::manifest_path(CHART_SCHEDULER_CONFIG);
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let value = <serde_yaml::Value as serde::Deserialize>::deserialize(doc)?;
+        if value["kind"].as_str() != Some("ConfigMap") {
+            continue;
+        }
+        let data = &value["data"];
+        if let (Some(scheduler), Some(extender)) = (
+            data["scheduler-config.yaml"].as_str(),
+            data["extender.yaml"].as_str(),
+        ) {
+            return Ok((scheduler.to_string(), extender.to_string()));
+        }
+    }
+    anyhow::bail!("no scheduler ConfigMap in {}", path.display())
+}
+
+/// The extender under the chart's service account plus the dedicated kube-scheduler with the
+/// chart's configuration; the scheduler keeps running until `cluster.sh down`.
+pub struct Extender {
+    pub proc: Proc,
+    /// host:port of the extender (from the chart's `urlPrefix`).
+    pub addr: String,
+}
+
+impl Extender {
+    /// Starts the extender, waits until it is ready, then (re)starts the dedicated scheduler.
+    pub async fn start(cluster: &Cluster) -> anyhow::Result<Extender> {
+        let (scheduler_config, extender_config) = chart_configs()?;
+        let parsed: serde_yaml::Value = serde_yaml::from_str(&scheduler_config)?;
+        let url = parsed["extenders"][0]["urlPrefix"]
+            .as_str()
+            .context("the chart's scheduler config has no extender urlPrefix")?;
+        let addr = url
+            .strip_prefix("http://")
+            .context("extender urlPrefix is not http")?
+            .trim_end_matches('/')
+            .to_string();
+        anyhow::ensure!(
+            addr.starts_with("127.0.0.1:"),
+            "the chart's extender is not on localhost: {url}"
+        );
+        let extender_file = cluster.path("extender.yaml");
+        std::fs::write(&extender_file, &extender_config)?;
+        let kubeconfig =
+            rbac::service_account_kubeconfig(cluster, NAMESPACE, EXTENDER_SERVICE_ACCOUNT).await?;
+        let args = vec![
+            "--config".to_string(),
+            extender_file.display().to_string(),
+            "--listen".to_string(),
+            addr.clone(),
+        ];
+        let proc = Self::spawn(cluster, &args, &kubeconfig, "extender.log")?;
+        let extender = Extender { proc, addr };
+        extender.wait_ready(Duration::from_secs(60)).await?;
+        // The chart's scheduler elects a leader: a lease left by a scheduler of an earlier
+        // run (killed, not released) would hold this one back for its whole duration.
+        let name = parsed["leaderElection"]["resourceName"].as_str();
+        let namespace = parsed["leaderElection"]["resourceNamespace"].as_str();
+        if let (Some(name), Some(namespace)) = (name, namespace) {
+            let leases: Api<Lease> = Api::namespaced(cluster.client.clone(), namespace);
+            match leases.delete(name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(error) => return Err(error).context("deleting the scheduler's old lease"),
+            }
+        }
+        let scheduler_file = cluster.path("scheduler-config.yaml");
+        std::fs::write(&scheduler_file, &scheduler_config)?;
+        let file = scheduler_file.display().to_string();
+        tokio::task::spawn_blocking(move || cluster::script(&["scheduler", &file])).await??;
+        Ok(extender)
+    }
+
+    fn spawn(
+        cluster: &Cluster,
+        args: &[String],
+        kubeconfig: &Path,
+        log: &str,
+    ) -> anyhow::Result<Proc> {
+        Proc::spawn(
+            "kubesched-extender",
+            &binary("kubesched-extender")?,
+            args,
+            &[
+                ("KUBECONFIG", kubeconfig.as_os_str()),
+                ("RUST_LOG", OsStr::new("info")),
+            ],
+            &cluster.path(log),
+        )
+    }
+
+    pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
+        let this = self;
+        poll(
+            "the extender's /readyz",
+            timeout,
+            Duration::from_millis(100),
+            || async move {
+                this.proc.ensure_running()?;
+                let (status, body) = http::get(&this.addr, "/readyz").await?;
+                if status == 200 {
+                    Ok(Some(()))
+                } else {
+                    anyhow::bail!("/readyz {status}: {body}")
+                }
+            },
+        )
+        .await
+    }
+}
+
+/// What the scheduling scenarios share: the agent on the real node and the extender stack.
+pub struct Stack {
+    pub agent: Proc,
+    pub extender: Extender,
+    pub expected: BTreeMap<String, i64>,
+}
+
+const SCENARIO_A: &str = "devices";
+
+/// Scenario (a)'s pods: (name, resource), one device each.
+fn device_requests() -> Vec<(&'static str, String)> {
+    vec![
+        ("a-gpu-0", format!("{DOMAIN}/gpu")),
+        ("a-gpu-1", format!("{DOMAIN}/gpu")),
+        ("a-mig-1g", format!("{DOMAIN}/mig-1g.10gb")),
+        ("a-mig-2g", format!("{DOMAIN}/mig-2g.20gb")),
+        ("a-mig-3g", format!("{DOMAIN}/mig-3g.40gb")),
+    ]
+}
+
+/// (a) Whole-GPU and MIG pods through kube-scheduler + our extender, admitted by the kubelet
+/// with our plugin; each container's NVIDIA_VISIBLE_DEVICES names exactly the devices of its
+/// annotation, and no device is handed out twice.
+pub async fn pods_get_their_devices(cluster: &Cluster) -> anyhow::Result<Stack> {
+    let fixture_path = one_numa_fixture(cluster)?;
+    let expected = expected_resources(&load_fixture(&fixture_path)?);
+    let agent = start_agent(cluster, &fixture_path, "agent-scheduling.log").await?;
+    wait_allocatable(cluster, &agent, &expected, Duration::from_secs(60)).await?;
+    let extender = Extender::start(cluster).await?;
+    eprintln!(
+        "[e2e] extender ready on {}, dedicated kube-scheduler {SCHEDULER_NAME} up",
+        extender.addr
+    );
+
+    let requests = device_requests();
+    let mut specs = Vec::new();
+    for (name, resource) in &requests {
+        specs.push(pods::pod(
+            name,
+            SCENARIO_A,
+            resource,
+            1,
+            "env; exec sleep 3600",
+            None,
+        )?);
+    }
+    let latency =
+        pods::create_and_wait_running(&cluster.client, specs, Duration::from_secs(120)).await?;
+    let times: Vec<f64> = latency.values().map(Duration::as_secs_f64).collect();
+    eprintln!(
+        "[e2e] pod start latency (create -> Running), {} pods created together: min {:.2} s, \
+         mean {:.2} s, max {:.2} s; {latency:?}",
+        times.len(),
+        times.iter().copied().fold(f64::INFINITY, f64::min),
+        times.iter().sum::<f64>() / times.len() as f64,
+        times.iter().copied().fold(0.0, f64::max),
+    );
+
+    let mut handed_out = BTreeSet::new();
+    for (name, resource) in &requests {
+        let devices = check_pod_devices(cluster, name, resource).await?;
+        for id in devices {
+            anyhow::ensure!(
+                handed_out.insert(id.clone()),
+                "device {id} handed out twice"
+            );
+        }
+    }
+    eprintln!("[e2e] every container sees exactly its annotated devices: {handed_out:?}");
+    Ok(Stack {
+        agent,
+        extender,
+        expected,
+    })
+}
+
+/// Checks pod `name`: on our node, annotated for `resource`, and its container's
+/// NVIDIA_VISIBLE_DEVICES is exactly the annotated device ids. Returns those ids.
+async fn check_pod_devices(
+    cluster: &Cluster,
+    name: &str,
+    resource: &str,
+) -> anyhow::Result<BTreeSet<String>> {
+    let pod = pods::api(&cluster.client).get(name).await?;
+    anyhow::ensure!(
+        pods::node_name(&pod) == Some(cluster.node.as_str()),
+        "pod {name} on node {:?}",
+        pods::node_name(&pod)
+    );
+    let annotation = pods::devices(&pod, ANNOTATION_PREFIX)?
+        .with_context(|| format!("pod {name} has no devices annotation"))?;
+    anyhow::ensure!(
+        annotation.resource == resource && annotation.node == cluster.node,
+        "pod {name} annotated for {} on {}",
+        annotation.resource,
+        annotation.node
+    );
+    let annotated: BTreeSet<String> = annotation.devices.iter().map(|d| d.device_id()).collect();
+    anyhow::ensure!(
+        annotated.len() == 1,
+        "pod {name} annotated with {annotated:?}"
+    );
+    let logs = pods::logs(&cluster.client, name).await?;
+    let visible = pods::env_value(&logs, "NVIDIA_VISIBLE_DEVICES")
+        .with_context(|| format!("pod {name}: no NVIDIA_VISIBLE_DEVICES in its environment"))?;
+    let visible: BTreeSet<String> = visible.split(',').map(String::from).collect();
+    anyhow::ensure!(
+        visible == annotated,
+        "pod {name}: NVIDIA_VISIBLE_DEVICES {visible:?}, annotation {annotated:?}"
+    );
+    Ok(annotated)
+}
+
+/// Identity of the file at `path`, if it exists: inode and change time (an inode number
+/// alone is reused at once for a new file).
+fn identity(path: &Path) -> Option<(u64, i64, i64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| (m.ino(), m.ctime(), m.ctime_nsec()))
+}
+
+/// (b) The kubelet restarts (deleting every socket in its plugin folder): our plugin
+/// re-registers within a second of the new kubelet socket, the node's allocatable comes back,
+/// and the running pods keep their containers and devices.
+pub async fn kubelet_restart(cluster: &Cluster, stack: &Stack) -> anyhow::Result<()> {
+    let dir = cluster.device_plugin_dir.clone();
+    let kubelet_socket = dir.join("kubelet.sock");
+    let ours: Vec<PathBuf> = std::fs::read_dir(&dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(OsStr::to_str)
+                .is_some_and(|n| n.starts_with("kubesched-"))
+        })
+        .collect();
+    anyhow::ensure!(!ours.is_empty(), "no plugin sockets in {}", dir.display());
+    let before: Vec<_> = ours.iter().map(|p| identity(p)).collect();
+    let kubelet_before = identity(&kubelet_socket);
+    let api = pods::api(&cluster.client);
+    let mut containers = BTreeMap::new();
+    for pod in api
+        .list(&kube::api::ListParams::default().labels(&format!("{}={SCENARIO_A}", pods::LABEL)))
+        .await?
+    {
+        let id = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|c| c.first())
+            .and_then(|c| c.container_id.clone())
+            .context("running pod without a container id")?;
+        containers.insert(pod.metadata.name.clone().unwrap_or_default(), id);
+    }
+
+    // Watch the folder while the kubelet restarts: when its new socket appears, and when all
+    // of ours are back (new files: the kubelet deleted the old ones).
+    let watcher = tokio::spawn(async move {
+        let mut kubelet_at = None;
+        let mut gone = vec![false; ours.len()];
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            let now = Instant::now();
+            let kubelet = identity(&kubelet_socket);
+            if kubelet_at.is_none() && kubelet.is_some() && kubelet != kubelet_before {
+                kubelet_at = Some(now);
+            }
+            let mut back = true;
+            for ((path, old), gone) in ours.iter().zip(&before).zip(&mut gone) {
+                let now = identity(path);
+                *gone |= now.is_none();
+                back &= now.is_some() && (*gone || now != *old);
+            }
+            if let (Some(k), true) = (kubelet_at, back) {
+                return Some(now.saturating_duration_since(k));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        None
+    });
+    let restarted = Instant::now();
+    tokio::task::spawn_blocking(|| cluster::script(&["restart-kubelet"])).await??;
+    let reregistered = watcher
+        .await?
+        .context("our plugin sockets did not come back after the kubelet restart")?;
+    eprintln!(
+        "[e2e] kubelet restarted (node Ready after {:.1} s); our plugin re-registered {:.0} ms \
+         after the new kubelet socket appeared",
+        restarted.elapsed().as_secs_f64(),
+        reregistered.as_secs_f64() * 1000.0
+    );
+    anyhow::ensure!(
+        reregistered < Duration::from_secs(1),
+        "re-registration took {reregistered:?}"
+    );
+    stack.agent.ensure_running()?;
+    stack.extender.proc.ensure_running()?;
+
+    // Capacity comes back; the pods' devices stay allocated (allocatable is capacity: the
+    // kubelet's allocatable does not subtract what pods use).
+    wait_allocatable(
+        cluster,
+        &stack.agent,
+        &stack.expected,
+        Duration::from_secs(60),
+    )
+    .await?;
+    for (name, container) in &containers {
+        let pod = api.get(name).await?;
+        let status = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|c| c.first())
+            .context("pod lost its container status")?;
+        anyhow::ensure!(
+            pods::phase(&pod) == "Running"
+                && status.container_id.as_ref() == Some(container)
+                && status.restart_count == 0,
+            "pod {name} after the kubelet restart: phase {}, container {:?} (was {container}), \
+             restarts {}",
+            pods::phase(&pod),
+            status.container_id,
+            status.restart_count
+        );
+    }
+    for (name, resource) in &device_requests() {
+        check_pod_devices(cluster, name, resource).await?;
+    }
+    eprintln!(
+        "[e2e] {} pods kept their containers and devices",
+        containers.len()
+    );
+    Ok(())
+}
+
+/// Deletes scenario (a)'s pods.
+pub async fn cleanup_devices_pods(cluster: &Cluster) -> anyhow::Result<()> {
+    pods::delete_scenario(&cluster.client, SCENARIO_A).await
+}
