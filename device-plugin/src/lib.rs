@@ -11,6 +11,7 @@
 //! scheduler chose, destroyed when their pods end); `agent` wires it all together.
 
 pub mod agent;
+pub mod agent_metrics;
 pub mod allocation;
 pub mod discovery;
 pub mod doctor;

@@ -11,6 +11,7 @@ use kubesched_core::inventory::INVENTORY_ANNOTATION;
 use kubesched_core::numa::TopologyPolicy;
 use kubesched_core::request::{DEFAULT_DOMAIN, ResourceNames};
 use kubesched_device_plugin::agent::KubeletPaths;
+use kubesched_device_plugin::agent_metrics;
 use kubesched_device_plugin::discovery::fake::FakeInventory;
 use kubesched_device_plugin::discovery::fake_mig::FakeMigBackend;
 use kubesched_device_plugin::discovery::nvml::NvmlInventory;
@@ -75,6 +76,9 @@ struct Cli {
     /// Seconds between reconciliations of dynamic MIG instances with the pods.
     #[arg(long, default_value_t = 2)]
     mig_reconcile_secs: u64,
+    /// Serve /metrics, /healthz and /readyz here (e.g. 0.0.0.0:9400); off when absent.
+    #[arg(long)]
+    metrics_listen: Option<std::net::SocketAddr>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -239,6 +243,21 @@ async fn main() -> anyhow::Result<()> {
         ))),
         _ => None,
     };
+    let (documents, document_stream) = tokio::sync::watch::channel(String::new());
+    if let Some(addr) = cli.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening on {addr} for metrics"))?;
+        tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+        let mut stopped_metrics = stopped.clone();
+        tokio::spawn(agent_metrics::serve(
+            listener,
+            document_stream,
+            async move {
+                let _ = stopped_metrics.wait_for(|s| *s).await;
+            },
+        ));
+    }
     let agent = NodeAgent {
         node_name: cli.node_name,
         names,
@@ -262,6 +281,7 @@ async fn main() -> anyhow::Result<()> {
         rediscover_every: Duration::from_secs(30),
         health_quiet_period: Duration::from_secs(60),
         dynamic_mig,
+        documents,
         mig_reconcile_every: Duration::from_secs(cli.mig_reconcile_secs.max(1)),
     };
     // The kubelet stops DaemonSet pods with SIGTERM; Ctrl-C for interactive runs.

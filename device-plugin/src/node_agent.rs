@@ -47,6 +47,9 @@ pub struct NodeAgent {
     pub pod_resources_every: Duration,
     /// Where to publish the inventory, with the annotation key; `None` runs without an API server.
     pub publisher: Option<(Arc<dyn NodeAnnotator>, String)>,
+    /// Every inventory document the agent builds (JSON), for the publisher
+    /// and for the metrics endpoint (`agent_metrics`), which subscribe.
+    pub documents: watch::Sender<String>,
     pub rediscover_every: Duration,
     pub health_quiet_period: Duration,
     /// Dynamic MIG, when some GPUs are in dynamic mode.
@@ -177,12 +180,12 @@ impl NodeAgent {
             Some(reader) => reader.read().await,
             None => None,
         };
-        let (doc_tx, doc_rx) = watch::channel(String::new());
+        let doc_tx = self.documents.clone();
         if let Some((annotator, key)) = self.publisher.clone() {
             tokio::spawn(run_publisher(
                 annotator,
                 key,
-                doc_rx,
+                doc_tx.subscribe(),
                 Backoff::default(),
                 shutdown.clone(),
             ));

@@ -408,6 +408,7 @@ async fn agent_creates_on_allocate_and_list_and_watch_follows() {
         rediscover_every: Duration::from_secs(3600),
         health_quiet_period: Duration::from_secs(60),
         dynamic_mig: Some(dynamic.clone()),
+        documents: tokio::sync::watch::channel(String::new()).0,
         mig_reconcile_every: Duration::from_millis(50),
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
