@@ -15,7 +15,7 @@ use crate::node::NodeState;
 use crate::placement::{self, Candidate};
 use crate::request::{GpuDemand, PodRequest};
 use crate::rng::SplitMix64;
-use crate::scoring::{Policy, ScoreContext, TieBreak};
+use crate::scoring::{Choice, Policy, ScoreContext, TieBreak};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ReplayConfig {
@@ -97,7 +97,12 @@ pub fn tune_and_shuffle(
 /// Outcome of one pod.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    Placed { node: usize, candidate: Candidate },
+    /// On `nodes()[node]`, with the policy's reason.
+    Placed {
+        node: usize,
+        candidate: Candidate,
+        reason: String,
+    },
     Failed,
 }
 
@@ -174,7 +179,7 @@ impl<'a> Replay<'a> {
         self.arrived_milli += demand_milli(req);
         self.pod_seq += 1;
         let seed = self.rng.next_u64();
-        let mut feasible: Vec<(usize, Candidate)> = Vec::new();
+        let mut feasible: Vec<(usize, Choice)> = Vec::new();
         let mut scores: Vec<f64> = Vec::new();
         for (i, node) in self.nodes.iter().enumerate() {
             let ctx = ScoreContext {
@@ -183,8 +188,8 @@ impl<'a> Replay<'a> {
                 frag: Some(&self.frag[i]),
             };
             if let Ok(choice) = self.policy.choose(node, req, &ctx) {
-                feasible.push((i, choice.candidate));
                 scores.push(choice.score);
+                feasible.push((i, choice));
             }
         }
         if feasible.is_empty() {
@@ -201,9 +206,13 @@ impl<'a> Replay<'a> {
                 .max_by(|a, b| a.1.total_cmp(b.1))
                 .map_or(0, |(i, _)| i),
         };
-        let (node, candidate) = feasible.swap_remove(pick);
-        self.commit(node, req, &candidate);
-        Outcome::Placed { node, candidate }
+        let (node, choice) = feasible.swap_remove(pick);
+        self.commit(node, req, &choice.candidate);
+        Outcome::Placed {
+            node,
+            candidate: choice.candidate,
+            reason: choice.reason,
+        }
     }
 
     /// Index of a maximal score, uniformly among ties (kube-scheduler's rule).

@@ -18,7 +18,7 @@ use kubesched_scheduler::offline::OfflineBinder;
 use kubesched_scheduler::report;
 use kubesched_scheduler::simulate::mig_mapping::{self, MigMapping};
 use kubesched_scheduler::simulate::{
-    self, Scenario, builtin, chart, progress::Progress, summary, trace,
+    self, Scenario, builtin, chart, explain, progress::Progress, summary, trace,
 };
 use kubesched_scheduler::snapshot::Snapshot;
 
@@ -135,6 +135,9 @@ struct SimulateArgs {
     /// What-if on a saved cluster: replay the snapshot's pending pods on its nodes (as they are now) under each policy.
     #[arg(long, conflicts_with_all = ["trace_dir", "mig"])]
     cluster: Option<PathBuf>,
+    /// Print the first N placements of the first policy and seed, with the policy's reasons.
+    #[arg(long, default_value_t = 5)]
+    explain: usize,
     /// Write allocation.csv (artifact layout) and allocation.svg here.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -315,6 +318,21 @@ fn simulate_cmd(args: SimulateArgs) -> anyhow::Result<()> {
         scenario.pods.len(),
         scenario.workload.types.len()
     );
+    if let (Some(policy), true) = (policies.first(), args.explain > 0) {
+        let cfg = ReplayConfig {
+            seed: args.seed,
+            tune_ratio: args.tune,
+            ..Default::default()
+        };
+        println!(
+            "first placements by {} (seed {}):",
+            policy.name(),
+            args.seed
+        );
+        for line in explain::first_placements(&scenario, policy.as_ref(), &cfg, args.explain) {
+            println!("  {line}");
+        }
+    }
     let mut runs = Vec::new();
     for policy in &policies {
         for seed in args.seed..args.seed + args.seeds {

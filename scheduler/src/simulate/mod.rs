@@ -4,6 +4,7 @@
 
 pub mod builtin;
 pub mod chart;
+pub mod explain;
 pub mod mig_mapping;
 pub mod progress;
 pub mod summary;
