@@ -83,26 +83,20 @@ impl Snapshot {
         })
     }
 
-    /// Replaces the extender's cluster state with this snapshot's, and lets
-    /// a learning target workload see its pods.
+    /// Replaces the extender's cluster state with this snapshot's.
     pub fn load_into(&self, ext: &Extender) {
         let nodes = self
             .nodes
             .iter()
             .filter_map(|n| node_base(n, ext.inventory_key()))
             .collect();
-        let pods: Vec<_> = self
+        let pods = self
             .pods
             .iter()
             .filter_map(|p| pod_record(ext, p))
             .collect();
-        // The pods already there are the arrivals a learning workload has seen.
-        for (uid, pod) in &pods {
-            ext.workload().observe(uid, &pod.request);
-        }
-        let mut state = ext.state_mut();
-        state.reset_nodes(nodes);
-        state.reset_pods(pods);
+        ext.state_mut().reset_nodes(nodes);
+        ext.load_pods(pods);
     }
 
     /// The snapshot's pods that are not bound to a node yet, in file order.

@@ -153,7 +153,7 @@ async fn watch_pods(ext: Arc<Extender>, api: Api<Pod>, synced: Arc<tokio::sync::
             Ok(Some(Event::InitApply(p))) => buffer.extend(pod_record(&ext, &p)),
             Ok(Some(Event::InitDone)) => {
                 let count = buffer.len();
-                ext.state_mut().reset_pods(std::mem::take(&mut buffer));
+                ext.load_pods(std::mem::take(&mut buffer));
                 tracing::info!(pods = count, "pod list loaded");
                 synced.notify_one();
             }

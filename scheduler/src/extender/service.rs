@@ -15,6 +15,7 @@ use thiserror::Error;
 
 use super::bind::Binder;
 use super::cluster_state::ClusterState;
+use super::cluster_state::PodRecord;
 use super::config::{Config, ConfigError};
 use super::metrics::Metrics;
 use super::pod_request::{PodRequestError, PodRequestReader};
@@ -115,6 +116,16 @@ impl Extender {
     }
 
     /// Ready once the Node and Pod caches have their first full list.
+    /// Replaces the picture of the pods (a relist, or a snapshot). The pods
+    /// already there count as arrivals a learning target workload has seen,
+    /// so a restarted extender does not start from an empty workload.
+    pub fn load_pods(&self, pods: Vec<(String, PodRecord)>) {
+        for (uid, pod) in &pods {
+            self.workload.observe(uid, &pod.request);
+        }
+        self.state_mut().reset_pods(pods);
+    }
+
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Release);
     }
