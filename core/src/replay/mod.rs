@@ -358,7 +358,14 @@ mod tests {
             shuffle_nodes: false,
             ..Default::default()
         };
-        let mut replay = Replay::new(nodes, &crate::scoring::FirstFit, &workload, &cfg);
+        let mut replay = Replay::new(
+            nodes,
+            &crate::scoring::InOrder {
+                highest_start: false,
+            },
+            &workload,
+            &cfg,
+        );
         for expected in [0, 0, 1, 1, 2] {
             match replay.step(&whole) {
                 Outcome::Placed { node, .. } => assert_eq!(node, expected),

@@ -21,43 +21,20 @@ fn first_slot(cand: &Candidate) -> (usize, u8) {
     }
 }
 
+/// The first node in order and the lowest GPU on it; within that GPU the
+/// lowest start (`first-fit`) or the highest (`highest-start`).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct FirstFit;
-
-impl Policy for FirstFit {
-    fn name(&self) -> &'static str {
-        "first-fit"
-    }
-
-    fn score(
-        &self,
-        _node: &NodeState,
-        _req: &PodRequest,
-        cand: &Candidate,
-        _ctx: &ScoreContext,
-    ) -> (f64, String) {
-        let (gpu, start) = first_slot(cand);
-        (
-            -((gpu * 8 + usize::from(start)) as f64),
-            format!("lowest slot: GPU #{gpu} position {start}"),
-        )
-    }
-
-    fn normalize(&self, scores: &mut [f64]) {
-        scores.fill(0.0);
-    }
-
-    fn tie_break(&self) -> TieBreak {
-        TieBreak::First
-    }
+pub struct InOrder {
+    pub highest_start: bool,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-pub struct HighestStart;
-
-impl Policy for HighestStart {
+impl Policy for InOrder {
     fn name(&self) -> &'static str {
-        "highest-start"
+        if self.highest_start {
+            "highest-start"
+        } else {
+            "first-fit"
+        }
     }
 
     fn score(
@@ -68,13 +45,18 @@ impl Policy for HighestStart {
         _ctx: &ScoreContext,
     ) -> (f64, String) {
         let (gpu, start) = first_slot(cand);
-        // Lowest GPU first, highest start within it.
+        let within = if self.highest_start {
+            f64::from(start)
+        } else {
+            -f64::from(start)
+        };
         (
-            -(gpu as f64) * 8.0 + f64::from(start),
-            format!("highest free start: GPU #{gpu} position {start}"),
+            -(gpu as f64) * 8.0 + within,
+            format!("{}: GPU #{gpu} position {start}", self.name()),
         )
     }
 
+    /// Nodes are not ranked: the first one in order that fits wins.
     fn normalize(&self, scores: &mut [f64]) {
         scores.fill(0.0);
     }

@@ -17,7 +17,7 @@ pub use dot_product::DotProduct;
 pub use fgd::Fgd;
 pub use gpu_clustering::GpuClustering;
 pub use gpu_packing::GpuPacking;
-pub use mig_baselines::{FirstFit, HighestStart, MigBestFit};
+pub use mig_baselines::{InOrder, MigBestFit};
 pub use production::{Production, ProductionWeights};
 pub use random::Random;
 
@@ -113,8 +113,12 @@ pub fn by_name(name: &str) -> Option<Box<dyn Policy>> {
         "dot-product" => Box::new(DotProduct),
         "gpu-packing" => Box::new(GpuPacking),
         "gpu-clustering" => Box::new(GpuClustering),
-        "first-fit" => Box::new(FirstFit),
-        "highest-start" => Box::new(HighestStart),
+        "first-fit" => Box::new(InOrder {
+            highest_start: false,
+        }),
+        "highest-start" => Box::new(InOrder {
+            highest_start: true,
+        }),
         "mig-best-fit" => Box::new(MigBestFit),
         "kubesched" | "production" => Box::new(Production::default()),
         _ => return None,
