@@ -16,6 +16,7 @@
 #   cluster.sh kubeconfig       print the admin kubeconfig path
 #   cluster.sh scheduler [CFG]  (re)start the dedicated kube-scheduler (our extender) with CFG
 #   cluster.sh restart-kubelet  kill and restart the kubelet (device-plugin re-registration)
+#   cluster.sh restart-apiserver  kill and restart kube-apiserver only (etcd keeps the objects)
 #
 # Two kube-schedulers run. The default one (schedulerName `default-scheduler`) schedules
 # ordinary pods. The dedicated one (schedulerName $KUBESCHED_SCHEDULER_NAME, default
@@ -262,13 +263,8 @@ EOF
   )
 }
 
-start_control_plane() {
+start_apiserver() {
   local P="$RUN/pki"
-  start etcd /usr/bin/etcd --name kubesched-e2e --data-dir "$RUN/etcd" \
-    --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
-    --listen-peer-urls "http://127.0.0.1:$PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$PEER_PORT" \
-    --initial-cluster "kubesched-e2e=http://127.0.0.1:$PEER_PORT"
-  wait_for "http://127.0.0.1:$ETCD_PORT/health" 30 || { tail "$RUN/logs/etcd.log" >&2; die "etcd failed"; }
   # No controller-manager runs: the ServiceAccount admission plugin (which needs the token
   # controller) and TaintNodesByCondition (nothing would remove the not-ready taint) are off.
   # Service-account tokens come from the TokenRequest API (issuer + signing key below).
@@ -287,6 +283,16 @@ start_control_plane() {
     -H "Authorization: Bearer $(cat "$P/$TOKEN_FILE_NAME")" \
     || { tail "$RUN/logs/apiserver.log" >&2; die "kube-apiserver failed"; }
   log "kube-apiserver ready on 127.0.0.1:$API_PORT"
+}
+
+start_control_plane() {
+  local P="$RUN/pki"
+  start etcd /usr/bin/etcd --name kubesched-e2e --data-dir "$RUN/etcd" \
+    --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+    --listen-peer-urls "http://127.0.0.1:$PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$PEER_PORT" \
+    --initial-cluster "kubesched-e2e=http://127.0.0.1:$PEER_PORT"
+  wait_for "http://127.0.0.1:$ETCD_PORT/health" 30 || { tail "$RUN/logs/etcd.log" >&2; die "etcd failed"; }
+  start_apiserver
 
   cat >"$RUN/default-scheduler.yaml" <<EOF
 apiVersion: kubescheduler.config.k8s.io/v1beta1
@@ -473,6 +479,21 @@ up() {
   log "up in $((SECONDS - t0)) s: node $NODE Ready; KUBECONFIG=$RUN/admin.kubeconfig"
 }
 
+# The API server alone crashes (SIGKILL) and comes back; etcd (with all objects) and every
+# other component keep running, and must reconnect by themselves. Killed rather than stopped:
+# a TERM'd kube-apiserver 1.20 here takes over 10 s to drain its watches, which alone is the
+# renewDeadline of the chart's leader-electing kube-scheduler.
+restart_apiserver() {
+  need_root
+  alive apiserver || die "kube-apiserver is not running"
+  local p
+  p=$(cat "$RUN/apiserver.pid")
+  kill -KILL "$p"
+  while kill -0 "$p" 2>/dev/null; do sleep 0.05; done
+  rm -f "$RUN/apiserver.pid"
+  start_apiserver
+}
+
 restart_kubelet() {
   need_root
   stop_pid kubelet
@@ -570,8 +591,9 @@ case "${1:-}" in
   kubeconfig) echo "$RUN/admin.kubeconfig" ;;
   scheduler) need_root; start_dedicated_scheduler "${2:-}" ;;
   restart-kubelet) restart_kubelet ;;
+  restart-apiserver) restart_apiserver ;;
   *)
-    echo "usage: $0 build|up|down|status|kubeconfig|scheduler [CONFIG]|restart-kubelet" >&2
+    echo "usage: $0 build|up|down|status|kubeconfig|scheduler [CONFIG]|restart-kubelet|restart-apiserver" >&2
     exit 2
     ;;
 esac

@@ -283,14 +283,22 @@ impl Allocator {
         })
     }
 
-    /// The pods on the node, waiting up to `pod_wait` for one that concerns `resource`.
+    /// The pods on the node, waiting up to `pod_wait` for one that still waits for
+    /// `resource`. Pods already holding their devices do not count: after an API outage the
+    /// cache may hold only those, and stopping at them would hand the new pod the kubelet's
+    /// (or the policy's) choice instead of its annotated devices.
     async fn pods_for(&self, resource: &str) -> Result<Vec<PodView>, AllocationError> {
         let deadline = tokio::time::Instant::now() + self.pod_wait;
         loop {
             let pods = self.pods.pods_on_node().await?;
-            let concerned = pods
-                .iter()
-                .any(|p| p.requests(&self.names, resource) || p.assigned_ids(resource).is_some());
+            let concerned = !self.waiting(resource, &pods).is_empty() || {
+                let handed = self.handed.lock().unwrap_or_else(PoisonError::into_inner);
+                pods.iter().any(|p| {
+                    !matches!(p.devices, PodDevices::Assigned(_))
+                        && p.requests(&self.names, resource)
+                        && !handed.contains_key(&p.uid)
+                })
+            };
             if concerned || tokio::time::Instant::now() >= deadline {
                 // Without a waiting period (standalone runs) no pod is ever expected.
                 if !concerned && !self.pod_wait.is_zero() {

@@ -230,8 +230,10 @@ async fn main() -> anyhow::Result<()> {
         (
             Arc::new(pods),
             Some((annotator, key(&cli.annotation_prefix, INVENTORY_ANNOTATION))),
-            // The pod cache can trail the kubelet's own watch by a moment.
-            Duration::from_secs(2),
+            // The pod cache can trail the kubelet: by a moment normally, by the watch's
+            // back-off after an API server outage (6-11 s measured). The kubelet puts no
+            // deadline on these calls, and only a pod not yet seen makes Allocate wait.
+            Duration::from_secs(15),
         )
     };
 

@@ -467,6 +467,41 @@ async fn an_unreadable_annotation_is_refused_with_its_reason() {
 }
 
 #[tokio::test]
+async fn pods_already_served_do_not_end_the_wait_for_a_new_one() {
+    let pods = std::sync::Arc::new(kubesched_device_plugin::pods::InMemoryPods::default());
+    let (_manager, allocator) = common::build_from_fixture(pods.clone());
+    let allocator = std::sync::Arc::into_inner(allocator)
+        .unwrap()
+        .with_pod_wait(Duration::from_secs(2));
+    // An earlier pod got its GPU; the cache then lags behind the next pod (as after an
+    // API server restart): the kubelet's offer must wait for it, not follow the policy.
+    pods.set(vec![pod("old", GPU, 1, Some(&["GPU-0"]))]);
+    allocator.allocate(GPU, &strings(&["GPU-0"])).await.unwrap();
+    let late = {
+        let pods = pods.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            pods.set(vec![
+                pod("old", GPU, 1, Some(&["GPU-0"])),
+                pod("new", GPU, 1, Some(&["GPU-3"])),
+            ]);
+        })
+    };
+    let request = ContainerPreferredAllocationRequest {
+        available_device_i_ds: strings(&["GPU-1", "GPU-3"]),
+        must_include_device_i_ds: Vec::new(),
+        allocation_size: 1,
+    };
+    let preferred = allocator.preferred(GPU, &request).await.unwrap();
+    assert_eq!(
+        preferred.device_i_ds,
+        strings(&["GPU-3"]),
+        "the new pod's annotated GPU, once it is seen"
+    );
+    late.await.unwrap();
+}
+
+#[tokio::test]
 async fn allocate_waits_for_a_pod_the_cache_has_not_seen_yet() {
     let pods = std::sync::Arc::new(kubesched_device_plugin::pods::InMemoryPods::default());
     let (_manager, allocator) = common::build_from_fixture(pods.clone());

@@ -13,6 +13,7 @@
 
 pub mod cluster;
 pub mod http;
+pub mod pod_resources;
 pub mod pods;
 pub mod process;
 pub mod rbac;

@@ -122,6 +122,16 @@ impl Proc {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
+    /// SIGKILL at once (a crash: no clean-up in the process), and reaps it.
+    pub fn kill(&self) {
+        let Some(mut child) = self.child().take() else {
+            return;
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        eprintln!("[e2e] killed {} (SIGKILL)", self.name);
+    }
+
     /// SIGTERM, then SIGKILL after five seconds.
     pub fn stop(&self) {
         let Some(mut child) = self.child().take() else {

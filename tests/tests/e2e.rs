@@ -4,6 +4,8 @@
 
 #[path = "e2e/burst.rs"]
 mod burst;
+#[path = "e2e/restarts.rs"]
+mod restarts;
 #[path = "e2e/scheduling.rs"]
 mod scheduling;
 
@@ -44,7 +46,7 @@ async fn scenarios(cluster: &Cluster) -> anyhow::Result<()> {
         agent_registers_with_real_kubelet(cluster)
     })
     .await?;
-    let stack = run("pods_scheduled_through_extender_get_their_devices", || {
+    let mut stack = run("pods_scheduled_through_extender_get_their_devices", || {
         scheduling::pods_get_their_devices(cluster)
     })
     .await?;
@@ -53,8 +55,20 @@ async fn scenarios(cluster: &Cluster) -> anyhow::Result<()> {
         || scheduling::kubelet_restart(cluster, &stack),
     )
     .await?;
+    run("apiserver_restart_extender_and_agent_reconnect", || {
+        restarts::apiserver_restart(cluster, &stack)
+    })
+    .await?;
     scheduling::cleanup_devices_pods(cluster).await?;
+    run("guaranteed_pod_devices_and_cpus_on_one_numa_node", || {
+        scheduling::guaranteed_pod_on_one_numa_node(cluster)
+    })
+    .await?;
     run("burst_on_fake_nodes", || burst::burst(cluster)).await?;
+    run("extender_killed_mid_burst", || {
+        restarts::extender_killed_mid_burst(cluster, &mut stack.extender)
+    })
+    .await?;
     drop(stack);
     Ok(())
 }

@@ -15,7 +15,7 @@ use kubesched_e2e::{Cluster, pods, poll};
 use super::{ANNOTATION_PREFIX, DOMAIN};
 
 const SCENARIO: &str = "burst";
-const FAKE_LABEL: &str = "kubesched-e2e/fake";
+pub const FAKE_LABEL: &str = "kubesched-e2e/fake";
 const FAKE_NODES: usize = 20;
 
 /// A fake node's GPUs on two NUMA nodes (single-numa-node): GPU 0 (NUMA 0) and GPU 1
@@ -71,7 +71,7 @@ fn capacity(inventory: &NodeInventory) -> BTreeMap<String, i64> {
     out
 }
 
-async fn create_fake_node(client: &kube::Client, name: &str) -> anyhow::Result<NodeInventory> {
+pub async fn create_fake_node(client: &kube::Client, name: &str) -> anyhow::Result<NodeInventory> {
     let inventory = inventory(name)?;
     let mut resources = serde_json::json!({"cpu": "64", "memory": "256Gi", "pods": "250"});
     for (k, v) in capacity(&inventory) {
@@ -182,36 +182,7 @@ async fn burst_on(
     }
 
     // The burst: exactly what the fake nodes hold, so every pod fits.
-    let total = inventories
-        .values()
-        .map(capacity)
-        .fold(BTreeMap::new(), |mut acc, c| {
-            for (k, v) in c {
-                *acc.entry(k).or_insert(0) += v;
-            }
-            acc
-        });
-    let mut specs = Vec::new();
-    for (resource, count) in &total {
-        let short = resource
-            .trim_start_matches(&format!("{DOMAIN}/"))
-            .replace('.', "-");
-        for i in 0..*count {
-            specs.push(pods::pod(
-                &format!("c-{short}-{i:03}"),
-                SCENARIO,
-                resource,
-                1,
-                "true",
-                Some((FAKE_LABEL, "true")),
-            )?);
-        }
-    }
-    // Interleave the profiles, as a real mixed burst arrives.
-    specs.sort_by_key(|p| {
-        let name = p.metadata.name.clone().unwrap_or_default();
-        (name.rsplit('-').next().unwrap_or("").to_string(), name)
-    });
+    let specs = fitting_specs(inventories, SCENARIO, "c")?;
     anyhow::ensure!(specs.len() >= 200, "only {} pods in the burst", specs.len());
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -268,9 +239,66 @@ async fn burst_on(
         created.as_secs_f64()
     );
 
-    // Every pod's devices exist on its node with the right profile, and none is shared.
+    let used = check_no_device_twice(&bound, inventories)?;
+    for name in &impossible {
+        anyhow::ensure!(
+            pods::node_name(&api.get(name).await?).is_none(),
+            "{name} was bound"
+        );
+    }
+    eprintln!("[e2e] burst: {} devices handed out, none twice", used.len());
+    Ok(())
+}
+
+/// One pod per device of `inventories` (exactly what they hold, so every pod fits), named
+/// `<prefix>-<profile>-<n>`, pinned to the fake nodes, profiles interleaved as a real mixed
+/// burst arrives.
+pub fn fitting_specs(
+    inventories: &BTreeMap<String, NodeInventory>,
+    scenario: &str,
+    prefix: &str,
+) -> anyhow::Result<Vec<Pod>> {
+    let total = inventories
+        .values()
+        .map(capacity)
+        .fold(BTreeMap::new(), |mut acc, c| {
+            for (k, v) in c {
+                *acc.entry(k).or_insert(0) += v;
+            }
+            acc
+        });
+    let mut specs = Vec::new();
+    for (resource, count) in &total {
+        let short = resource
+            .trim_start_matches(&format!("{DOMAIN}/"))
+            .replace('.', "-");
+        for i in 0..*count {
+            specs.push(pods::pod(
+                &format!("{prefix}-{short}-{i:03}"),
+                scenario,
+                resource,
+                1,
+                "true",
+                Some((FAKE_LABEL, "true")),
+            )?);
+        }
+    }
+    // Interleave the profiles, as a real mixed burst arrives.
+    specs.sort_by_key(|p| {
+        let name = p.metadata.name.clone().unwrap_or_default();
+        (name.rsplit('-').next().unwrap_or("").to_string(), name)
+    });
+    Ok(specs)
+}
+
+/// Every bound pod's devices exist on its node with the requested profile, and no device is
+/// handed out twice. Returns the devices handed out.
+pub fn check_no_device_twice(
+    bound: &[Pod],
+    inventories: &BTreeMap<String, NodeInventory>,
+) -> anyhow::Result<BTreeSet<String>> {
     let mut used = BTreeSet::new();
-    for pod in &bound {
+    for pod in bound {
         let name = pod.metadata.name.clone().unwrap_or_default();
         let node = pods::node_name(pod).context("unbound")?;
         let annotation = pods::devices(pod, ANNOTATION_PREFIX)?
@@ -331,12 +359,5 @@ async fn burst_on(
             );
         }
     }
-    for name in &impossible {
-        anyhow::ensure!(
-            pods::node_name(&api.get(name).await?).is_none(),
-            "{name} was bound"
-        );
-    }
-    eprintln!("[e2e] burst: {} devices handed out, none twice", used.len());
-    Ok(())
+    Ok(used)
 }

@@ -120,12 +120,37 @@ fn chart_configs() -> anyhow::Result<(String, String)> {
     anyhow::bail!("no scheduler ConfigMap in {}", path.display())
 }
 
+/// (Re)starts the dedicated kube-scheduler with the chart's configuration.
+pub async fn start_scheduler(cluster: &Cluster) -> anyhow::Result<()> {
+    let (scheduler_config, _) = chart_configs()?;
+    let parsed: serde_yaml::Value = serde_yaml::from_str(&scheduler_config)?;
+    // The chart's scheduler elects a leader: a lease left by a scheduler of an earlier run
+    // (killed, not released) would hold this one back for its whole duration.
+    let name = parsed["leaderElection"]["resourceName"].as_str();
+    let namespace = parsed["leaderElection"]["resourceNamespace"].as_str();
+    if let (Some(name), Some(namespace)) = (name, namespace) {
+        let leases: Api<Lease> = Api::namespaced(cluster.client.clone(), namespace);
+        match leases.delete(name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(error) => return Err(error).context("deleting the scheduler's old lease"),
+        }
+    }
+    let scheduler_file = cluster.path("scheduler-config.yaml");
+    std::fs::write(&scheduler_file, &scheduler_config)?;
+    let file = scheduler_file.display().to_string();
+    tokio::task::spawn_blocking(move || cluster::script(&["scheduler", &file])).await??;
+    Ok(())
+}
+
 /// The extender under the chart's service account plus the dedicated kube-scheduler with the
 /// chart's configuration; the scheduler keeps running until `cluster.sh down`.
 pub struct Extender {
     pub proc: Proc,
     /// host:port of the extender (from the chart's `urlPrefix`).
     pub addr: String,
+    args: Vec<String>,
+    kubeconfig: PathBuf,
 }
 
 impl Extender {
@@ -156,25 +181,23 @@ impl Extender {
             addr.clone(),
         ];
         let proc = Self::spawn(cluster, &args, &kubeconfig, "extender.log")?;
-        let extender = Extender { proc, addr };
+        let extender = Extender {
+            proc,
+            addr,
+            args,
+            kubeconfig,
+        };
         extender.wait_ready(Duration::from_secs(60)).await?;
-        // The chart's scheduler elects a leader: a lease left by a scheduler of an earlier
-        // run (killed, not released) would hold this one back for its whole duration.
-        let name = parsed["leaderElection"]["resourceName"].as_str();
-        let namespace = parsed["leaderElection"]["resourceNamespace"].as_str();
-        if let (Some(name), Some(namespace)) = (name, namespace) {
-            let leases: Api<Lease> = Api::namespaced(cluster.client.clone(), namespace);
-            match leases.delete(name, &DeleteParams::default()).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(status)) if status.code == 404 => {}
-                Err(error) => return Err(error).context("deleting the scheduler's old lease"),
-            }
-        }
-        let scheduler_file = cluster.path("scheduler-config.yaml");
-        std::fs::write(&scheduler_file, &scheduler_config)?;
-        let file = scheduler_file.display().to_string();
-        tokio::task::spawn_blocking(move || cluster::script(&["scheduler", &file])).await??;
+        start_scheduler(cluster).await?;
         Ok(extender)
+    }
+
+    /// Starts the extender again, as before, after its process ended (killed); its output
+    /// goes to `log`. Does not wait for it to be ready.
+    pub fn respawn(&mut self, cluster: &Cluster, log: &str) -> anyhow::Result<()> {
+        anyhow::ensure!(!self.proc.is_running(), "the extender is still running");
+        self.proc = Self::spawn(cluster, &self.args, &self.kubeconfig, log)?;
+        Ok(())
     }
 
     fn spawn(
@@ -225,7 +248,7 @@ pub struct Stack {
 const SCENARIO_A: &str = "devices";
 
 /// Scenario (a)'s pods: (name, resource), one device each.
-fn device_requests() -> Vec<(&'static str, String)> {
+pub fn device_requests() -> Vec<(&'static str, String)> {
     vec![
         ("a-gpu-0", format!("{DOMAIN}/gpu")),
         ("a-gpu-1", format!("{DOMAIN}/gpu")),
@@ -249,6 +272,8 @@ pub async fn pods_get_their_devices(cluster: &Cluster) -> anyhow::Result<Stack> 
         extender.addr
     );
 
+    // A reused cluster may hold a failed earlier run's pods.
+    cleanup_devices_pods(cluster).await?;
     let requests = device_requests();
     let mut specs = Vec::new();
     for (name, resource) in &requests {
@@ -261,11 +286,24 @@ pub async fn pods_get_their_devices(cluster: &Cluster) -> anyhow::Result<Stack> 
             None,
         )?);
     }
-    let latency =
+    // The device plugin API gives Allocate no pod identity, and the kubelet admits pods
+    // in creation order with one-second resolution: two pods created in the same second
+    // that ask for the same resource can be handed each other's devices. The second
+    // whole-GPU pod is created once the others run (a known limit, see tests/README.md).
+    let later: Vec<_> = specs
+        .iter()
+        .position(|p| p.metadata.name.as_deref() == Some("a-gpu-1"))
+        .map(|i| specs.remove(i))
+        .into_iter()
+        .collect();
+    let mut latency =
         pods::create_and_wait_running(&cluster.client, specs, Duration::from_secs(120)).await?;
+    latency.extend(
+        pods::create_and_wait_running(&cluster.client, later, Duration::from_secs(120)).await?,
+    );
     let times: Vec<f64> = latency.values().map(Duration::as_secs_f64).collect();
     eprintln!(
-        "[e2e] pod start latency (create -> Running), {} pods created together: min {:.2} s, \
+        "[e2e] pod start latency (create -> Running), {} pods: min {:.2} s, \
          mean {:.2} s, max {:.2} s; {latency:?}",
         times.len(),
         times.iter().copied().fold(f64::INFINITY, f64::min),
@@ -284,6 +322,7 @@ pub async fn pods_get_their_devices(cluster: &Cluster) -> anyhow::Result<Stack> 
         }
     }
     eprintln!("[e2e] every container sees exactly its annotated devices: {handed_out:?}");
+    check_pod_resources(cluster, &requests).await?;
     Ok(Stack {
         agent,
         extender,
@@ -293,7 +332,7 @@ pub async fn pods_get_their_devices(cluster: &Cluster) -> anyhow::Result<Stack> 
 
 /// Checks pod `name`: on our node, annotated for `resource`, and its container's
 /// NVIDIA_VISIBLE_DEVICES is exactly the annotated device ids. Returns those ids.
-async fn check_pod_devices(
+pub async fn check_pod_devices(
     cluster: &Cluster,
     name: &str,
     resource: &str,
@@ -326,6 +365,59 @@ async fn check_pod_devices(
         "pod {name}: NVIDIA_VISIBLE_DEVICES {visible:?}, annotation {annotated:?}"
     );
     Ok(annotated)
+}
+
+/// The kubelet's PodResources API (`List` over its socket) agrees with our annotations: each
+/// pod's container holds, for its resource, exactly the annotated device ids, and nothing else
+/// of ours.
+pub async fn check_pod_resources(
+    cluster: &Cluster,
+    requests: &[(&str, String)],
+) -> anyhow::Result<()> {
+    let listed = kubesched_e2e::pod_resources::list(&cluster.pod_resources_socket).await?;
+    let api = pods::api(&cluster.client);
+    for (name, resource) in requests {
+        let pod = api.get(name).await?;
+        let annotated: BTreeSet<String> = pods::devices(&pod, ANNOTATION_PREFIX)?
+            .with_context(|| format!("pod {name} has no devices annotation"))?
+            .devices
+            .iter()
+            .map(|d| d.device_id())
+            .collect();
+        let key = (
+            pods::NAMESPACE.to_string(),
+            name.to_string(),
+            "main".to_string(),
+        );
+        let holding = listed
+            .get(&key)
+            .with_context(|| format!("PodResources List has no container {key:?}"))?;
+        let ours: BTreeMap<&String, &BTreeSet<String>> = holding
+            .devices
+            .iter()
+            .filter(|(r, _)| r.starts_with(&format!("{DOMAIN}/")))
+            .collect();
+        anyhow::ensure!(
+            ours.len() == 1 && ours.get(resource) == Some(&&annotated),
+            "pod {name}: the kubelet's PodResources say {ours:?}, the annotation {resource} \
+             {annotated:?}"
+        );
+    }
+    eprintln!(
+        "[e2e] PodResources List agrees with the annotations of {} pods",
+        requests.len()
+    );
+    Ok(())
+}
+
+/// The id of the pod's (first) container.
+pub fn container_id(pod: &k8s_openapi::api::core::v1::Pod) -> anyhow::Result<String> {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|c| c.first())
+        .and_then(|c| c.container_id.clone())
+        .context("pod without a container id")
 }
 
 /// Identity of the file at `path`, if it exists: inode and change time (an inode number
@@ -445,6 +537,7 @@ pub async fn kubelet_restart(cluster: &Cluster, stack: &Stack) -> anyhow::Result
     for (name, resource) in &device_requests() {
         check_pod_devices(cluster, name, resource).await?;
     }
+    check_pod_resources(cluster, &device_requests()).await?;
     eprintln!(
         "[e2e] {} pods kept their containers and devices",
         containers.len()
@@ -455,4 +548,137 @@ pub async fn kubelet_restart(cluster: &Cluster, stack: &Stack) -> anyhow::Result
 /// Deletes scenario (a)'s pods.
 pub async fn cleanup_devices_pods(cluster: &Cluster) -> anyhow::Result<()> {
     pods::delete_scenario(&cluster.client, SCENARIO_A).await
+}
+
+/// A cpulist such as `1-3,6`.
+fn parse_cpulist(text: &str) -> anyhow::Result<BTreeSet<u32>> {
+    let mut cpus = BTreeSet::new();
+    for part in text.trim().split(',').filter(|p| !p.is_empty()) {
+        let (lo, hi) = part.split_once('-').unwrap_or((part, part));
+        cpus.extend(lo.trim().parse::<u32>()?..=hi.trim().parse::<u32>()?);
+    }
+    Ok(cpus)
+}
+
+const SCENARIO_NUMA: &str = "numa";
+
+/// (d) A Guaranteed pod (integer CPUs, one whole GPU) under `single-numa-node` and the static
+/// CPU manager: its annotation names a NUMA node, the GPU it names is on that node, and its
+/// container's exclusive CPUs (its `Cpus_allowed_list`, the kubelet's PodResources and
+/// `cpu_manager_state`) are that node's CPUs.
+pub async fn guaranteed_pod_on_one_numa_node(cluster: &Cluster) -> anyhow::Result<()> {
+    let resource = format!("{DOMAIN}/gpu");
+    let mut pod = pods::pod(
+        "n-guaranteed",
+        SCENARIO_NUMA,
+        &resource,
+        1,
+        "grep Cpus_allowed_list /proc/self/status; env; exec sleep 3600",
+        None,
+    )?;
+    let resources = pod
+        .spec
+        .as_mut()
+        .and_then(|s| s.containers.first_mut())
+        .and_then(|c| c.resources.as_mut())
+        .context("pod without resources")?;
+    let limits = resources.limits.get_or_insert_default();
+    for (k, v) in [("cpu", "1"), ("memory", "64Mi")] {
+        limits.insert(
+            k.into(),
+            k8s_openapi::apimachinery::pkg::api::resource::Quantity(v.into()),
+        );
+    }
+    let result = async {
+        pods::create_and_wait_running(&cluster.client, vec![pod], Duration::from_secs(120)).await?;
+        let devices = check_pod_devices(cluster, "n-guaranteed", &resource).await?;
+        let pod = pods::api(&cluster.client).get("n-guaranteed").await?;
+        anyhow::ensure!(
+            pod.status.as_ref().and_then(|s| s.qos_class.as_deref()) == Some("Guaranteed"),
+            "n-guaranteed is not Guaranteed"
+        );
+        let annotation = pods::devices(&pod, ANNOTATION_PREFIX)?.context("no annotation")?;
+        let numa = annotation
+            .numa_node
+            .context("the devices annotation names no NUMA node")?;
+        // The GPU is on that NUMA node in the agent's published inventory.
+        let node = Api::<Node>::all(cluster.client.clone())
+            .get(&cluster.node)
+            .await?;
+        let text = node
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| {
+                a.get(&format!(
+                    "{ANNOTATION_PREFIX}/{}",
+                    kubesched_core::inventory::INVENTORY_ANNOTATION
+                ))
+            })
+            .context("no inventory annotation")?;
+        let inventory = kubesched_core::inventory::NodeInventory::from_json(text)?;
+        for device in &annotation.devices {
+            let gpu = inventory
+                .gpus
+                .iter()
+                .find(|g| g.uuid == device.gpu_uuid)
+                .context("annotated GPU not in the inventory")?;
+            anyhow::ensure!(
+                gpu.numa_node == Some(numa),
+                "GPU {} on NUMA {:?}, annotation says {numa}",
+                gpu.uuid,
+                gpu.numa_node
+            );
+        }
+        // Its CPUs, three ways: the container's affinity, PodResources, cpu_manager_state.
+        let logs = pods::logs(&cluster.client, "n-guaranteed").await?;
+        let allowed = logs
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .context("no Cpus_allowed_list in the container's output")?;
+        let allowed = parse_cpulist(allowed)?;
+        let node_cpus = parse_cpulist(&std::fs::read_to_string(format!(
+            "/sys/devices/system/node/node{numa}/cpulist"
+        ))?)?;
+        anyhow::ensure!(
+            allowed.len() == 1 && allowed.is_subset(&node_cpus),
+            "container CPUs {allowed:?}, NUMA node {numa} has {node_cpus:?}"
+        );
+        let listed = kubesched_e2e::pod_resources::list(&cluster.pod_resources_socket).await?;
+        let holding = listed
+            .get(&(
+                pods::NAMESPACE.to_string(),
+                "n-guaranteed".to_string(),
+                "main".to_string(),
+            ))
+            .context("n-guaranteed not in PodResources List")?;
+        let listed_cpus: BTreeSet<u32> = holding
+            .cpus
+            .iter()
+            .filter_map(|c| u32::try_from(*c).ok())
+            .collect();
+        anyhow::ensure!(
+            listed_cpus == allowed,
+            "PodResources CPUs {listed_cpus:?}, container {allowed:?}"
+        );
+        let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+            "/var/lib/kubelet/cpu_manager_state",
+        )?)?;
+        let uid = pod.metadata.uid.clone().context("pod without uid")?;
+        let assigned = state["entries"][&uid]["main"]
+            .as_str()
+            .context("no cpu_manager_state entry for the container")?;
+        anyhow::ensure!(
+            parse_cpulist(assigned)? == allowed,
+            "cpu_manager_state {assigned}, container {allowed:?}"
+        );
+        eprintln!(
+            "[e2e] Guaranteed pod on NUMA node {numa}: GPU {devices:?}, exclusive CPUs \
+             {allowed:?} (container, PodResources and cpu_manager_state agree)"
+        );
+        anyhow::Ok(())
+    }
+    .await;
+    let cleaned = pods::delete_scenario(&cluster.client, SCENARIO_NUMA).await;
+    result.and(cleaned)
 }
