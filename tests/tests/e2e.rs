@@ -10,7 +10,6 @@ mod restarts;
 mod scheduling;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::OsStr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -19,7 +18,7 @@ use k8s_openapi::api::core::v1::{Node, Secret};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kubesched_core::inventory::{GpuInfo, INVENTORY_ANNOTATION, NodeInventory};
 use kubesched_e2e::rbac::{self, AGENT_SERVICE_ACCOUNT, NAMESPACE};
-use kubesched_e2e::{Cluster, Proc, binary, poll};
+use kubesched_e2e::{Cluster, poll};
 use serde::Deserialize;
 
 /// Default annotation prefix of the binaries and the chart.
@@ -170,27 +169,7 @@ async fn agent_registers_with_real_kubelet(cluster: &Cluster) -> anyhow::Result<
         .await
         .context("removing an earlier inventory annotation")?;
     let start = Instant::now();
-    let agent = Proc::spawn(
-        "kubesched-agent",
-        &binary("kubesched-agent")?,
-        [
-            OsStr::new("--node-name"),
-            OsStr::new(&cluster.node),
-            OsStr::new("--fake-inventory"),
-            fixture_path.as_os_str(),
-            OsStr::new("--topology-policy"),
-            OsStr::new("single-numa-node"),
-            OsStr::new("--device-plugin-dir"),
-            cluster.device_plugin_dir.as_os_str(),
-            OsStr::new("--pod-resources-socket"),
-            cluster.pod_resources_socket.as_os_str(),
-        ],
-        &[
-            ("KUBECONFIG", kubeconfig.as_os_str()),
-            ("RUST_LOG", OsStr::new("info")),
-        ],
-        &cluster.path("agent.log"),
-    )?;
+    let agent = scheduling::start_agent(cluster, &fixture_path, "agent.log").await?;
 
     // The inventory annotation does not depend on the kubelet: check it first.
     let (nodes, agent_ref) = (&nodes, &agent);

@@ -3,14 +3,12 @@
 //! weighted 1/2; the GPU with the least free share that fits is used.
 //! Integer scores, min-max normalised across nodes like the artifact's plugin.
 
-use super::{Policy, ScoreContext, TieBreak, requested_gpu_milli, tightness};
+use super::{
+    MAX_SPEC_CPU, MAX_SPEC_GPU, Policy, ScoreContext, TieBreak, requested_gpu_milli, tightness,
+};
 use crate::node::NodeState;
 use crate::placement::Candidate;
 use crate::request::PodRequest;
-
-/// The artifact's normalisation constants (milli-CPU, milli-GPU).
-const MAX_SPEC_CPU: f64 = 128_000.0;
-const MAX_SPEC_GPU: f64 = 8_000.0;
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BestFit;

@@ -3,13 +3,13 @@
 //! (CPU, GPU) vector dotted with the pod's request; a smaller product scores
 //! higher. The GPU inside the node is the tightest that fits.
 
-use super::{Policy, ScoreContext, TieBreak, requested_gpu_milli, tightness, truncate};
+use super::{
+    MAX_SPEC_CPU, MAX_SPEC_GPU, Policy, ScoreContext, TieBreak, requested_gpu_milli, tightness,
+    truncate,
+};
 use crate::node::NodeState;
 use crate::placement::Candidate;
 use crate::request::PodRequest;
-
-const MAX_SPEC_CPU: f64 = 128_000.0;
-const MAX_SPEC_GPU: f64 = 8_000.0;
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DotProduct;

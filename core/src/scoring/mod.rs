@@ -160,6 +160,11 @@ pub(crate) fn frag_before_after(
     (before, after)
 }
 
+/// The ATC '23 artifact's node-size normalisation (milli-CPU, milli-GPU),
+/// shared by its best-fit and dot-product scores.
+pub(crate) const MAX_SPEC_CPU: f64 = 128_000.0;
+pub(crate) const MAX_SPEC_GPU: f64 = 8_000.0;
+
 /// GPU milli a request takes (MIG slices counted at 125 per memory position
 /// would need the GPU; a slice counts as one position here).
 pub(crate) fn requested_gpu_milli(d: &GpuDemand) -> u64 {
