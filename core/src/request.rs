@@ -31,6 +31,26 @@ impl GpuDemand {
     pub fn is_none(&self) -> bool {
         matches!(self, GpuDemand::None)
     }
+
+    /// Thousandths of a GPU this demand takes. A MIG slice counts its memory
+    /// positions, read from the first catalogue geometry that has the profile
+    /// (0 for a profile no model offers).
+    pub fn milli(&self) -> u64 {
+        match self {
+            GpuDemand::None => 0,
+            GpuDemand::Share { milli } => u64::from(*milli),
+            GpuDemand::Whole { count } => u64::from(*count) * 1000,
+            GpuDemand::Mig { profile, count } => crate::catalogue::models()
+                .iter()
+                .filter_map(|m| m.mig.as_ref())
+                .find_map(|g| {
+                    g.profile(profile)
+                        .ok()
+                        .map(|(_, p)| (u64::from(p.width), u64::from(g.positions)))
+                })
+                .map_or(0, |(w, positions)| u64::from(*count) * w * 1000 / positions),
+        }
+    }
 }
 
 /// Everything placement needs to know about a pod.
@@ -277,6 +297,24 @@ mod tests {
             names.demand([("nvidia.com/gpu", 0)]).unwrap(),
             GpuDemand::None
         );
+    }
+
+    #[test]
+    fn milli_counts_mig_positions_not_slices() {
+        let mig = |p: &str| GpuDemand::Mig {
+            profile: p.into(),
+            count: 2,
+        };
+        assert_eq!(mig("1g.5gb").milli(), 250);
+        assert_eq!(mig("3g.40gb").milli(), 1000, "a 3g takes 4 of 8 positions");
+        assert_eq!(
+            mig("4g.24gb").milli(),
+            2000,
+            "the A30's 4g takes all 4 positions"
+        );
+        assert_eq!(mig("9g.9gb").milli(), 0);
+        assert_eq!(GpuDemand::Whole { count: 3 }.milli(), 3000);
+        assert_eq!(GpuDemand::Share { milli: 470 }.milli(), 470);
     }
 
     #[test]

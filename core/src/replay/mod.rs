@@ -9,11 +9,10 @@ mod curve;
 
 pub use curve::{Bucket, Curve};
 
-use crate::catalogue;
 use crate::fragmentation::{NodeFrag, Workload};
 use crate::node::NodeState;
 use crate::placement::{self, Candidate};
-use crate::request::{GpuDemand, PodRequest};
+use crate::request::PodRequest;
 use crate::rng::SplitMix64;
 use crate::scoring::{Choice, Policy, ScoreContext, TieBreak};
 
@@ -37,27 +36,6 @@ impl Default for ReplayConfig {
     }
 }
 
-/// GPU milli a request asks for; MIG slices count their memory positions
-/// (on the H100/A100 geometry unless the profile is only known elsewhere).
-pub fn demand_milli(req: &PodRequest) -> u64 {
-    match &req.gpu {
-        GpuDemand::None => 0,
-        GpuDemand::Share { milli } => u64::from(*milli),
-        GpuDemand::Whole { count } => u64::from(*count) * 1000,
-        GpuDemand::Mig { profile, count } => {
-            let width = catalogue::models()
-                .iter()
-                .filter_map(|m| m.mig.as_ref())
-                .find_map(|g| {
-                    g.profile(profile)
-                        .ok()
-                        .map(|(_, p)| (u64::from(p.width), u64::from(g.positions)))
-                });
-            width.map_or(0, |(w, positions)| u64::from(*count) * w * 1000 / positions)
-        }
-    }
-}
-
 /// The arrival stream as the artifact builds it: the trace shuffled, then
 /// topped up to `tune_ratio` × capacity with pods resampled from the trace
 /// and appended (or, above the target, trimmed at random).
@@ -72,12 +50,12 @@ pub fn tune_and_shuffle(
     if cfg.shuffle_pods {
         rng.shuffle(&mut out);
     }
-    let mut total: u64 = out.iter().map(demand_milli).sum();
-    if pods.iter().any(|p| demand_milli(p) > 0) {
+    let mut total: u64 = out.iter().map(|p| p.gpu.milli()).sum();
+    if pods.iter().any(|p| p.gpu.milli() > 0) {
         if total < target {
             loop {
                 let p = &pods[rng.below(pods.len())];
-                let d = demand_milli(p);
+                let d = p.gpu.milli();
                 if total + d > target {
                     break;
                 }
@@ -87,7 +65,7 @@ pub fn tune_and_shuffle(
         } else {
             while total > target && !out.is_empty() {
                 let p = out.remove(rng.below(out.len()));
-                total -= demand_milli(&p);
+                total -= p.gpu.milli();
             }
         }
     }
@@ -176,7 +154,7 @@ impl<'a> Replay<'a> {
 
     /// Schedules one pod: every node scored, the best taken (ties at random).
     pub fn step(&mut self, req: &PodRequest) -> Outcome {
-        self.arrived_milli += demand_milli(req);
+        self.arrived_milli += req.gpu.milli();
         self.pod_seq += 1;
         let seed = self.rng.next_u64();
         let mut feasible: Vec<(usize, Choice)> = Vec::new();
@@ -262,6 +240,7 @@ pub fn run(replay: &mut Replay, pods: &[PodRequest], mut progress: impl FnMut(us
 mod tests {
     use super::*;
     use crate::node::GpuState;
+    use crate::request::GpuDemand;
     use crate::scoring::{BestFit, Fgd};
 
     fn cluster(n: usize, gpus: u32) -> Vec<NodeState> {
@@ -292,7 +271,7 @@ mod tests {
             ..Default::default()
         };
         let out = tune_and_shuffle(&pods, 100_000, &cfg);
-        let total: u64 = out.iter().map(demand_milli).sum();
+        let total: u64 = out.iter().map(|p| p.gpu.milli()).sum();
         assert!(total <= 130_000 && total > 128_000, "{total}");
         assert_eq!(
             out,
@@ -338,7 +317,7 @@ mod tests {
             ..Default::default()
         };
         let out = tune_and_shuffle(&pods, 10_000, &cfg);
-        let mut head: Vec<u64> = out[..20].iter().map(demand_milli).collect();
+        let mut head: Vec<u64> = out[..20].iter().map(|p| p.gpu.milli()).collect();
         head.sort_unstable();
         assert_eq!(
             head,

@@ -3,9 +3,7 @@
 //! weighted 1/2; the GPU with the least free share that fits is used.
 //! Integer scores, min-max normalised across nodes like the artifact's plugin.
 
-use super::{
-    MAX_SPEC_CPU, MAX_SPEC_GPU, Policy, ScoreContext, TieBreak, requested_gpu_milli, tightness,
-};
+use super::{MAX_SPEC_CPU, MAX_SPEC_GPU, Policy, ScoreContext, TieBreak, tightness};
 use crate::node::NodeState;
 use crate::placement::Candidate;
 use crate::request::PodRequest;
@@ -26,9 +24,7 @@ impl Policy for BestFit {
         _ctx: &ScoreContext,
     ) -> (f64, String) {
         let cpu_left = node.cpu_free_milli.saturating_sub(req.cpu_milli) as f64;
-        let gpu_left = node
-            .free_milli()
-            .saturating_sub(requested_gpu_milli(&req.gpu)) as f64;
+        let gpu_left = node.free_milli().saturating_sub(req.gpu.milli()) as f64;
         let waste = 0.5 * cpu_left / MAX_SPEC_CPU + 0.5 * gpu_left / MAX_SPEC_GPU;
         let node_score = ((1.0 - waste) * 100.0).trunc();
         (

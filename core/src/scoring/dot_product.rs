@@ -3,10 +3,7 @@
 //! (CPU, GPU) vector dotted with the pod's request; a smaller product scores
 //! higher. The GPU inside the node is the tightest that fits.
 
-use super::{
-    MAX_SPEC_CPU, MAX_SPEC_GPU, Policy, ScoreContext, TieBreak, requested_gpu_milli, tightness,
-    truncate,
-};
+use super::{MAX_SPEC_CPU, MAX_SPEC_GPU, Policy, ScoreContext, TieBreak, tightness, truncate};
 use crate::node::NodeState;
 use crate::placement::Candidate;
 use crate::request::PodRequest;
@@ -32,7 +29,7 @@ impl Policy for DotProduct {
         ];
         let pod_vec = [
             req.cpu_milli as f64 / MAX_SPEC_CPU,
-            requested_gpu_milli(&req.gpu) as f64 / MAX_SPEC_GPU,
+            req.gpu.milli() as f64 / MAX_SPEC_GPU,
         ];
         let dot = (node_vec[0] * pod_vec[0] + node_vec[1] * pod_vec[1]) / 2.0;
         (

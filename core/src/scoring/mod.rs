@@ -24,7 +24,7 @@ pub use random::Random;
 use crate::fragmentation::{NodeFrag, Workload};
 use crate::node::NodeState;
 use crate::placement::{self, Candidate, DeviceChoice, Unfit};
-use crate::request::{GpuDemand, PodRequest};
+use crate::request::PodRequest;
 
 /// What a policy may consult besides the node and the pod.
 #[derive(Clone, Copy)]
@@ -59,26 +59,39 @@ pub trait Policy: Send + Sync {
         ctx: &ScoreContext,
     ) -> (f64, String);
 
-    /// The best candidate on `node` (the first one on ties), or why none fits.
+    /// Breaks ties between equally scored candidates on one node (higher
+    /// wins; the first candidate when equal). Never compared across nodes.
+    fn prefer(&self, _cand: &Candidate) -> u32 {
+        0
+    }
+
+    /// The best candidate on `node`, or why none fits.
     fn choose(
         &self,
         node: &NodeState,
         req: &PodRequest,
         ctx: &ScoreContext,
     ) -> Result<Choice, Unfit> {
-        let mut best: Option<Choice> = None;
+        let mut best: Option<(Choice, u32)> = None;
         for candidate in placement::candidates(node, req)? {
             let (score, reason) = self.score(node, req, &candidate, ctx);
-            if best.as_ref().is_none_or(|b| score > b.score) {
-                best = Some(Choice {
-                    candidate,
-                    score,
-                    reason,
-                });
+            let prefer = self.prefer(&candidate);
+            let better = best
+                .as_ref()
+                .is_none_or(|(b, bp)| score > b.score || (score == b.score && prefer > *bp));
+            if better {
+                best = Some((
+                    Choice {
+                        candidate,
+                        score,
+                        reason,
+                    },
+                    prefer,
+                ));
             }
         }
         // `candidates` never returns an empty list without an error; stay total anyway.
-        best.ok_or(Unfit::NoGpu {
+        best.map(|(c, _)| c).ok_or(Unfit::NoGpu {
             need: 1,
             free: 0,
             what: "placement".into(),
@@ -164,17 +177,6 @@ pub(crate) fn frag_before_after(
 /// shared by its best-fit and dot-product scores.
 pub(crate) const MAX_SPEC_CPU: f64 = 128_000.0;
 pub(crate) const MAX_SPEC_GPU: f64 = 8_000.0;
-
-/// GPU milli a request takes (MIG slices counted at 125 per memory position
-/// would need the GPU; a slice counts as one position here).
-pub(crate) fn requested_gpu_milli(d: &GpuDemand) -> u64 {
-    match d {
-        GpuDemand::None => 0,
-        GpuDemand::Share { milli } => u64::from(*milli),
-        GpuDemand::Whole { count } => u64::from(*count) * 1000,
-        GpuDemand::Mig { count, .. } => u64::from(*count) * 125,
-    }
-}
 
 /// A bonus below one score step for the tightest GPU that fits a share, so
 /// a policy's GPU choice inside a node is best fit (the artifact's default).

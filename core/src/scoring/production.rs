@@ -14,9 +14,9 @@
 //! - then the caller's fixed node order decides, which packs by itself.
 
 use super::fgd::sigmoid;
-use super::{Choice, Policy, ScoreContext, TieBreak, frag_before_after};
+use super::{Policy, ScoreContext, TieBreak, frag_before_after};
 use crate::node::NodeState;
-use crate::placement::{self, Candidate, DeviceChoice, Unfit};
+use crate::placement::{Candidate, DeviceChoice};
 use crate::request::{GpuDemand, PodRequest};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -83,38 +83,11 @@ impl Policy for Production {
     /// Inside a node, equal steps go to the higher MIG start position:
     /// quantised steps rarely tell start positions apart, and low starts
     /// block the large profiles that can only start at 0.
-    fn choose(
-        &self,
-        node: &NodeState,
-        req: &PodRequest,
-        ctx: &ScoreContext,
-    ) -> Result<Choice, Unfit> {
-        let mut best: Option<(Choice, u8)> = None;
-        for candidate in placement::candidates(node, req)? {
-            let (score, reason) = self.score(node, req, &candidate, ctx);
-            let start = match &candidate.choice {
-                DeviceChoice::Mig(picks) => picks.iter().map(|p| p.start).max().unwrap_or(0),
-                _ => 0,
-            };
-            let better = best.as_ref().is_none_or(|(b, b_start)| {
-                score > b.score || (score == b.score && start > *b_start)
-            });
-            if better {
-                best = Some((
-                    Choice {
-                        candidate,
-                        score,
-                        reason,
-                    },
-                    start,
-                ));
-            }
+    fn prefer(&self, cand: &Candidate) -> u32 {
+        match &cand.choice {
+            DeviceChoice::Mig(picks) => picks.iter().map(|p| u32::from(p.start)).max().unwrap_or(0),
+            _ => 0,
         }
-        best.map(|b| b.0).ok_or(Unfit::NoGpu {
-            need: 1,
-            free: 0,
-            what: "placement".into(),
-        })
     }
 
     fn tie_break(&self) -> TieBreak {

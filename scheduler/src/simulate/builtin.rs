@@ -89,7 +89,9 @@ pub fn gpu(
     s
 }
 
-fn node(
+/// One node of the built-in scenario: 224 CPUs on two NUMA nodes, `gpus` GPUs of
+/// `model` split evenly between them.
+pub fn node(
     name: String,
     model: &str,
     gpus: u32,
