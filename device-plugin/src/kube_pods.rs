@@ -1,9 +1,11 @@
 //! [`PodSource`] backed by the Kubernetes API: a reflector of the pods bound to this node
 //! (field selector `spec.nodeName=<node>`, terminal phases excluded), so Allocate reads a local
 //! cache and never waits on the API server. Each pod becomes a [`PodView`]: its GPU request
-//! from container requests/limits and its devices annotation read with the core type.
+//! from container requests/limits and its devices annotation read with the core type. The
+//! watch's events also record the pods' arrival order ([`crate::pod_arrival`]).
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
@@ -16,6 +18,7 @@ use tokio::sync::watch;
 use tokio_stream::StreamExt as _;
 
 use crate::agent::stop_requested;
+use crate::pod_arrival::{ArrivalOrder, sort_by_arrival};
 use crate::pods::{PodDevices, PodSource, PodSourceError, PodView};
 
 /// The pods this agent cares about: bound here and not finished. The API server also sends a
@@ -27,6 +30,7 @@ pub fn field_selector(node: &str) -> String {
 /// Pods bound to this node, from a watch-fed cache.
 pub struct KubePods {
     store: Store<Pod>,
+    arrivals: Arc<Mutex<ArrivalOrder>>,
     names: ResourceNames,
     annotation_key: String,
     node: String,
@@ -49,12 +53,17 @@ impl KubePods {
         let (store, writer) = reflector::store();
         let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
         let node_name = node.to_string();
+        let arrivals = Arc::new(Mutex::new(ArrivalOrder::default()));
+        let record = Arc::clone(&arrivals);
         tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);
             loop {
                 tokio::select! {
                     item = stream.next() => match item {
-                        Some(Ok(_)) => {}
+                        Some(Ok(event)) => record
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .observe(&event),
                         // The watcher recovers by itself (with back-off); the cache keeps its
                         // last state meanwhile.
                         Some(Err(error)) => tracing::warn!(node = %node_name, %error, "pod watch failed; retrying"),
@@ -66,6 +75,7 @@ impl KubePods {
         });
         KubePods {
             store,
+            arrivals,
             names,
             annotation_key,
             node: node.to_string(),
@@ -88,16 +98,10 @@ impl PodSource for KubePods {
             }
         }
         let mut pods = self.store.state();
-        pods.sort_by(|a, b| {
-            let key = |p: &Pod| {
-                (
-                    p.metadata.creation_timestamp.clone(),
-                    p.metadata.namespace.clone(),
-                    p.metadata.name.clone(),
-                )
-            };
-            key(a).cmp(&key(b))
-        });
+        sort_by_arrival(
+            &mut pods,
+            &self.arrivals.lock().unwrap_or_else(PoisonError::into_inner),
+        );
         Ok(pods
             .iter()
             .filter_map(|pod| pod_view(pod, &self.names, &self.annotation_key, &self.node))

@@ -26,6 +26,7 @@ pub mod mig_manager;
 pub mod node_agent;
 pub mod pci;
 pub mod plugin_server;
+pub mod pod_arrival;
 pub mod pod_resources;
 pub mod pods;
 pub mod publisher;

@@ -60,7 +60,8 @@ pub struct PodSourceError(pub String);
 
 #[tonic::async_trait]
 pub trait PodSource: Send + Sync {
-    /// Non-terminal pods bound to this node, oldest first.
+    /// Non-terminal pods bound to this node, in the order the kubelet admits them: the order
+    /// they arrived on the node.
     async fn pods_on_node(&self) -> Result<Vec<PodView>, PodSourceError>;
 }
 

@@ -126,10 +126,15 @@ async fn pods_of_the_node_come_from_a_watched_cache() {
         pod_json("trainer", "3", "Running", 1, Some(annotation)),
         pod_json("plain", "2", "Pending", 2, None),
     );
-    let added = format!(
-        "{{\"type\":\"ADDED\",\"object\":{}}}\n",
-        pod_json("late", "6", "Pending", 1, None)
-    );
+    // Bound after the list was taken, though created before both listed pods, in one second,
+    // the later name first: arrival, not creation time or name, orders them.
+    let added: String = ["zeta", "alpha"]
+        .iter()
+        .map(|name| {
+            let pod = pod_json(name, "6", "Pending", 1, None).replace("00:00:06Z", "00:00:01Z");
+            format!("{{\"type\":\"ADDED\",\"object\":{pod}}}\n")
+        })
+        .collect();
     let watches = Arc::new(Mutex::new(0));
     let client = mock_client(log.clone(), move |seen| {
         if !seen.uri.contains("watch=true") {
@@ -152,13 +157,17 @@ async fn pods_of_the_node_come_from_a_watched_cache() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     let views = loop {
         let views = pods.pods_on_node().await.unwrap();
-        if views.len() == 3 || tokio::time::Instant::now() > deadline {
+        if views.len() == 4 || tokio::time::Instant::now() > deadline {
             break views;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let names: Vec<&str> = views.iter().map(|p| p.name.as_str()).collect();
-    assert_eq!(names, ["plain", "trainer", "late"], "oldest first");
+    assert_eq!(
+        names,
+        ["plain", "trainer", "zeta", "alpha"],
+        "listed pods by creation, then later arrivals in the order they came"
+    );
     assert_eq!(views[0].demand, GpuDemand::Whole { count: 2 });
     assert_eq!(views[0].devices, PodDevices::Unassigned);
     assert_eq!(

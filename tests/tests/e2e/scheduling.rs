@@ -250,8 +250,10 @@ const SCENARIO_A: &str = "devices";
 /// Scenario (a)'s pods: (name, resource), one device each.
 pub fn device_requests() -> Vec<(&'static str, String)> {
     vec![
-        ("a-gpu-0", format!("{DOMAIN}/gpu")),
+        // Created in this order: name order and arrival order differ for the two pods that
+        // share a resource, so an agent guessing by name (or creation second) would swap them.
         ("a-gpu-1", format!("{DOMAIN}/gpu")),
+        ("a-gpu-0", format!("{DOMAIN}/gpu")),
         ("a-mig-1g", format!("{DOMAIN}/mig-1g.10gb")),
         ("a-mig-2g", format!("{DOMAIN}/mig-2g.20gb")),
         ("a-mig-3g", format!("{DOMAIN}/mig-3g.40gb")),
@@ -286,20 +288,23 @@ pub async fn pods_get_their_devices(cluster: &Cluster) -> anyhow::Result<Stack> 
             None,
         )?);
     }
-    // The device plugin API gives Allocate no pod identity, and the kubelet admits pods
-    // in creation order with one-second resolution: two pods created in the same second
-    // that ask for the same resource can be handed each other's devices. The second
-    // whole-GPU pod is created once the others run (a known limit, see tests/README.md).
-    let later: Vec<_> = specs
-        .iter()
-        .position(|p| p.metadata.name.as_deref() == Some("a-gpu-1"))
-        .map(|i| specs.remove(i))
-        .into_iter()
-        .collect();
-    let mut latency =
+    // Created together, so pods asking for the same resource (the two whole-GPU pods) share a
+    // creation second: the agent must still tell which one the kubelet is admitting.
+    let latency =
         pods::create_and_wait_running(&cluster.client, specs, Duration::from_secs(120)).await?;
-    latency.extend(
-        pods::create_and_wait_running(&cluster.client, later, Duration::from_secs(120)).await?,
+    let whole: BTreeSet<_> = requests
+        .iter()
+        .filter(|(_, r)| r.ends_with("/gpu"))
+        .map(|(name, _)| name)
+        .collect();
+    let api = pods::api(&cluster.client);
+    let mut seconds = BTreeSet::new();
+    for name in &whole {
+        seconds.insert(api.get(name).await?.metadata.creation_timestamp);
+    }
+    eprintln!(
+        "[e2e] whole-GPU pods {whole:?} created in {} distinct second(s)",
+        seconds.len()
     );
     let times: Vec<f64> = latency.values().map(Duration::as_secs_f64).collect();
     eprintln!(
