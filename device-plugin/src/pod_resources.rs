@@ -56,6 +56,8 @@ pub struct ContainerHolding {
 /// One reading of the kubelet's view of the node.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeUsage {
+    /// Whether the kubelet answered `GetAllocatableResources` (older kubelets only `List`).
+    pub allocatable_reported: bool,
     /// CPUs the CPU manager may hand out exclusively (empty when it pins nothing).
     pub allocatable_cpus: BTreeSet<u32>,
     /// Memory the Memory Manager may hand out (empty unless its policy is Static).
@@ -107,14 +109,19 @@ pub async fn read_usage(socket: &Path, timeout: Duration) -> Result<NodeUsage, P
         return Err(PodResourcesError::Missing(socket.display().to_string()));
     }
     let mut client = PodResourcesListerClient::new(uds::connect(socket, timeout).await?);
-    let allocatable = client
+    let allocatable = match client
         .get_allocatable_resources(AllocatableResourcesRequest {})
         .await
-        .map_err(|status| PodResourcesError::Call {
-            call: "GetAllocatableResources",
-            status,
-        })?
-        .into_inner();
+    {
+        Ok(response) => Some(response.into_inner()),
+        Err(status) if not_offered(&status) => None,
+        Err(status) => {
+            return Err(PodResourcesError::Call {
+                call: "GetAllocatableResources",
+                status,
+            });
+        }
+    };
     let listed = client
         .list(ListPodResourcesRequest {})
         .await
@@ -138,10 +145,25 @@ pub async fn read_usage(socket: &Path, timeout: Duration) -> Result<NodeUsage, P
         })
         .collect();
     Ok(NodeUsage {
-        allocatable_cpus: cpus(&allocatable.cpu_ids).into_iter().collect(),
-        allocatable_memory: memory(&allocatable.memory),
+        allocatable_reported: allocatable.is_some(),
+        allocatable_cpus: allocatable
+            .as_ref()
+            .map(|a| cpus(&a.cpu_ids).into_iter().collect())
+            .unwrap_or_default(),
+        allocatable_memory: allocatable
+            .as_ref()
+            .map(|a| memory(&a.memory))
+            .unwrap_or_default(),
         containers,
     })
+}
+
+/// Whether the kubelet does not offer `GetAllocatableResources`: before 1.21 it does not know
+/// the call, and 1.21-1.22 answer that it is disabled unless its feature gate is on. `List`
+/// still works there, so the hand-out records are rebuilt; only the free figures are missing.
+fn not_offered(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::Unimplemented
+        || (status.code() == tonic::Code::Unknown && status.message().contains("disabled"))
 }
 
 impl NodeUsage {
@@ -210,6 +232,8 @@ pub struct UsageReader {
     socket: PathBuf,
     timeout: Duration,
     down: bool,
+    /// Whether the missing `GetAllocatableResources` has been logged.
+    told_no_allocatable: bool,
 }
 
 impl UsageReader {
@@ -218,6 +242,7 @@ impl UsageReader {
             socket: socket.into(),
             timeout,
             down: false,
+            told_no_allocatable: false,
         }
     }
 
@@ -229,6 +254,10 @@ impl UsageReader {
                     tracing::info!(socket = %self.socket.display(), "kubelet PodResources available again");
                 }
                 self.down = false;
+                if !usage.allocatable_reported && !self.told_no_allocatable {
+                    tracing::warn!(socket = %self.socket.display(), "this kubelet does not offer GetAllocatableResources (before 1.23, or its feature gate is off); pod holdings are read, free CPUs and memory are not published");
+                }
+                self.told_no_allocatable = !usage.allocatable_reported;
                 Some(usage)
             }
             Err(error) => {
@@ -275,6 +304,7 @@ mod tests {
     #[test]
     fn free_cpus_and_memory_per_numa_node() {
         let usage = NodeUsage {
+            allocatable_reported: true,
             // CPU 0 is reserved for the system: not allocatable.
             allocatable_cpus: (1..8).collect(),
             allocatable_memory: vec![

@@ -1,6 +1,6 @@
 //! The kubelet PodResources client over a real Unix socket, against an in-test fake
 //! PodResourcesLister: usage reading, per-NUMA free CPUs and memory, hand-out reconciliation,
-//! and a missing socket handled without failing.
+//! a kubelet that only offers `List`, and a missing socket handled without failing.
 
 mod common;
 
@@ -40,8 +40,11 @@ fn memory(numa_ids: &[i64], mib: u64) -> ContainerMemory {
 
 /// A kubelet whose node has CPUs 1-7 allocatable (0 reserved), 4 GiB per NUMA node under the
 /// Memory Manager, and two pods: `trainer` holding GPU-0 and GPU-3 with CPUs 1 and 5, and
-/// `notebook` holding slice MIG-1a (its annotation named MIG-1b) with CPU 6.
-struct FakeLister;
+/// `notebook` holding slice MIG-1a (its annotation named MIG-1b) with CPU 6. Without
+/// `allocatable` it answers `GetAllocatableResources` as kubelets before 1.21 do.
+struct FakeLister {
+    allocatable: bool,
+}
 
 #[tonic::async_trait]
 impl PodResourcesLister for FakeLister {
@@ -96,6 +99,11 @@ impl PodResourcesLister for FakeLister {
         &self,
         _: Request<AllocatableResourcesRequest>,
     ) -> Result<Response<AllocatableResourcesResponse>, Status> {
+        if !self.allocatable {
+            return Err(Status::unimplemented(
+                "unknown method GetAllocatableResources for service v1.PodResourcesLister",
+            ));
+        }
         Ok(Response::new(AllocatableResourcesResponse {
             devices: vec![],
             cpu_ids: (1..8).collect(),
@@ -112,12 +120,19 @@ impl PodResourcesLister for FakeLister {
 }
 
 fn serve(dir: &TempDir) -> (std::path::PathBuf, tokio::sync::oneshot::Sender<()>) {
+    serve_lister(dir, FakeLister { allocatable: true })
+}
+
+fn serve_lister(
+    dir: &TempDir,
+    lister: FakeLister,
+) -> (std::path::PathBuf, tokio::sync::oneshot::Sender<()>) {
     let socket = dir.0.join("pod-resources.sock");
     let listener = tokio::net::UnixListener::bind(&socket).unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(PodResourcesListerServer::new(FakeLister))
+            .add_service(PodResourcesListerServer::new(lister))
             .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
                 let _ = stopped.await;
             }),
@@ -206,6 +221,25 @@ async fn reconciliation_restores_hand_outs_and_reports_pods_holding_other_device
         "MIG-1a was not its slice"
     );
     assert!(!handed.contains_key("uid-gone"), "holds nothing yet");
+}
+
+#[tokio::test]
+async fn a_kubelet_without_get_allocatable_still_gives_holdings_but_no_free_figures() {
+    let dir = TempDir::new();
+    let (socket, _stop) = serve_lister(&dir, FakeLister { allocatable: false });
+    let usage = read_usage(&socket, Duration::from_secs(5)).await.unwrap();
+    assert!(!usage.allocatable_reported);
+    assert_eq!(
+        usage.devices_by_pod()["default/trainer"],
+        BTreeSet::from(["GPU-0".to_string(), "GPU-3".to_string()])
+    );
+    let mut numa = fixture_numa();
+    usage.apply_free(&mut numa);
+    assert!(
+        numa.iter()
+            .all(|n| n.free_cpus.is_none() && n.free_memory_mib.is_none()),
+        "no figures rather than wrong ones: {numa:?}"
+    );
 }
 
 #[tokio::test]
