@@ -28,7 +28,7 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     let path = bin_dir()?.join(name);
     anyhow::ensure!(
         path.is_file(),
-        "{} not found: build it first (`cargo build --workspace --bins`, same profile as the \
+        "{} not found: build it first (`cargo test --workspace --no-run`, same profile as the \
          tests) or set KUBESCHED_E2E_BIN_DIR",
         path.display()
     );
