@@ -19,7 +19,7 @@ use kubesched_device_plugin::discovery::nvml_mig::NvmlMigBackend;
 use kubesched_device_plugin::discovery::{DiscoveryError, GpuInventory};
 use kubesched_device_plugin::doctor;
 use kubesched_device_plugin::health::HealthProbe;
-use kubesched_device_plugin::kube_pods::KubePods;
+use kubesched_device_plugin::kube_pods::{self, KubePods};
 use kubesched_device_plugin::mig_backend::MigBackend;
 use kubesched_device_plugin::mig_manager::{DynamicMig, DynamicSelection};
 use kubesched_device_plugin::node_agent::NodeAgent;
@@ -230,10 +230,7 @@ async fn main() -> anyhow::Result<()> {
         (
             Arc::new(pods),
             Some((annotator, key(&cli.annotation_prefix, INVENTORY_ANNOTATION))),
-            // The pod cache can trail the kubelet: by a moment normally, by the watch's
-            // back-off after an API server outage (6-11 s measured). The kubelet puts no
-            // deadline on these calls, and only a pod not yet seen makes Allocate wait.
-            Duration::from_secs(15),
+            kube_pods::POD_WAIT,
         )
     };
 
