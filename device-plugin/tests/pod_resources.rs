@@ -40,10 +40,10 @@ fn memory(numa_ids: &[i64], mib: u64) -> ContainerMemory {
 
 /// A kubelet whose node has CPUs 1-7 allocatable (0 reserved), 4 GiB per NUMA node under the
 /// Memory Manager, and two pods: `trainer` holding GPU-0 and GPU-3 with CPUs 1 and 5, and
-/// `notebook` holding slice MIG-1a (its annotation named MIG-1b) with CPU 6. Without
-/// `allocatable` it answers `GetAllocatableResources` as kubelets before 1.21 do.
+/// `notebook` holding slice MIG-1a (its annotation named MIG-1b) with CPU 6. `refuse` makes
+/// `GetAllocatableResources` fail with that status.
 struct FakeLister {
-    allocatable: bool,
+    refuse: Option<fn() -> Status>,
 }
 
 #[tonic::async_trait]
@@ -99,10 +99,8 @@ impl PodResourcesLister for FakeLister {
         &self,
         _: Request<AllocatableResourcesRequest>,
     ) -> Result<Response<AllocatableResourcesResponse>, Status> {
-        if !self.allocatable {
-            return Err(Status::unimplemented(
-                "unknown method GetAllocatableResources for service v1.PodResourcesLister",
-            ));
+        if let Some(refusal) = self.refuse {
+            return Err(refusal());
         }
         Ok(Response::new(AllocatableResourcesResponse {
             devices: vec![],
@@ -120,7 +118,7 @@ impl PodResourcesLister for FakeLister {
 }
 
 fn serve(dir: &TempDir) -> (std::path::PathBuf, tokio::sync::oneshot::Sender<()>) {
-    serve_lister(dir, FakeLister { allocatable: true })
+    serve_lister(dir, FakeLister { refuse: None })
 }
 
 fn serve_lister(
@@ -225,20 +223,58 @@ async fn reconciliation_restores_hand_outs_and_reports_pods_holding_other_device
 
 #[tokio::test]
 async fn a_kubelet_without_get_allocatable_still_gives_holdings_but_no_free_figures() {
+    // Before 1.21 the method is unknown; 1.21-1.22 refuse it unless its feature gate is on.
+    let old_kubelets: [fn() -> Status; 2] = [
+        || {
+            Status::unimplemented(
+                "unknown method GetAllocatableResources for service v1.PodResourcesLister",
+            )
+        },
+        || Status::unknown("Pod Resources API GetAllocatableResources disabled"),
+    ];
+    for refuse in old_kubelets {
+        let dir = TempDir::new();
+        let (socket, _stop) = serve_lister(
+            &dir,
+            FakeLister {
+                refuse: Some(refuse),
+            },
+        );
+        let usage = read_usage(&socket, Duration::from_secs(5)).await.unwrap();
+        assert!(!usage.allocatable_reported);
+        assert_eq!(
+            usage.devices_by_pod()["default/trainer"],
+            BTreeSet::from(["GPU-0".to_string(), "GPU-3".to_string()])
+        );
+        let mut numa = fixture_numa();
+        usage.apply_free(&mut numa);
+        assert!(
+            numa.iter()
+                .all(|n| n.free_cpus.is_none() && n.free_memory_mib.is_none()),
+            "no figures rather than wrong ones: {numa:?}"
+        );
+    }
+
+    // Any other failure is an error, not a reading without figures.
     let dir = TempDir::new();
-    let (socket, _stop) = serve_lister(&dir, FakeLister { allocatable: false });
-    let usage = read_usage(&socket, Duration::from_secs(5)).await.unwrap();
-    assert!(!usage.allocatable_reported);
-    assert_eq!(
-        usage.devices_by_pod()["default/trainer"],
-        BTreeSet::from(["GPU-0".to_string(), "GPU-3".to_string()])
+    let (socket, _stop) = serve_lister(
+        &dir,
+        FakeLister {
+            refuse: Some(|| Status::unavailable("kubelet shutting down")),
+        },
     );
-    let mut numa = fixture_numa();
-    usage.apply_free(&mut numa);
+    let err = read_usage(&socket, Duration::from_secs(5))
+        .await
+        .unwrap_err();
     assert!(
-        numa.iter()
-            .all(|n| n.free_cpus.is_none() && n.free_memory_mib.is_none()),
-        "no figures rather than wrong ones: {numa:?}"
+        matches!(
+            err,
+            PodResourcesError::Call {
+                call: "GetAllocatableResources",
+                ..
+            }
+        ),
+        "{err}"
     );
 }
 
