@@ -25,6 +25,7 @@ pub mod numa;
 pub mod placement;
 pub mod replay;
 pub mod request;
+pub mod retry;
 pub mod rng;
 pub mod scoring;
 pub mod versioned;

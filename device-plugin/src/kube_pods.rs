@@ -14,6 +14,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kubesched_core::annotation::DevicesAnnotation;
 use kubesched_core::request::{GpuDemand, ResourceNames};
+use kubesched_core::retry;
 use tokio::sync::watch;
 use tokio_stream::StreamExt as _;
 
@@ -51,7 +52,8 @@ impl KubePods {
         let api: Api<Pod> = Api::all(client);
         let config = watcher::Config::default().fields(&field_selector(node));
         let (store, writer) = reflector::store();
-        let stream = reflector::reflector(writer, watcher(api, config)).backoff(watch_backoff());
+        let stream = reflector::reflector(writer, watcher(api, config))
+            .backoff(watcher::ExponentialBackoff::from(retry::watch_backoff()));
         let node_name = node.to_string();
         let arrivals = Arc::new(Mutex::new(ArrivalOrder::default()));
         let record = Arc::clone(&arrivals);
@@ -85,24 +87,9 @@ impl KubePods {
 }
 
 /// How long Allocate waits for a pod the cache has not seen yet. The cache trails the kubelet
-/// by a moment normally, and by the watch's back-off after an API server outage. The kubelet
-/// puts no deadline on these calls.
+/// by a moment normally, and by the watch's back-off after an API server outage
+/// ([`retry::WATCH_RETRY_MAX`]). The kubelet puts no deadline on these calls.
 pub const POD_WAIT: Duration = Duration::from_secs(15);
-
-/// Retries of a broken pod watch: 0.5 s doubling to at most 4 s, plus up to as much again in
-/// jitter, well inside [`POD_WAIT`]. kube-runtime's default grows to 30 s: after an API
-/// server outage, a pod admitted meanwhile would get the kubelet's choice of device instead
-/// of its annotated one. One watch per node at this rate is a small load next to the
-/// kubelet's own retries.
-fn watch_backoff() -> watcher::ExponentialBackoff {
-    backon::ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(500))
-        .with_max_delay(Duration::from_secs(4))
-        .with_factor(2.0)
-        .with_jitter()
-        .without_max_times()
-        .into()
-}
 
 #[tonic::async_trait]
 impl PodSource for KubePods {
@@ -245,16 +232,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_watch_retries_well_within_the_allocate_wait() {
-        let delays: Vec<Duration> = watch_backoff().take(200).collect();
-        assert_eq!(delays.len(), 200, "never gives up");
-        assert!(delays[0] <= Duration::from_secs(1), "{:?}", delays[0]);
-        let longest = delays.iter().max().copied().unwrap_or_default();
-        // 4 s plus at most as much jitter, so a pod bound during an outage is seen in time.
-        assert!(
-            longest <= Duration::from_secs(8) && longest < POD_WAIT,
-            "longest retry {longest:?}"
-        );
+    fn a_pod_bound_during_an_outage_is_seen_before_allocate_gives_up() {
+        assert!(retry::WATCH_RETRY_MAX < POD_WAIT);
     }
 
     fn pod(json: serde_json::Value) -> Pod {

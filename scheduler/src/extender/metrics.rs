@@ -1,6 +1,6 @@
 //! Prometheus metrics (OpenMetrics text via prometheus-client): per-verb
 //! request counts and latency, filter outcomes by reason, binds and
-//! conflicts, and capacity-planning gauges (per GPU and cluster-wide)
+//! conflicts, full lists loaded by the watches, and capacity-planning gauges (per GPU and cluster-wide)
 //! refreshed from a snapshot of the cluster state at scrape time.
 
 use std::sync::atomic::AtomicU64;
@@ -33,6 +33,11 @@ pub struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResourceLabels {
+    pub resource: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GpuLabels {
     pub node: String,
     pub gpu: String,
@@ -58,6 +63,7 @@ pub struct Metrics {
     filter_nodes: Family<OutcomeLabels, Counter>,
     binds: Family<OutcomeLabels, Counter>,
     reservations: Gauge,
+    watch_lists: Family<ResourceLabels, Counter>,
     gpu_free_positions: Family<GpuLabels, Gauge>,
     gpu_largest_profile: Family<GpuProfileLabels, Gauge>,
     gpu_profile_fits: Family<GpuProfileLabels, Gauge>,
@@ -114,6 +120,12 @@ impl Metrics {
             "Device reservations held until the watch shows the bound pod",
             reservations.clone(),
         );
+        let watch_lists = Family::<ResourceLabels, Counter>::default();
+        registry.register(
+            "watch_lists",
+            "Full lists loaded by the Node and Pod watches: the first, then one after each break",
+            watch_lists.clone(),
+        );
         let gpu_free_positions = Family::<GpuLabels, Gauge>::default();
         registry.register(
             "gpu_free_mig_positions",
@@ -169,6 +181,7 @@ impl Metrics {
             filter_nodes,
             binds,
             reservations,
+            watch_lists,
             gpu_free_positions,
             gpu_largest_profile,
             gpu_profile_fits,
@@ -201,6 +214,13 @@ impl Metrics {
 
     pub fn set_reservations(&self, n: usize) {
         self.reservations.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// A watch of `resource` (`nodes`, `pods`) loaded a full list.
+    pub fn watch_listed(&self, resource: &'static str) {
+        self.watch_lists
+            .get_or_create(&ResourceLabels { resource })
+            .inc();
     }
 
     /// Recomputes the state gauges from node snapshots (called off the
@@ -283,6 +303,8 @@ mod tests {
         m.observe_request("filter", 200, 0.0007);
         m.filter_outcome("mig_geometry", 3);
         m.bind_result("conflict");
+        m.watch_listed("pods");
+        m.watch_listed("pods");
         let mut node = NodeState::new("gpu-1", 8000, 8192);
         node.gpus.push(GpuState::dynamic_mig(
             0,
@@ -304,6 +326,7 @@ mod tests {
             "kubesched_extender_requests_total{verb=\"filter\",code=\"200\"} 1",
             "kubesched_extender_filter_nodes_total{outcome=\"mig_geometry\"} 3",
             "kubesched_extender_binds_total{outcome=\"conflict\"} 1",
+            "kubesched_extender_watch_lists_total{resource=\"pods\"} 2",
             "kubesched_extender_gpu_free_mig_positions{node=\"gpu-1\",gpu=\"0\"} 8",
             "kubesched_extender_gpu_largest_placeable_profile{node=\"gpu-1\",gpu=\"0\",profile=\"7g.80gb\"} 1",
             "kubesched_extender_gpu_profile_fits{node=\"gpu-1\",gpu=\"0\",profile=\"1g.10gb\"} 7",

@@ -2,7 +2,8 @@
 //! annotation, allocatable CPU and memory) and Pods (bound node, requests,
 //! devices annotation). Each (re)list replaces the state wholesale, so a
 //! restarted extender rebuilds everything from the API. Readiness is set
-//! once both first lists are in.
+//! once both first lists are in. A broken watch is retried within seconds
+//! ([`kubesched_core::retry`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,6 +16,7 @@ use kube::runtime::watcher::{self, Event};
 use kubesched_core::annotation::DevicesAnnotation;
 use kubesched_core::inventory::NodeInventory;
 use kubesched_core::node::NodeState;
+use kubesched_core::retry;
 
 use super::cluster_state::{NodeBase, PodRecord};
 use super::quantity::Quantity;
@@ -110,7 +112,7 @@ async fn watch_nodes(ext: Arc<Extender>, api: Api<Node>, synced: Arc<tokio::sync
     let key = ext.inventory_key().to_string();
     let mut buffer = Vec::new();
     let mut stream = watcher::watcher(api, watcher::Config::default())
-        .default_backoff()
+        .backoff(watcher::ExponentialBackoff::from(retry::watch_backoff()))
         .boxed();
     loop {
         match stream.try_next().await {
@@ -120,6 +122,7 @@ async fn watch_nodes(ext: Arc<Extender>, api: Api<Node>, synced: Arc<tokio::sync
                 let count = buffer.len();
                 ext.state_mut().reset_nodes(std::mem::take(&mut buffer));
                 tracing::info!(gpu_nodes = count, "node list loaded");
+                ext.metrics().watch_listed("nodes");
                 synced.notify_one();
             }
             Ok(Some(Event::Apply(n))) => match node_base(&n, &key) {
@@ -145,7 +148,7 @@ async fn watch_nodes(ext: Arc<Extender>, api: Api<Node>, synced: Arc<tokio::sync
 async fn watch_pods(ext: Arc<Extender>, api: Api<Pod>, synced: Arc<tokio::sync::Notify>) {
     let mut buffer = Vec::new();
     let mut stream = watcher::watcher(api, watcher::Config::default())
-        .default_backoff()
+        .backoff(watcher::ExponentialBackoff::from(retry::watch_backoff()))
         .boxed();
     loop {
         match stream.try_next().await {
@@ -155,6 +158,7 @@ async fn watch_pods(ext: Arc<Extender>, api: Api<Pod>, synced: Arc<tokio::sync::
                 let count = buffer.len();
                 ext.load_pods(std::mem::take(&mut buffer));
                 tracing::info!(pods = count, "pod list loaded");
+                ext.metrics().watch_listed("pods");
                 synced.notify_one();
             }
             Ok(Some(Event::Apply(p))) => match pod_record(&ext, &p) {

@@ -221,6 +221,7 @@ pub async fn apiserver_restart(cluster: &Cluster, stack: &Stack) -> anyhow::Resu
     )]);
     tokio::time::sleep(Duration::from_secs(1)).await;
 
+    let lists_before = stack.extender.watch_lists().await?;
     let stopped = Instant::now();
     tokio::task::spawn_blocking(|| cluster::script(&["restart-apiserver"])).await??;
     let outage = stopped.elapsed();
@@ -352,5 +353,31 @@ pub async fn apiserver_restart(cluster: &Cluster, stack: &Stack) -> anyhow::Resu
     }
     .await;
     let cleaned = pods::delete_scenario(&cluster.client, APISERVER_SCENARIO).await;
-    result.and(cleaned)
+    result.and(cleaned)?;
+
+    // The extender's watches listed again after the outage (they retry within seconds), so
+    // the scenarios after this one meet an extender that sees their nodes and pods.
+    let (extender, before) = (&stack.extender, &lists_before);
+    poll(
+        "the extender's Node and Pod watches to list again after the restart",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || async move {
+            let now = extender.watch_lists().await?;
+            let again = ["nodes", "pods"]
+                .iter()
+                .all(|r| now.get(*r).copied().unwrap_or(0) > before.get(*r).copied().unwrap_or(0));
+            if again {
+                Ok(Some(()))
+            } else {
+                anyhow::bail!("full lists before the restart {before:?}, now {now:?}")
+            }
+        },
+    )
+    .await?;
+    eprintln!(
+        "[e2e] the extender's watches had listed again {:.1} s after the API server was stopped",
+        stopped.elapsed().as_secs_f64()
+    );
+    Ok(())
 }

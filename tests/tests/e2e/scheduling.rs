@@ -218,6 +218,20 @@ impl Extender {
         )
     }
 
+    /// Full lists each of its watches (`nodes`, `pods`) has loaded, from its `/metrics`.
+    pub async fn watch_lists(&self) -> anyhow::Result<BTreeMap<String, u64>> {
+        let (status, body) = http::get(&self.addr, "/metrics").await?;
+        anyhow::ensure!(status == 200, "/metrics {status}: {body}");
+        Ok(body
+            .lines()
+            .filter_map(|line| {
+                let rest = line.strip_prefix("kubesched_extender_watch_lists_total{resource=\"")?;
+                let (resource, value) = rest.split_once("\"} ")?;
+                Some((resource.to_string(), value.trim().parse().ok()?))
+            })
+            .collect())
+    }
+
     pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
         let this = self;
         poll(
