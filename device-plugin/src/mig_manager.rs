@@ -96,6 +96,23 @@ struct State {
     orphans: OrphanTracker,
 }
 
+impl State {
+    /// The instance at `slot` is handed out: to `pod` if known (it owns it from now on), and
+    /// it is no orphan.
+    fn hand_over(&mut self, slot: SlotKey, pod: Option<&PodRef>, profile: &str) {
+        self.orphans.forget(&slot);
+        if let Some(pod) = pod {
+            self.owners.insert(
+                slot,
+                Owner {
+                    pod: pod.clone(),
+                    profile: profile.to_string(),
+                },
+            );
+        }
+    }
+}
+
 /// What one reconciliation pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReconcileReport {
@@ -315,16 +332,7 @@ impl DynamicMig {
                     gpu: gpu.to_string(),
                     start,
                 })?;
-            if let Some(pod) = pod {
-                state.owners.insert(
-                    slot.clone(),
-                    Owner {
-                        pod: pod.clone(),
-                        profile: profile.to_string(),
-                    },
-                );
-            }
-            state.orphans.forget(&slot);
+            state.hand_over(slot, pod, profile);
             return Ok((uuid, false));
         }
         let created = self.backend.create(gpu, profile, start);
@@ -336,16 +344,7 @@ impl DynamicMig {
             start,
         })?;
         tracing::info!(gpu, profile, start, mig = %uuid, pod = pod.map(|p| p.key.as_str()), "created MIG instance");
-        if let Some(pod) = pod {
-            state.owners.insert(
-                slot.clone(),
-                Owner {
-                    pod: pod.clone(),
-                    profile: profile.to_string(),
-                },
-            );
-        }
-        state.orphans.forget(&slot);
+        state.hand_over(slot, pod, profile);
         Ok((uuid, true))
     }
 
