@@ -17,7 +17,7 @@ use crate::agent::{KubeletPaths, run_plugins, stop_requested};
 use crate::allocation::Allocator;
 use crate::discovery::{Discovered, DiscoveryError, GpuInventory};
 use crate::health::{HealthProbe, HealthTracker, XidEvent, run_health};
-use crate::manager::ResourceManager;
+use crate::manager::{ResourceManager, ResourceSetChanged};
 use crate::mig_manager::DynamicMig;
 use crate::plugin_server::ServerError;
 use crate::pod_resources::{NodeUsage, UsageReader};
@@ -130,6 +130,26 @@ impl NodeAgent {
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "dynamic MIG reconciliation task failed"),
         }
+    }
+
+    /// Re-plans what `found` advertises and publishes the inventory that makes. `Err` when the
+    /// set of resources changed: the device plugins must then be rebuilt.
+    fn replan(
+        &self,
+        found: &Discovered,
+        manager: &ResourceManager,
+        allocator: &Allocator,
+        usage: Option<&NodeUsage>,
+    ) -> Result<(), ResourceSetChanged> {
+        manager.update_plan(plan(
+            &self.advertised(found),
+            &self.names,
+            &found.gpu_instance_ids,
+        ))?;
+        let document = self.document(found, manager, usage);
+        allocator.set_inventory(document.clone());
+        self.documents.send_replace(document.to_json());
+        Ok(())
     }
 
     fn document(
@@ -265,14 +285,10 @@ impl NodeAgent {
                             Ok(next) => {
                                 found = next;
                                 self.track_dynamic(&found).await;
-                                let next_plan = plan(&self.advertised(&found), &self.names, &found.gpu_instance_ids);
-                                if let Err(change) = manager.update_plan(next_plan) {
+                                if let Err(change) = self.replan(&found, &manager, &allocator, usage.as_ref()) {
                                     tracing::info!(%change, "rebuilding the device plugins");
                                     break true;
                                 }
-                                let document = self.document(&found, &manager, usage.as_ref());
-                                allocator.set_inventory(document.clone());
-                                doc_tx.send_replace(document.to_json());
                             }
                             Err(error) => tracing::warn!(%error, "rediscovery failed; keeping the last inventory"),
                         }
@@ -295,14 +311,10 @@ impl NodeAgent {
                         if changed.is_err() {
                             continue;
                         }
-                        let next_plan = plan(&self.advertised(&found), &self.names, &found.gpu_instance_ids);
-                        if let Err(change) = manager.update_plan(next_plan) {
+                        if let Err(change) = self.replan(&found, &manager, &allocator, usage.as_ref()) {
                             tracing::info!(%change, "rebuilding the device plugins");
                             break true;
                         }
-                        let document = self.document(&found, &manager, usage.as_ref());
-                        allocator.set_inventory(document.clone());
-                        doc_tx.send_replace(document.to_json());
                     }
                     () = stop_requested(&mut shutdown) => break false,
                 }
