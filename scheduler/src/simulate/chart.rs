@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 
 use super::RunResult;
+use super::summary::by_policy;
 
 const COLORS: [&str; 8] = [
     "#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
@@ -69,11 +70,8 @@ pub fn allocation_svg(title: &str, runs: &[RunResult], max_pct: usize) -> String
         r#"<text transform="translate(16,{:.1}) rotate(-90)" text-anchor="middle">GPU allocation (%)</text>"#,
         top + ph / 2.0
     );
-    let mut policies: Vec<&str> = runs.iter().map(|r| r.policy.as_str()).collect();
-    policies.dedup();
-    for (i, p) in policies.iter().enumerate() {
+    for (i, (p, rs)) in by_policy(runs).into_iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
-        let rs: Vec<&RunResult> = runs.iter().filter(|r| r.policy == *p).collect();
         let pts: Vec<String> = mean_curve(&rs, max_pct)
             .iter()
             .map(|&(pp, v)| format!("{:.1},{:.1}", x(pp as f64), y(v)))

@@ -45,13 +45,22 @@ pub struct PolicySummary {
     pub seconds_per_run: f64,
 }
 
+/// The runs of each policy, policies in the order they first ran.
+pub fn by_policy(runs: &[RunResult]) -> Vec<(&str, Vec<&RunResult>)> {
+    let mut groups: Vec<(&str, Vec<&RunResult>)> = Vec::new();
+    for run in runs {
+        match groups.iter_mut().find(|(p, _)| *p == run.policy) {
+            Some((_, rs)) => rs.push(run),
+            None => groups.push((run.policy.as_str(), vec![run])),
+        }
+    }
+    groups
+}
+
 pub fn summarize(runs: &[RunResult]) -> Vec<PolicySummary> {
-    let mut policies: Vec<&str> = runs.iter().map(|r| r.policy.as_str()).collect();
-    policies.dedup();
-    policies
+    by_policy(runs)
         .into_iter()
-        .map(|p| {
-            let rs: Vec<&RunResult> = runs.iter().filter(|r| r.policy == p).collect();
+        .map(|(p, rs)| {
             let at = |pct: usize, f: fn(&kubesched_core::replay::Bucket) -> f64| {
                 Stat::of(
                     &rs.iter()
@@ -189,12 +198,9 @@ pub fn mig_summaries(
     workload: &kubesched_core::fragmentation::Workload,
 ) -> Vec<MigSummary> {
     use kubesched_core::fragmentation::{FragCause, cluster_fragmentation, mig_capacity};
-    let mut policies: Vec<&str> = runs.iter().map(|r| r.policy.as_str()).collect();
-    policies.dedup();
-    policies
+    by_policy(runs)
         .into_iter()
-        .map(|p| {
-            let rs: Vec<&RunResult> = runs.iter().filter(|r| r.policy == p).collect();
+        .map(|(p, rs)| {
             let n = rs.len().max(1) as f64;
             let mut out = MigSummary {
                 policy: p.to_string(),
