@@ -101,15 +101,132 @@ pub async fn run(ext: Arc<Extender>, client: kube::Client) {
         }
     };
     tokio::join!(
-        watch_nodes(ext.clone(), Api::all(client.clone()), nodes_synced),
-        watch_pods(ext.clone(), Api::all(client), pods_synced),
+        mirror(
+            ext.clone(),
+            Nodes {
+                ext: ext.clone(),
+                inventory_key: ext.inventory_key().to_string(),
+            },
+            Api::all(client.clone()),
+            nodes_synced,
+        ),
+        mirror(
+            ext.clone(),
+            Pods { ext: ext.clone() },
+            Api::all(client),
+            pods_synced
+        ),
         expire_reservations(ext.clone()),
         ready,
     );
 }
 
-async fn watch_nodes(ext: Arc<Extender>, api: Api<Node>, synced: Arc<tokio::sync::Notify>) {
-    let key = ext.inventory_key().to_string();
+/// How one watched kind of object lands in the cluster state.
+trait Mirror {
+    type Object: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static;
+    type Record;
+    /// `nodes` or `pods`: names the logs and the metrics.
+    const KIND: &'static str;
+    /// The object's key and what the state keeps of it; `None` when it keeps nothing.
+    fn record(&self, object: &Self::Object) -> Option<(String, Self::Record)>;
+    /// The key an object is kept under.
+    fn key(object: &Self::Object) -> Option<String>;
+    /// Replaces everything of this kind with a full list.
+    fn load(&self, all: Vec<(String, Self::Record)>);
+    fn upsert(&self, key: &str, record: Self::Record);
+    fn remove(&self, key: &str);
+}
+
+/// GPU nodes by name, from their inventory annotation.
+struct Nodes {
+    ext: Arc<Extender>,
+    inventory_key: String,
+}
+
+impl Mirror for Nodes {
+    type Object = Node;
+    type Record = Result<NodeBase, String>;
+    const KIND: &'static str = "nodes";
+
+    fn record(&self, node: &Node) -> Option<(String, Self::Record)> {
+        node_base(node, &self.inventory_key)
+    }
+
+    fn key(node: &Node) -> Option<String> {
+        node.metadata.name.clone()
+    }
+
+    fn load(&self, all: Vec<(String, Self::Record)>) {
+        self.ext.state_mut().reset_nodes(all);
+    }
+
+    fn upsert(&self, name: &str, base: Self::Record) {
+        self.ext.state_mut().upsert_node(name, base);
+    }
+
+    fn remove(&self, name: &str) {
+        self.ext.state_mut().remove_node(name);
+    }
+}
+
+/// Pods by uid; each change also refreshes the reservations gauge, since a pod seen bound
+/// confirms its reservation.
+struct Pods {
+    ext: Arc<Extender>,
+}
+
+impl Pods {
+    fn count_reservations(&self) {
+        self.ext
+            .metrics()
+            .set_reservations(self.ext.state().reservation_count());
+    }
+}
+
+impl Mirror for Pods {
+    type Object = Pod;
+    type Record = PodRecord;
+    const KIND: &'static str = "pods";
+
+    fn record(&self, pod: &Pod) -> Option<(String, PodRecord)> {
+        pod_record(&self.ext, pod)
+    }
+
+    fn key(pod: &Pod) -> Option<String> {
+        pod.metadata.uid.clone()
+    }
+
+    fn load(&self, all: Vec<(String, PodRecord)>) {
+        self.ext.load_pods(all);
+        self.count_reservations();
+    }
+
+    fn upsert(&self, uid: &str, record: PodRecord) {
+        if self.ext.state_mut().upsert_pod(uid, record) {
+            tracing::debug!(pod_uid = %uid, "reservation confirmed by the watch");
+        }
+        self.count_reservations();
+    }
+
+    fn remove(&self, uid: &str) {
+        self.ext.state_mut().remove_pod(uid);
+        self.count_reservations();
+    }
+}
+
+/// Mirrors one kind of object into the state until the stream ends (never, normally): a full
+/// list replaces everything of that kind, then each change applies on its own.
+async fn mirror<M: Mirror>(
+    ext: Arc<Extender>,
+    mirror: M,
+    api: Api<M::Object>,
+    synced: Arc<tokio::sync::Notify>,
+) {
     let mut buffer = Vec::new();
     let mut stream = watcher::watcher(api, watcher::Config::default())
         .backoff(watcher::ExponentialBackoff::from(retry::watch_backoff()))
@@ -117,72 +234,32 @@ async fn watch_nodes(ext: Arc<Extender>, api: Api<Node>, synced: Arc<tokio::sync
     loop {
         match stream.try_next().await {
             Ok(Some(Event::Init)) => buffer.clear(),
-            Ok(Some(Event::InitApply(n))) => buffer.extend(node_base(&n, &key)),
+            Ok(Some(Event::InitApply(object))) => buffer.extend(mirror.record(&object)),
             Ok(Some(Event::InitDone)) => {
                 let count = buffer.len();
-                ext.state_mut().reset_nodes(std::mem::take(&mut buffer));
-                tracing::info!(gpu_nodes = count, "node list loaded");
-                ext.metrics().watch_listed("nodes");
+                mirror.load(std::mem::take(&mut buffer));
+                tracing::info!(kind = M::KIND, count, "list loaded");
+                ext.metrics().watch_listed(M::KIND);
                 synced.notify_one();
             }
-            Ok(Some(Event::Apply(n))) => match node_base(&n, &key) {
-                Some((name, base)) => ext.state_mut().upsert_node(&name, base),
+            Ok(Some(Event::Apply(object))) => match mirror.record(&object) {
+                Some((key, record)) => mirror.upsert(&key, record),
+                // No longer kept (a node lost its inventory, a pod finished).
                 None => {
-                    if let Some(name) = &n.metadata.name {
-                        ext.state_mut().remove_node(name);
+                    if let Some(key) = M::key(&object) {
+                        mirror.remove(&key);
                     }
                 }
             },
-            Ok(Some(Event::Delete(n))) => {
-                if let Some(name) = &n.metadata.name {
-                    ext.state_mut().remove_node(name);
+            Ok(Some(Event::Delete(object))) => {
+                if let Some(key) = M::key(&object) {
+                    mirror.remove(&key);
                 }
             }
             Ok(None) => return,
             // The backoff wrapper retries; note it and go on.
-            Err(error) => tracing::warn!(%error, "node watch error"),
+            Err(error) => tracing::warn!(kind = M::KIND, %error, "watch error"),
         }
-    }
-}
-
-async fn watch_pods(ext: Arc<Extender>, api: Api<Pod>, synced: Arc<tokio::sync::Notify>) {
-    let mut buffer = Vec::new();
-    let mut stream = watcher::watcher(api, watcher::Config::default())
-        .backoff(watcher::ExponentialBackoff::from(retry::watch_backoff()))
-        .boxed();
-    loop {
-        match stream.try_next().await {
-            Ok(Some(Event::Init)) => buffer.clear(),
-            Ok(Some(Event::InitApply(p))) => buffer.extend(pod_record(&ext, &p)),
-            Ok(Some(Event::InitDone)) => {
-                let count = buffer.len();
-                ext.load_pods(std::mem::take(&mut buffer));
-                tracing::info!(pods = count, "pod list loaded");
-                ext.metrics().watch_listed("pods");
-                synced.notify_one();
-            }
-            Ok(Some(Event::Apply(p))) => match pod_record(&ext, &p) {
-                Some((uid, rec)) => {
-                    if ext.state_mut().upsert_pod(&uid, rec) {
-                        tracing::debug!(pod_uid = %uid, "reservation confirmed by the watch");
-                    }
-                }
-                None => {
-                    if let Some(uid) = &p.metadata.uid {
-                        ext.state_mut().remove_pod(uid);
-                    }
-                }
-            },
-            Ok(Some(Event::Delete(p))) => {
-                if let Some(uid) = &p.metadata.uid {
-                    ext.state_mut().remove_pod(uid);
-                }
-            }
-            Ok(None) => return,
-            Err(error) => tracing::warn!(%error, "pod watch error"),
-        }
-        ext.metrics()
-            .set_reservations(ext.state().reservation_count());
     }
 }
 
