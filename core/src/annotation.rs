@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::node::{GpuSlots, NodeState};
 use crate::placement::{Candidate, DeviceChoice, MigPick};
 use crate::request::GpuDemand;
+use crate::text::quote;
 use crate::versioned::{self, VersionedError};
 
 /// Default annotation prefix; configurable in both programs.
@@ -30,6 +31,10 @@ pub struct DevicesAnnotation {
     pub devices: Vec<AssignedDevice>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub numa_node: Option<u32>,
+    /// The extender's signature over the pod UID and the fields above (`signing`); agents
+    /// with the key follow only annotations it verifies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,6 +96,10 @@ pub enum AnnotationError {
     BadMig { gpu: String, detail: String },
     #[error("fractional GPU shares have no device annotation")]
     Unsupported,
+    #[error("the annotation names {found} device(s); the pod asks for {wanted}")]
+    WrongCount { wanted: u32, found: usize },
+    #[error("the annotation names {device} twice")]
+    Duplicate { device: String },
 }
 
 impl DevicesAnnotation {
@@ -162,6 +171,7 @@ impl DevicesAnnotation {
             resource: resource.to_string(),
             devices,
             numa_node: cand.numa,
+            signature: None,
         })
     }
 
@@ -174,7 +184,7 @@ impl DevicesAnnotation {
     ) -> Result<Candidate, AnnotationError> {
         if self.node != node.name {
             return Err(AnnotationError::WrongNode {
-                annotated: self.node.clone(),
+                annotated: quote(&self.node),
                 node: node.name.clone(),
             });
         }
@@ -182,46 +192,90 @@ impl DevicesAnnotation {
             node.gpus
                 .iter()
                 .position(|g| &*g.uuid == uuid)
-                .ok_or_else(|| AnnotationError::UnknownGpu(uuid.to_string()))
+                .ok_or_else(|| AnnotationError::UnknownGpu(quote(uuid)))
         };
-        let choice = match demand {
-            GpuDemand::None => DeviceChoice::None,
+        let wanted = match demand {
+            GpuDemand::None => 0,
             GpuDemand::Share { .. } => return Err(AnnotationError::Unsupported),
-            GpuDemand::Whole { .. } => DeviceChoice::Gpus(
-                self.devices
-                    .iter()
-                    .map(|d| position(&d.gpu_uuid))
-                    .collect::<Result<_, _>>()?,
-            ),
-            GpuDemand::Mig { .. } => DeviceChoice::Mig(
-                self.devices
-                    .iter()
-                    .map(|d| {
-                        let gpu = position(&d.gpu_uuid)?;
-                        let bad = |detail: String| AnnotationError::BadMig {
-                            gpu: d.gpu_uuid.clone(),
-                            detail,
-                        };
-                        let mig = d
-                            .mig
-                            .as_ref()
-                            .ok_or_else(|| bad("no MIG placement in annotation".into()))?;
-                        let GpuSlots::Mig(m) = &node.gpus[gpu].slots else {
-                            return Err(bad("not in MIG mode".into()));
-                        };
-                        let (profile, _) = m
-                            .gpu
-                            .geometry()
-                            .profile(&mig.profile)
-                            .map_err(|e| bad(e.to_string()))?;
-                        Ok(MigPick {
-                            gpu,
-                            profile,
-                            start: mig.start,
-                        })
-                    })
-                    .collect::<Result<_, _>>()?,
-            ),
+            GpuDemand::Whole { count } | GpuDemand::Mig { count, .. } => *count,
+        };
+        // Compared before anything is built from the list: its length is the outside's.
+        if usize::try_from(wanted).ok() != Some(self.devices.len()) {
+            return Err(AnnotationError::WrongCount {
+                wanted,
+                found: self.devices.len(),
+            });
+        }
+        let choice = match demand {
+            GpuDemand::None | GpuDemand::Share { .. } => DeviceChoice::None,
+            GpuDemand::Whole { .. } => {
+                let mut gpus = Vec::with_capacity(self.devices.len());
+                for d in &self.devices {
+                    let gpu = position(&d.gpu_uuid)?;
+                    if d.mig.is_some() || !matches!(node.gpus[gpu].slots, GpuSlots::Plain { .. }) {
+                        return Err(AnnotationError::BadMig {
+                            gpu: quote(&d.gpu_uuid),
+                            detail: "a whole GPU was asked for".into(),
+                        });
+                    }
+                    if gpus.contains(&gpu) {
+                        return Err(AnnotationError::Duplicate {
+                            device: quote(&d.gpu_uuid),
+                        });
+                    }
+                    gpus.push(gpu);
+                }
+                DeviceChoice::Gpus(gpus)
+            }
+            GpuDemand::Mig {
+                profile: wanted_profile,
+                ..
+            } => {
+                let mut picks: Vec<MigPick> = Vec::with_capacity(self.devices.len());
+                for d in &self.devices {
+                    let gpu = position(&d.gpu_uuid)?;
+                    let bad = |detail: String| AnnotationError::BadMig {
+                        gpu: quote(&d.gpu_uuid),
+                        detail,
+                    };
+                    let mig = d
+                        .mig
+                        .as_ref()
+                        .ok_or_else(|| bad("no MIG placement in annotation".into()))?;
+                    let GpuSlots::Mig(m) = &node.gpus[gpu].slots else {
+                        return Err(bad("not in MIG mode".into()));
+                    };
+                    if &mig.profile != wanted_profile {
+                        return Err(bad(format!(
+                            "profile {} where the pod asks for {wanted_profile}",
+                            quote(&mig.profile)
+                        )));
+                    }
+                    let (profile, p) = m
+                        .gpu
+                        .geometry()
+                        .profile(&mig.profile)
+                        .map_err(|e| bad(e.to_string()))?;
+                    if !p.starts.contains(&mig.start) {
+                        return Err(bad(format!(
+                            "{} cannot start at position {} (allowed: {:?})",
+                            p.name, mig.start, p.starts
+                        )));
+                    }
+                    let pick = MigPick {
+                        gpu,
+                        profile,
+                        start: mig.start,
+                    };
+                    if picks.iter().any(|q| q.gpu == gpu && q.start == mig.start) {
+                        return Err(AnnotationError::Duplicate {
+                            device: quote(&d.device_id()),
+                        });
+                    }
+                    picks.push(pick);
+                }
+                DeviceChoice::Mig(picks)
+            }
         };
         Ok(Candidate {
             choice,

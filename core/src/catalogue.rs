@@ -29,10 +29,14 @@ impl MigProfile {
         self.name.ends_with("+me")
     }
 
-    /// Bit mask of the memory positions an instance started at `start` occupies.
+    /// Bit mask of the memory positions an instance started at `start` occupies. Positions
+    /// past the eighth do not exist: they are left out rather than overflow (a validated
+    /// geometry never asks for them).
     pub fn mask_at(&self, start: u8) -> u8 {
-        let bits: u16 = ((1u16 << self.width) - 1) << start;
-        bits as u8
+        let width = u32::from(self.width).min(8);
+        let bits = (1u32 << width) - 1;
+        let shifted = bits.checked_shl(u32::from(start)).unwrap_or(0);
+        (shifted & 0xff) as u8
     }
 }
 
@@ -61,7 +65,7 @@ impl MigGeometry {
 
     /// Mask with every memory position set.
     pub fn full_mask(&self) -> u8 {
-        ((1u16 << self.positions) - 1) as u8
+        ((1u32 << u32::from(self.positions).min(8)) - 1) as u8
     }
 
     /// Milli-GPU represented by one memory position (125 on 8-position GPUs).
@@ -69,25 +73,78 @@ impl MigGeometry {
         1000 / u32::from(self.positions)
     }
 
-    /// Checks the geometry is internally consistent (profiles inside the GPU).
+    /// Checks the geometry is internally consistent: every limit the allocator relies on
+    /// holds, so a geometry read from outside (a node's inventory) cannot make it misplace
+    /// or overflow. Arithmetic here is on outside values: widened, never wrapping.
     pub fn validate(&self) -> Result<(), CatalogueError> {
+        let invalid = |detail: String| Err(CatalogueError::InvalidGeometry(detail));
         if self.positions == 0 || self.positions > 8 {
-            return Err(CatalogueError::InvalidGeometry(format!(
+            return invalid(format!(
                 "{} memory positions (1 to 8 supported)",
                 self.positions
-            )));
+            ));
         }
-        for p in &self.profiles {
-            if p.width == 0 || p.starts.iter().any(|s| s + p.width > self.positions) {
-                return Err(CatalogueError::InvalidGeometry(format!(
-                    "profile {} does not fit in {} positions",
-                    p.name, self.positions
-                )));
+        if self.compute_slices == 0 || self.compute_slices > 8 {
+            return invalid(format!(
+                "{} compute slices (1 to 8 supported)",
+                self.compute_slices
+            ));
+        }
+        if self.profiles.len() > MAX_PROFILES {
+            return invalid(format!(
+                "{} profiles (at most {MAX_PROFILES})",
+                self.profiles.len()
+            ));
+        }
+        for (i, p) in self.profiles.iter().enumerate() {
+            let name = crate::text::quote(&p.name);
+            if p.name.is_empty() || p.name.len() > MAX_PROFILE_NAME {
+                return invalid(format!("profile name {name} is empty or too long"));
+            }
+            if self.profiles[..i].iter().any(|q| q.name == p.name) {
+                return invalid(format!("profile {name} is listed twice"));
+            }
+            if p.width == 0 || p.width > self.positions {
+                return invalid(format!(
+                    "profile {name} is {} positions wide on a GPU of {}",
+                    p.width, self.positions
+                ));
+            }
+            if p.compute_slices == 0 || p.compute_slices > self.compute_slices {
+                return invalid(format!(
+                    "profile {name} takes {} compute slices of {}",
+                    p.compute_slices, self.compute_slices
+                ));
+            }
+            if p.max_count == 0 || p.max_count > self.positions {
+                return invalid(format!(
+                    "profile {name} allows {} instances on {} positions",
+                    p.max_count, self.positions
+                ));
+            }
+            if p.starts.is_empty() || p.starts.len() > usize::from(self.positions) {
+                return invalid(format!("profile {name} has {} starts", p.starts.len()));
+            }
+            for (j, &s) in p.starts.iter().enumerate() {
+                if u16::from(s) + u16::from(p.width) > u16::from(self.positions) {
+                    return invalid(format!(
+                        "profile {name} at start {s} does not fit in {} positions",
+                        self.positions
+                    ));
+                }
+                if p.starts[..j].contains(&s) {
+                    return invalid(format!("profile {name} lists start {s} twice"));
+                }
             }
         }
         Ok(())
     }
 }
+
+/// At most this many profiles per geometry (real GPUs offer under 20).
+pub const MAX_PROFILES: usize = 32;
+/// Longest profile name accepted (`1g.10gb+me` is 10 characters).
+pub const MAX_PROFILE_NAME: usize = 32;
 
 /// A GPU model known to the catalogue.
 #[derive(Debug, Clone, PartialEq, Eq)]

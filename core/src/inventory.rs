@@ -4,11 +4,44 @@
 //! Readers accept unknown fields (additions within a version) but refuse a
 //! newer `version` outright, so an old extender never misreads a new layout.
 
+use std::collections::HashSet;
+
 use serde::{Deserialize, Serialize};
 
-use crate::catalogue::MigGeometry;
+use crate::catalogue::{CatalogueError, MigGeometry};
 use crate::numa::TopologyPolicy;
+use crate::text::quote;
 use crate::versioned::{self, VersionedError};
+
+/// Limits on an inventory read from outside: far above any real node, low enough that a
+/// crafted annotation cannot make a reader spend much on it.
+pub const MAX_GPUS: usize = 64;
+pub const MAX_NUMA_NODES: usize = 64;
+pub const MAX_CPUS_PER_NUMA_NODE: usize = 4096;
+/// Longest device id, model or node name accepted.
+pub const MAX_ID_LEN: usize = 256;
+
+/// Why an inventory document cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    #[error(transparent)]
+    Document(#[from] VersionedError),
+    #[error(transparent)]
+    Invalid(#[from] InvalidInventory),
+}
+
+/// An inventory that parses but breaks an invariant placement relies on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidInventory {
+    #[error("invalid inventory: {0}")]
+    Rule(String),
+    #[error("invalid inventory: GPU {gpu}: {source}")]
+    Geometry {
+        gpu: u32,
+        #[source]
+        source: CatalogueError,
+    },
+}
 
 /// The inventory layout this build writes and reads.
 pub const INVENTORY_VERSION: u32 = 1;
@@ -102,9 +135,81 @@ fn yes() -> bool {
 }
 
 impl NodeInventory {
-    /// Parses a document, refusing versions newer than ours with a clear error.
-    pub fn from_json(text: &str) -> Result<Self, VersionedError> {
-        versioned::parse(text, "inventory", INVENTORY_VERSION)
+    /// Parses a document, refusing versions newer than ours and documents that break an
+    /// invariant (see [`NodeInventory::validate`]) with a clear error.
+    pub fn from_json(text: &str) -> Result<Self, InventoryError> {
+        let inventory: Self = versioned::parse(text, "inventory", INVENTORY_VERSION)?;
+        inventory.validate()?;
+        Ok(inventory)
+    }
+
+    /// Checks what placement relies on: bounded sizes, device ids that are unique on the
+    /// node and safe to list in a device variable, MIG geometries inside their GPU and at
+    /// most one instance per start.
+    pub fn validate(&self) -> Result<(), InvalidInventory> {
+        let invalid = |detail: String| Err(InvalidInventory::Rule(detail));
+        check_name("node", &self.node)?;
+        if self.gpus.len() > MAX_GPUS {
+            return invalid(format!("{} GPUs (at most {MAX_GPUS})", self.gpus.len()));
+        }
+        if self.numa_nodes.len() > MAX_NUMA_NODES {
+            return invalid(format!(
+                "{} NUMA nodes (at most {MAX_NUMA_NODES})",
+                self.numa_nodes.len()
+            ));
+        }
+        let mut numa_ids = HashSet::new();
+        for n in &self.numa_nodes {
+            if !numa_ids.insert(n.id) {
+                return invalid(format!("NUMA node {} is listed twice", n.id));
+            }
+            let free = n.free_cpus.as_ref().map_or(0, Vec::len);
+            if n.cpus.len().max(free) > MAX_CPUS_PER_NUMA_NODE {
+                return invalid(format!("NUMA node {}: too many CPUs", n.id));
+            }
+        }
+        let mut ids = HashSet::new();
+        let mut indices = HashSet::new();
+        for g in &self.gpus {
+            check_name("GPU model", &g.model)?;
+            check_device_id(&g.uuid)?;
+            if !ids.insert(g.uuid.as_str()) {
+                return invalid(format!("device id {} is listed twice", quote(&g.uuid)));
+            }
+            if !indices.insert(g.index) {
+                return invalid(format!("GPU index {} is listed twice", g.index));
+            }
+            let Some(mig) = &g.mig else { continue };
+            if let Some(geometry) = &mig.geometry {
+                geometry
+                    .validate()
+                    .map_err(|source| InvalidInventory::Geometry {
+                        gpu: g.index,
+                        source,
+                    })?;
+            }
+            if mig.instances.len() > 8 {
+                return invalid(format!(
+                    "GPU {}: {} MIG instances",
+                    g.index,
+                    mig.instances.len()
+                ));
+            }
+            let mut starts = HashSet::new();
+            for inst in &mig.instances {
+                check_device_id(&inst.uuid)?;
+                if !ids.insert(inst.uuid.as_str()) {
+                    return invalid(format!("device id {} is listed twice", quote(&inst.uuid)));
+                }
+                if !starts.insert(inst.start) {
+                    return invalid(format!(
+                        "GPU {}: two MIG instances start at {}",
+                        g.index, inst.start
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Serialises deterministically (field order is the struct's).
@@ -112,6 +217,31 @@ impl NodeInventory {
         // Plain data with string keys: serialisation cannot fail.
         serde_json::to_string(self).unwrap_or_default()
     }
+}
+
+fn check_name(what: &str, text: &str) -> Result<(), InvalidInventory> {
+    if text.is_empty() || text.len() > MAX_ID_LEN || text.chars().any(char::is_control) {
+        return Err(InvalidInventory::Rule(format!(
+            "{what} {} is empty, too long or has control characters",
+            quote(text)
+        )));
+    }
+    Ok(())
+}
+
+/// Whether `id` can name a device to the kubelet and in `NVIDIA_VISIBLE_DEVICES`: printable
+/// ASCII without spaces or commas (the variable's separator), and without `::`, which
+/// separates a dynamic MIG slot's GPU from its profile.
+pub fn check_device_id(id: &str) -> Result<(), InvalidInventory> {
+    let printable = id.bytes().all(|b| b.is_ascii_graphic() && b != b',');
+    if id.is_empty() || id.len() > MAX_ID_LEN || !printable || id.contains("::") {
+        return Err(InvalidInventory::Rule(format!(
+            "device id {} is empty, too long, or has characters other than printable ASCII \
+             without commas and \"::\"",
+            quote(id)
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -182,25 +312,27 @@ mod tests {
         let err = NodeInventory::from_json(&newer).unwrap_err();
         assert!(matches!(
             err,
-            VersionedError::UnsupportedVersion {
+            InventoryError::Document(VersionedError::UnsupportedVersion {
                 found: 7,
                 supported: 1,
                 ..
-            }
+            })
         ));
         assert!(err.to_string().contains("upgrade"));
         assert!(matches!(
             NodeInventory::from_json("{not json"),
-            Err(VersionedError::Malformed { .. })
+            Err(InventoryError::Document(VersionedError::Malformed { .. }))
         ));
         assert!(matches!(
             NodeInventory::from_json(r#"{"node":"x"}"#),
-            Err(VersionedError::MissingVersion { .. })
+            Err(InventoryError::Document(
+                VersionedError::MissingVersion { .. }
+            ))
         ));
         let missing_field = r#"{"version":1,"node":"x"}"#;
         assert!(matches!(
             NodeInventory::from_json(missing_field),
-            Err(VersionedError::Malformed { .. })
+            Err(InventoryError::Document(VersionedError::Malformed { .. }))
         ));
     }
 
@@ -212,5 +344,59 @@ mod tests {
             1,
         );
         assert_eq!(NodeInventory::from_json(&extra).unwrap(), sample());
+    }
+
+    /// Reproductions from the hostile-input report: each was accepted before.
+    #[test]
+    fn crafted_inventories_are_refused_with_a_reason() {
+        let refused = |edit: &dyn Fn(&mut NodeInventory)| {
+            let mut inv = sample();
+            edit(&mut inv);
+            NodeInventory::from_json(&inv.to_json())
+                .expect_err("must be refused")
+                .to_string()
+        };
+        let geometry = |inv: &mut NodeInventory| {
+            let mut g = crate::catalogue::mig_geometry("H100-80GB")
+                .map(|g| (*g).clone())
+                .expect("catalogue");
+            g.profiles[0].width = 10;
+            g.profiles[0].starts = vec![250];
+            if let Some(m) = inv.gpus[0].mig.as_mut() {
+                m.geometry = Some(g);
+            }
+        };
+        assert!(refused(&geometry).contains("GPU 0"), "width 10 at 250");
+        let dup = refused(&|inv| inv.gpus[1].uuid = "GPU-0a".into());
+        assert!(dup.contains("listed twice"), "{dup}");
+        let dup_mig = refused(&|inv| inv.gpus[1].uuid = "MIG-1".into());
+        assert!(dup_mig.contains("listed twice"), "{dup_mig}");
+        let comma = refused(&|inv| inv.gpus[1].uuid = "GPU-1,GPU-0a".into());
+        assert!(comma.contains("device id"), "{comma}");
+        let long = refused(&|inv| inv.gpus[1].uuid = "G".repeat(1 << 20));
+        assert!(
+            long.len() < 300,
+            "error quotes a short prefix: {} bytes",
+            long.len()
+        );
+        let many = refused(&|inv| {
+            let g = inv.gpus[1].clone();
+            inv.gpus = (0..65)
+                .map(|i| GpuInfo {
+                    index: i,
+                    uuid: format!("GPU-{i}"),
+                    ..g.clone()
+                })
+                .collect();
+        });
+        assert!(many.contains("65 GPUs"), "{many}");
+        let same_start = refused(&|inv| {
+            if let Some(m) = inv.gpus[0].mig.as_mut() {
+                let mut again = m.instances[0].clone();
+                again.uuid = "MIG-2".into();
+                m.instances.push(again);
+            }
+        });
+        assert!(same_start.contains("start at 4"), "{same_start}");
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! - `catalogue`: GPU models and their MIG geometry
 //! - `mig`: one GPU's MIG occupancy map and slot allocator
+//! - `quantity`: Kubernetes resource quantities, parsed as the API server does
 //! - `request`: what a pod asks for, from resource names
 //! - `numa`: NUMA state and the Topology Manager admission rule
 //! - `inventory`: the versioned node inventory document
@@ -14,6 +15,8 @@
 //! - `scoring`: placement policies behind one trait
 //! - `replay`: trace replay for the simulator (one policy, one seed)
 //! - `rng`: a small seedable random generator
+//! - `signing`: the extender's signature on a devices annotation
+//! - `text`: quoting outside text in messages, cut short
 
 pub mod annotation;
 pub mod catalogue;
@@ -23,9 +26,12 @@ pub mod mig;
 pub mod node;
 pub mod numa;
 pub mod placement;
+pub mod quantity;
 pub mod replay;
 pub mod request;
 pub mod retry;
 pub mod rng;
 pub mod scoring;
+pub mod signing;
+pub mod text;
 pub mod versioned;

@@ -90,16 +90,16 @@ impl MigGpu {
             .ok_or(MigError::NoSuchProfile(idx))
     }
 
-    fn compute_used(&self) -> u8 {
+    fn compute_used(&self) -> u32 {
         self.slots
             .iter()
             .filter_map(|s| self.geometry.profiles.get(s.profile))
-            .map(|p| p.compute_slices)
+            .map(|p| u32::from(p.compute_slices))
             .sum()
     }
 
-    fn count_of(&self, idx: usize) -> u8 {
-        self.slots.iter().filter(|s| s.profile == idx).count() as u8
+    fn count_of(&self, idx: usize) -> usize {
+        self.slots.iter().filter(|s| s.profile == idx).count()
     }
 
     fn media_engine_taken(&self) -> bool {
@@ -132,13 +132,15 @@ impl MigGpu {
 
     /// Per-GPU limits that do not depend on the position.
     fn check_counts(&self, idx: usize, p: &MigProfile) -> Result<(), MigError> {
-        if self.count_of(idx) >= p.max_count {
+        if self.count_of(idx) >= usize::from(p.max_count) {
             return Err(MigError::MaxCount {
                 profile: p.name.clone(),
                 max: p.max_count,
             });
         }
-        if self.compute_used() + p.compute_slices > self.geometry.compute_slices {
+        if self.compute_used() + u32::from(p.compute_slices)
+            > u32::from(self.geometry.compute_slices)
+        {
             return Err(MigError::ComputeExhausted {
                 profile: p.name.clone(),
             });
@@ -222,12 +224,11 @@ impl MigGpu {
                 placed += 1;
             }
         }
-        let by_count = u32::from(p.max_count.saturating_sub(self.count_of(idx)));
-        let compute_left = self
-            .geometry
-            .compute_slices
-            .saturating_sub(self.compute_used());
-        let by_compute = u32::from(compute_left / p.compute_slices.max(1));
+        let by_count = usize::from(p.max_count).saturating_sub(self.count_of(idx));
+        let by_count = u32::try_from(by_count).unwrap_or(u32::MAX);
+        let compute_left =
+            u32::from(self.geometry.compute_slices).saturating_sub(self.compute_used());
+        let by_compute = compute_left / u32::from(p.compute_slices.max(1));
         let by_media = if p.is_media_extension() && self.media_engine_taken() {
             0
         } else {

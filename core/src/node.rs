@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::catalogue::{self, CatalogueError, MigGeometry};
-use crate::inventory::{GpuInfo, MigMode, NodeInventory};
+use crate::inventory::{GpuInfo, InvalidInventory, MigMode, NodeInventory};
 use crate::mig::{MigError, MigGpu};
 use crate::numa::{NumaState, TopologyPolicy};
 use crate::request::GpuDemand;
@@ -152,6 +152,8 @@ pub struct NodeState {
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum NodeError {
+    #[error(transparent)]
+    Inventory(#[from] InvalidInventory),
     #[error("GPU {gpu}: {source}")]
     Catalogue { gpu: u32, source: CatalogueError },
     #[error("GPU {gpu}: instance {profile} at {start}: {source}")]
@@ -184,6 +186,8 @@ impl NodeState {
         cpu_milli: u64,
         memory_mib: u64,
     ) -> Result<Self, NodeError> {
+        // Documents from outside are checked once here too, whoever parsed them.
+        inv.validate()?;
         let mut node = NodeState::new(inv.node.clone(), cpu_milli, memory_mib);
         node.policy = inv.topology_policy;
         node.numa = inv
@@ -236,13 +240,8 @@ fn gpu_from_info(g: &GpuInfo) -> Result<GpuState, NodeError> {
         return Ok(s);
     };
     let geometry = match &mig.geometry {
-        Some(geo) => {
-            geo.validate().map_err(|source| NodeError::Catalogue {
-                gpu: g.index,
-                source,
-            })?;
-            Arc::new(geo.clone())
-        }
+        // Validated with the inventory.
+        Some(geo) => Arc::new(geo.clone()),
         None => catalogue::mig_geometry(&g.model).map_err(|source| NodeError::Catalogue {
             gpu: g.index,
             source,

@@ -153,6 +153,15 @@ pub enum PlacementError {
     Mig(#[from] crate::mig::MigError),
     #[error("the choice does not match the request")]
     Mismatch,
+    #[error("memory position {0} does not exist on a GPU")]
+    NoSuchPosition(u8),
+}
+
+/// The bit of memory position `start` in an occupancy mask, refusing positions past the
+/// eighth (a start read from outside can be anything).
+pub fn position_bit(start: u8) -> Result<u8, PlacementError> {
+    1u8.checked_shl(u32::from(start))
+        .ok_or(PlacementError::NoSuchPosition(start))
 }
 
 /// The profile index of `name` on a MIG GPU, if its geometry has it.
@@ -544,9 +553,9 @@ fn take_mig(g: &mut GpuState, pick: &MigPick) -> Result<(), PlacementError> {
     let GpuSlots::Mig(m) = &mut g.slots else {
         return Err(PlacementError::GpuBusy(index));
     };
+    let bit = position_bit(pick.start)?;
     match m.mode {
         MigMode::Dynamic => {
-            let bit = 1u8 << pick.start;
             let exists = m
                 .gpu
                 .slots()
@@ -560,7 +569,6 @@ fn take_mig(g: &mut GpuState, pick: &MigPick) -> Result<(), PlacementError> {
             m.allocated |= bit;
         }
         MigMode::Static => {
-            let bit = 1u8 << pick.start;
             if !m.free_static(pick.profile).any(|s| s == pick.start) {
                 return Err(PlacementError::GpuBusy(index));
             }
@@ -579,12 +587,13 @@ fn release_mig(node: &mut NodeState, pick: &MigPick) -> Result<(), PlacementErro
     let GpuSlots::Mig(m) = &mut g.slots else {
         return Err(PlacementError::GpuBusy(index));
     };
+    let bit = position_bit(pick.start)?;
     match m.mode {
         MigMode::Dynamic => {
             m.gpu.free(pick.start)?;
-            m.allocated &= !(1u8 << pick.start);
+            m.allocated &= !bit;
         }
-        MigMode::Static => m.allocated &= !(1u8 << pick.start),
+        MigMode::Static => m.allocated &= !bit,
     }
     Ok(())
 }
@@ -642,7 +651,9 @@ fn take_plain(node: &mut NodeState, gpu: usize, milli: u32) -> Result<(), Placem
 
 fn take_share(g: &mut GpuState, milli: u32) -> Result<(), PlacementError> {
     match &mut g.slots {
-        GpuSlots::Plain { used_milli } if g.healthy && *used_milli + milli <= GPU_MILLI => {
+        GpuSlots::Plain { used_milli }
+            if g.healthy && used_milli.saturating_add(milli) <= GPU_MILLI =>
+        {
             *used_milli += milli;
             Ok(())
         }

@@ -32,6 +32,14 @@ impl GpuDemand {
         matches!(self, GpuDemand::None)
     }
 
+    /// Devices handed out for this demand: whole GPUs or MIG slices (none for a share).
+    pub fn count(&self) -> u32 {
+        match self {
+            GpuDemand::Whole { count } | GpuDemand::Mig { count, .. } => *count,
+            GpuDemand::None | GpuDemand::Share { .. } => 0,
+        }
+    }
+
     /// Thousandths of a GPU this demand takes. A MIG slice counts its memory
     /// positions, read from the first catalogue geometry that has the profile
     /// (0 for a profile no model offers).

@@ -11,6 +11,8 @@ pub enum VersionedError {
         what: &'static str,
         source: serde_json::Error,
     },
+    #[error("{what} document is {size} bytes (at most {MAX_DOCUMENT_BYTES})")]
+    TooLarge { what: &'static str, size: usize },
     #[error("{what} document has no numeric \"version\"")]
     MissingVersion { what: &'static str },
     #[error(
@@ -23,12 +25,21 @@ pub enum VersionedError {
     },
 }
 
+/// Largest document read: the API server caps all of an object's annotations at 256 KiB.
+pub const MAX_DOCUMENT_BYTES: usize = 256 << 10;
+
 /// Parses `text` as a `what` document of at most version `supported`.
 pub fn parse<T: DeserializeOwned>(
     text: &str,
     what: &'static str,
     supported: u32,
 ) -> Result<T, VersionedError> {
+    if text.len() > MAX_DOCUMENT_BYTES {
+        return Err(VersionedError::TooLarge {
+            what,
+            size: text.len(),
+        });
+    }
     let malformed = |source| VersionedError::Malformed { what, source };
     let value: serde_json::Value = serde_json::from_str(text).map_err(malformed)?;
     let found = value

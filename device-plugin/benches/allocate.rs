@@ -64,7 +64,9 @@ fn setup(
                     mig: None,
                 }],
                 numa_node: None,
+                signature: None,
             }),
+            admitted: false,
         })
         .collect();
     let inventory = NodeInventory {

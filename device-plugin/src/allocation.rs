@@ -17,6 +17,7 @@ use kubesched_core::node::{GPU_MILLI, GpuSlots, NodeState};
 use kubesched_core::placement::DeviceChoice;
 use kubesched_core::request::{GpuDemand, GpuResource, PodRequest, ResourceNames};
 use kubesched_core::scoring::{Policy, Production, ScoreContext};
+use kubesched_core::text::quote;
 use kubesched_proto::deviceplugin::v1beta1::{
     ContainerAllocateResponse, ContainerPreferredAllocationRequest,
     ContainerPreferredAllocationResponse,
@@ -31,7 +32,7 @@ pub const VISIBLE_DEVICES_ENV: &str = "NVIDIA_VISIBLE_DEVICES";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AllocationError {
-    #[error("unknown device id {id:?} for resource {resource}")]
+    #[error("unknown device id {id} for resource {resource}")]
     UnknownDevice { resource: String, id: String },
     #[error("device {id} ({resource}) is unhealthy{reason}; refusing to hand it out")]
     Unhealthy {
@@ -68,6 +69,14 @@ pub enum AllocationError {
         pod: String,
         source: Box<DynamicMigError>,
     },
+    #[error(
+        "device {id} of {resource} is promised to another pod by its devices annotation; refusing to hand it to {pod}"
+    )]
+    Promised {
+        resource: String,
+        id: String,
+        pod: String,
+    },
     #[error("the MIG instance task failed: {0}")]
     Task(String),
     #[error(transparent)]
@@ -84,11 +93,32 @@ impl From<AllocationError> for tonic::Status {
             AllocationError::Unhealthy { .. }
             | AllocationError::AnnotationMismatch { .. }
             | AllocationError::UnreadableAnnotation { .. }
+            | AllocationError::Promised { .. }
             | AllocationError::DynamicMig { .. } => tonic::Status::failed_precondition(message),
             AllocationError::Pods(_) | AllocationError::Task(_) => {
                 tonic::Status::unavailable(message)
             }
         }
+    }
+}
+
+/// The pod being admitted for a resource, as allocation sees it.
+enum Admitting<'a> {
+    /// Its annotation names these devices, not handed out yet.
+    Assigned(&'a PodView, Vec<String>),
+    /// No annotation: another scheduler placed it, the policy chooses its devices.
+    Unassigned(&'a PodView),
+    /// Its annotation cannot be followed (forged, contradicting its request, malformed):
+    /// refused at once, so it fails with the reason and the pods after it are not held up.
+    Refused(&'a PodView, &'a str),
+}
+
+fn unreadable(resource: &str, pod: &PodView, reason: &str) -> AllocationError {
+    tracing::warn!(resource, pod = %pod.key(), %reason, "refusing a pod whose devices annotation cannot be followed");
+    AllocationError::UnreadableAnnotation {
+        resource: resource.to_string(),
+        pod: pod.key(),
+        reason: reason.to_string(),
     }
 }
 
@@ -218,7 +248,7 @@ impl Allocator {
         let mut seen = HashSet::new();
         for id in ids {
             if !seen.insert(id.as_str()) {
-                return Err(AllocationError::Duplicate { id: id.clone() });
+                return Err(AllocationError::Duplicate { id: quote(id) });
             }
             let found = self.manager.lookup(id).filter(|d| d.resource == resource);
             // A dynamic slot can vanish from the list when its placement was just taken: Allocate
@@ -228,7 +258,7 @@ impl Allocator {
             }
             let device = found.ok_or_else(|| AllocationError::UnknownDevice {
                 resource: resource.to_string(),
-                id: id.clone(),
+                id: quote(id),
             })?;
             if need_healthy && !device.healthy {
                 let reason = self
@@ -247,98 +277,72 @@ impl Allocator {
         Ok(())
     }
 
-    /// The annotated pods that still wait for devices of `resource`, with those devices.
-    fn waiting(&self, resource: &str, pods: &[PodView]) -> Vec<(PodView, Vec<String>)> {
+    /// The pod the kubelet is admitting for `resource`: the first pod, in the order the pods
+    /// arrived on the node, that asks for `resource`, has not started, and still waits for
+    /// devices of it. The kubelet admits pods one at a time in that order, so this is the pod
+    /// an Allocate without a pod name is for.
+    fn admitting<'a>(&self, resource: &str, pods: &'a [PodView]) -> Option<Admitting<'a>> {
         let handed = self.handed.lock().unwrap_or_else(PoisonError::into_inner);
         pods.iter()
-            .filter_map(|pod| {
+            .filter(|pod| !pod.admitted && pod.requests(&self.names, resource))
+            .find_map(|pod| {
                 let done = handed.get(&pod.uid);
-                let wanted: Vec<String> = pod
-                    .assigned_ids(resource)?
+                match &pod.devices {
+                    PodDevices::Assigned(_) => {
+                        let wanted: Vec<String> = pod
+                            .assigned_ids(resource)?
+                            .into_iter()
+                            .filter(|id| done.is_none_or(|d| !d.contains(id)))
+                            .collect();
+                        (!wanted.is_empty()).then_some(Admitting::Assigned(pod, wanted))
+                    }
+                    PodDevices::Unassigned => (done.map_or(0, HashSet::len)
+                        < pod.demand.count() as usize)
+                        .then_some(Admitting::Unassigned(pod)),
+                    PodDevices::Unreadable(reason) => done
+                        .is_none()
+                        .then_some(Admitting::Refused(pod, reason.as_str())),
+                }
+            })
+    }
+
+    /// Devices of `resource` that annotations of pods not yet started promise, other than to
+    /// `except` (a pod uid): never to be handed to anyone else.
+    fn promised(&self, resource: &str, pods: &[PodView], except: Option<&str>) -> HashSet<String> {
+        let handed = self.handed.lock().unwrap_or_else(PoisonError::into_inner);
+        pods.iter()
+            .filter(|pod| !pod.admitted && Some(pod.uid.as_str()) != except)
+            .flat_map(|pod| {
+                let done = handed.get(&pod.uid);
+                pod.assigned_ids(resource)
+                    .unwrap_or_default()
                     .into_iter()
-                    .filter(|id| done.is_none_or(|d| !d.contains(id)))
-                    .collect();
-                (!wanted.is_empty()).then(|| (pod.clone(), wanted))
+                    .filter(move |id| done.is_none_or(|d| !d.contains(id)))
             })
             .collect()
     }
 
-    /// Whether some pod without an annotation asks for `resource`.
-    fn unannotated_wants(&self, resource: &str, pods: &[PodView]) -> bool {
-        pods.iter()
-            .any(|p| p.devices == PodDevices::Unassigned && p.requests(&self.names, resource))
-    }
-
-    /// A pod asking for `resource` whose annotation cannot be followed, with the reason.
-    fn unreadable<'a>(
-        &self,
-        resource: &str,
-        pods: &'a [PodView],
-    ) -> Option<(&'a PodView, &'a str)> {
-        pods.iter().find_map(|p| match &p.devices {
-            PodDevices::Unreadable(reason) if p.requests(&self.names, resource) => {
-                Some((p, reason.as_str()))
-            }
-            _ => None,
-        })
-    }
-
-    /// The pods on the node, waiting up to `pod_wait` for one that still waits for
-    /// `resource`. Pods already holding their devices do not count: after an API outage the
-    /// cache may hold only those, and stopping at them would hand the new pod the kubelet's
-    /// (or the policy's) choice instead of its annotated devices.
+    /// The pods on the node, waiting up to `pod_wait` for the one being admitted for
+    /// `resource` to show up. Pods already holding their devices do not count: after an API
+    /// outage the cache may hold only those, and stopping at them would hand the new pod the
+    /// kubelet's (or the policy's) choice instead of its annotated devices.
     async fn pods_for(&self, resource: &str) -> Result<Vec<PodView>, AllocationError> {
         let deadline = tokio::time::Instant::now() + self.pod_wait;
         loop {
             let pods = self.pods.pods_on_node().await?;
-            let concerned = !self.waiting(resource, &pods).is_empty() || {
-                let handed = self.handed.lock().unwrap_or_else(PoisonError::into_inner);
-                pods.iter().any(|p| {
-                    !matches!(p.devices, PodDevices::Assigned(_))
-                        && p.requests(&self.names, resource)
-                        && !handed.contains_key(&p.uid)
-                })
-            };
+            let concerned = self.admitting(resource, &pods).is_some();
             if concerned || tokio::time::Instant::now() >= deadline {
                 // Without a waiting period (standalone runs) no pod is ever expected.
                 if !concerned && !self.pod_wait.is_zero() {
                     tracing::warn!(
                         resource,
-                        "no pod on this node asks for this resource; following the kubelet's choice"
+                        "no pod on this node waits for this resource; following the kubelet's choice"
                     );
                 }
                 return Ok(pods);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    }
-
-    /// The refusal when the kubelet's devices match no annotated pod, if one is due: some
-    /// annotated pod still waits, or some pod's annotation is unreadable, and no unannotated
-    /// pod could be the one being admitted.
-    fn refusal(
-        &self,
-        resource: &str,
-        offered: &[String],
-        pods: &[PodView],
-    ) -> Option<AllocationError> {
-        if self.unannotated_wants(resource, pods) {
-            return None;
-        }
-        if let Some((pod, wanted)) = self.waiting(resource, pods).into_iter().next() {
-            return Some(AllocationError::AnnotationMismatch {
-                resource: resource.to_string(),
-                offered: offered.to_vec(),
-                pod: pod.key(),
-                assigned: wanted,
-            });
-        }
-        self.unreadable(resource, pods)
-            .map(|(pod, reason)| AllocationError::UnreadableAnnotation {
-                resource: resource.to_string(),
-                pod: pod.key(),
-                reason: reason.to_string(),
-            })
     }
 
     pub async fn preferred(
@@ -364,30 +368,57 @@ impl Allocator {
             return Err(AllocationError::BadRequest {
                 resource: resource.to_string(),
                 message: format!(
-                    "must-include devices {must:?} are not a subset of {size} available devices"
+                    "{} must-include devices are not a subset of {size} available devices",
+                    must.len()
                 ),
             });
         }
         let pods = self.pods_for(resource).await?;
-        let waiting: Vec<_> = self
-            .waiting(resource, &pods)
-            .into_iter()
-            .filter(|(_, w)| w.len() == size)
+        let pod = match self.admitting(resource, &pods) {
+            Some(Admitting::Refused(pod, reason)) => {
+                return Err(unreadable(resource, pod, reason));
+            }
+            Some(Admitting::Assigned(pod, wanted)) => {
+                let chosen: Vec<String> = must
+                    .iter()
+                    .chain(wanted.iter().filter(|w| !must.contains(w)))
+                    .take(size)
+                    .cloned()
+                    .collect();
+                if chosen.len() == size
+                    && chosen
+                        .iter()
+                        .all(|c| wanted.contains(c) && available.contains(c))
+                {
+                    tracing::info!(resource, pod = %pod.key(), devices = ?chosen, "preferred allocation from the pod annotation");
+                    return Ok(ContainerPreferredAllocationResponse {
+                        device_i_ds: chosen,
+                    });
+                }
+                return Err(AllocationError::AnnotationMismatch {
+                    resource: resource.to_string(),
+                    offered: available.clone(),
+                    pod: pod.key(),
+                    assigned: wanted,
+                });
+            }
+            Some(Admitting::Unassigned(pod)) => Some(pod),
+            None => None,
+        };
+        // Devices promised to other pods are left out while enough others remain.
+        let promised = self.promised(resource, &pods, pod.map(|p| p.uid.as_str()));
+        let unpromised: Vec<String> = available
+            .iter()
+            .filter(|a| !promised.contains(*a) || must.contains(a))
+            .cloned()
             .collect();
-        let fits = waiting.iter().find(|(_, wanted)| {
-            wanted.iter().all(|w| available.contains(w)) && must.iter().all(|m| wanted.contains(m))
-        });
-        if let Some((pod, wanted)) = fits {
-            tracing::info!(resource, pod = %pod.key(), devices = ?wanted, "preferred allocation from the pod annotation");
-            return Ok(ContainerPreferredAllocationResponse {
-                device_i_ds: wanted.clone(),
-            });
-        }
-        if let Some(refusal) = self.refusal(resource, available, &pods) {
-            return Err(refusal);
-        }
-        let chosen = self.default_choice(resource, available, must, size);
-        tracing::info!(resource, devices = ?chosen, "preferred allocation from the placement policy (no annotation)");
+        let offered = if unpromised.len() >= size {
+            &unpromised
+        } else {
+            available
+        };
+        let chosen = self.default_choice(resource, offered, must, size);
+        tracing::info!(resource, pod = ?pod.map(PodView::key), devices = ?chosen, "preferred allocation from the placement policy (no annotation)");
         Ok(ContainerPreferredAllocationResponse {
             device_i_ds: chosen,
         })
@@ -406,17 +437,33 @@ impl Allocator {
         }
         self.check_ids(resource, ids, true)?;
         let pods = self.pods_for(resource).await?;
-        let waiting = self.waiting(resource, &pods);
-        let matched = waiting
-            .iter()
-            .find(|(_, wanted)| ids.iter().all(|id| wanted.contains(id)))
-            .map(|(pod, _)| pod)
-            .or_else(|| self.handed_before(resource, ids, &pods));
-        if matched.is_none()
-            && let Some(refusal) = self.refusal(resource, ids, &pods)
-        {
-            return Err(refusal);
-        }
+        let matched = match self.handed_before(ids, &pods) {
+            Some(pod) => Some(pod),
+            None => match self.admitting(resource, &pods) {
+                Some(Admitting::Refused(pod, reason)) => {
+                    return Err(unreadable(resource, pod, reason));
+                }
+                Some(Admitting::Assigned(pod, wanted)) => {
+                    if !ids.iter().all(|id| wanted.contains(id)) {
+                        return Err(AllocationError::AnnotationMismatch {
+                            resource: resource.to_string(),
+                            offered: ids.to_vec(),
+                            pod: pod.key(),
+                            assigned: wanted,
+                        });
+                    }
+                    Some(pod)
+                }
+                Some(Admitting::Unassigned(pod)) => {
+                    self.refuse_promised(resource, ids, &pods, Some(pod))?;
+                    Some(pod)
+                }
+                None => {
+                    self.refuse_promised(resource, ids, &pods, None)?;
+                    None
+                }
+            },
+        };
         let visible = self.realise(resource, ids, matched).await?;
         let mut response = ContainerAllocateResponse {
             envs: HashMap::from([(VISIBLE_DEVICES_ENV.to_string(), visible.join(","))]),
@@ -430,33 +477,53 @@ impl Allocator {
                     .entry(pod.uid.clone())
                     .or_default()
                     .extend(ids.iter().cloned());
-                response
-                    .annotations
-                    .insert(self.pod_annotation.clone(), pod.key());
-                tracing::info!(resource, pod = %pod.key(), devices = ?ids, "allocated the annotated devices");
+                // Named only when the scheduler's annotation says whose they are; a pod without
+                // one is the kubelet's likely admission, not a certainty.
+                let annotated = matches!(pod.devices, PodDevices::Assigned(_));
+                if annotated {
+                    response
+                        .annotations
+                        .insert(self.pod_annotation.clone(), pod.key());
+                }
+                tracing::info!(resource, pod = %pod.key(), devices = ?ids, annotated, "allocated");
             }
             None => {
-                tracing::info!(resource, devices = ?ids, "allocated for a pod without a devices annotation");
+                tracing::info!(resource, devices = ?ids, "allocated for a pod this agent has not seen");
             }
         }
         self.forget_gone(&pods);
         Ok(response)
     }
 
-    /// The annotated pod these exact devices were already handed to: the kubelet asking again
-    /// (a retried admission) gets the same answer, dynamic instances included.
-    fn handed_before<'a>(
+    /// Refuses handing `ids` to a pod without an annotation when another pod's annotation
+    /// promises one of them: that pod would find its device taken.
+    fn refuse_promised(
         &self,
         resource: &str,
         ids: &[String],
-        pods: &'a [PodView],
-    ) -> Option<&'a PodView> {
+        pods: &[PodView],
+        pod: Option<&PodView>,
+    ) -> Result<(), AllocationError> {
+        let promised = self.promised(resource, pods, pod.map(|p| p.uid.as_str()));
+        match ids.iter().find(|id| promised.contains(*id)) {
+            Some(id) => Err(AllocationError::Promised {
+                resource: resource.to_string(),
+                id: quote(id),
+                pod: pod.map_or_else(|| "a pod not seen yet".into(), PodView::key),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The pod these exact devices were already handed to: the kubelet asking again (a
+    /// retried admission, or an app container reusing its init container's devices) gets the
+    /// same answer, dynamic instances included.
+    fn handed_before<'a>(&self, ids: &[String], pods: &'a [PodView]) -> Option<&'a PodView> {
         let handed = self.handed.lock().unwrap_or_else(PoisonError::into_inner);
         pods.iter().find(|pod| {
-            let named = pod.assigned_ids(resource).unwrap_or_default();
             handed
                 .get(&pod.uid)
-                .is_some_and(|done| ids.iter().all(|id| done.contains(id) && named.contains(id)))
+                .is_some_and(|done| ids.iter().all(|id| done.contains(id)))
         })
     }
 
@@ -472,10 +539,24 @@ impl Allocator {
         let mut mismatched = Vec::new();
         let mut handed = self.handed.lock().unwrap_or_else(PoisonError::into_inner);
         for pod in pods {
-            let PodDevices::Assigned(annotation) = &pod.devices else {
+            let Some(holds) = held.get(&pod.key()) else {
                 continue;
             };
-            let Some(holds) = held.get(&pod.key()) else {
+            let PodDevices::Assigned(annotation) = &pod.devices else {
+                // What a pod without a usable annotation holds is its own: recorded, so it is
+                // never taken for a pod still waiting for its devices.
+                let Some(resource) = self.names.for_demand(&pod.demand) else {
+                    continue;
+                };
+                let own = holds.iter().filter(|id| {
+                    self.manager
+                        .lookup(id)
+                        .is_some_and(|d| d.resource == resource)
+                });
+                handed
+                    .entry(pod.uid.clone())
+                    .or_default()
+                    .extend(own.cloned());
                 continue;
             };
             let assigned: HashSet<String> =

@@ -14,12 +14,30 @@
 //! evicts an entry the client still refers to, and the new block fits in the original frames.
 //! Everything else, and the whole server-to-client direction, stays byte-identical. Anything
 //! that does not parse is passed on unchanged for `h2` to report.
+//!
+//! Whoever can open the socket can send anything, so what one peer can make the agent hold is
+//! bounded:
+//! - a held header block (with the header of the frame after it) is at most
+//!   [`MAX_HELD_BLOCK`] = 64 KiB: a kubelet's are a few hundred bytes and HTTP/2's default
+//!   SETTINGS_MAX_FRAME_SIZE is 16 KiB. A frame that would go past it is not held: it and the
+//!   rest of the connection pass through unexamined, and `h2` refuses the frame by its own
+//!   size rules. The buffers give their memory back once a big block is handed on;
+//! - a connection that leaves the preface or a held header block unfinished for
+//!   [`BLOCK_DEADLINE`] = 10 s fails with [`io::ErrorKind::TimedOut`], so a slow client does
+//!   not keep its connection (and its slot) forever;
+//! - [`AuthorityFix::admit`] lets at most [`MAX_CONNECTIONS`] = 16 connections to one socket be
+//!   open at once (the kubelet uses one or two) and closes the others as they are accepted.
 
+use std::fmt;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Sleep;
 use tonic::transport::server::Connected;
 
 /// The HTTP/2 client connection preface (RFC 9113 §3.4).
@@ -30,13 +48,22 @@ const TYPE_CONTINUATION: u8 = 0x9;
 const FLAG_END_HEADERS: u8 = 0x4;
 const FLAG_PADDED: u8 = 0x8;
 const FLAG_PRIORITY: u8 = 0x20;
-/// A header block bigger than this is passed on unexamined (the kubelet's are a few hundred
-/// bytes); it bounds what one connection can make us hold.
-const MAX_HELD_BLOCK: usize = 1 << 20;
+/// A header block bigger than this, counting its frame headers and the header of the frame
+/// after it, is passed on unexamined (the kubelet's are a few hundred bytes); it bounds what
+/// one connection can make us hold.
+pub const MAX_HELD_BLOCK: usize = 64 * 1024;
+/// What `held` keeps allocated between header blocks: a kubelet's fit without reallocating.
+const KEEP_HELD_CAPACITY: usize = 1024;
+/// How long a client may leave the preface or a held header block unfinished.
+pub const BLOCK_DEADLINE: Duration = Duration::from_secs(10);
+/// Connections to one plugin socket open at once; the kubelet uses one or two.
+pub const MAX_CONNECTIONS: usize = 16;
 /// The authority written in place of a socket path (a prefix of it when the old value is
 /// shorter).
 const REPLACEMENT: &[u8] = b"localhost";
 const READ_CHUNK: usize = 16 * 1024;
+/// What the read-side buffer keeps allocated once drained: a read plus a small held block.
+const KEEP_READY_CAPACITY: usize = 2 * READ_CHUNK;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -56,11 +83,14 @@ enum Mode {
 pub struct AuthorityRewriter {
     mode: Mode,
     /// Bytes not handed on yet: the complete frames of an unfinished header block (the first
-    /// `block_len` bytes), then a partial frame.
+    /// `block_len` bytes), then a partial frame; never more than [`MAX_HELD_BLOCK`].
     held: Vec<u8>,
     block_len: usize,
     block_stream: u32,
     rewritten: u64,
+    /// How many times the preface or held bytes were completed and handed on: each unfinished
+    /// one gets its own deadline.
+    handed_on: u64,
 }
 
 impl Default for AuthorityRewriter {
@@ -77,12 +107,24 @@ impl AuthorityRewriter {
             block_len: 0,
             block_stream: 0,
             rewritten: 0,
+            handed_on: 0,
         }
     }
 
     /// How many `:authority` values were replaced so far.
     pub fn rewritten(&self) -> u64 {
         self.rewritten
+    }
+
+    /// How many bytes are held back (an unfinished header block or frame header); at most
+    /// [`MAX_HELD_BLOCK`].
+    pub fn held_bytes(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Whether the client is in the middle of the preface or of something held back.
+    pub fn waits_for_more(&self) -> bool {
+        matches!(self.mode, Mode::Preface(_)) || !self.held.is_empty()
     }
 
     /// Processes the next bytes from the client, appending the bytes to hand to the server.
@@ -105,6 +147,7 @@ impl AuthorityRewriter {
                         self.mode = Mode::Preface(seen + n);
                         return;
                     }
+                    self.handed_on += 1;
                     self.mode = Mode::Frames;
                 }
                 Mode::Payload(remaining) => {
@@ -128,19 +171,31 @@ impl AuthorityRewriter {
 
     /// The client closed its side: hands on whatever is held (an incomplete frame).
     pub fn finish(&mut self, out: &mut Vec<u8>) {
-        out.append(&mut self.held);
-        self.block_len = 0;
+        self.release_held(out);
         self.mode = Mode::Passthrough;
+    }
+
+    /// Hands on everything held and gives back the memory of a big block.
+    fn release_held(&mut self, out: &mut Vec<u8>) {
+        self.handed_on += 1;
+        out.append(&mut self.held);
+        self.held.shrink_to(KEEP_HELD_CAPACITY);
+        self.block_len = 0;
     }
 
     /// Moves `input` forward through the frame that starts after the held block. Returns false
     /// when it needs more input.
     fn step_frame(&mut self, input: &mut &[u8], out: &mut Vec<u8>) -> bool {
         let start = self.block_len;
-        if !self.take_until(start + FRAME_HEADER_LEN, input) {
+        let Some(header_end) = held_end(start, FRAME_HEADER_LEN) else {
+            // A block this big is not examined.
+            self.finish(out);
+            return true;
+        };
+        if !self.take_until(header_end, input) {
             return false;
         }
-        let header = &self.held[start..start + FRAME_HEADER_LEN];
+        let header = &self.held[start..header_end];
         let length =
             usize::from(header[0]) << 16 | usize::from(header[1]) << 8 | usize::from(header[2]);
         let (kind, flags) = (header[3], header[4]);
@@ -152,45 +207,48 @@ impl AuthorityRewriter {
                 return true;
             }
         } else if kind != TYPE_HEADERS {
-            out.append(&mut self.held);
+            self.release_held(out);
             if length > 0 {
                 self.mode = Mode::Payload(length);
             }
             return true;
         }
-        let end = start + FRAME_HEADER_LEN + length;
-        if end > MAX_HELD_BLOCK {
+        let Some(end) = held_end(header_end, length) else {
+            // Too big to hold (h2 refuses a frame over its maximum size anyway).
             self.finish(out);
             return true;
-        }
+        };
         if !self.take_until(end, input) {
             return false;
         }
         self.block_len = end;
         self.block_stream = stream;
         if flags & FLAG_END_HEADERS != 0 {
-            let block = std::mem::take(&mut self.held);
-            self.block_len = 0;
-            match rewrite_block(&block) {
-                Some((frames, count)) => {
-                    self.rewritten += count;
-                    tracing::debug!(stream, replaced = count, "rewrote an invalid :authority");
-                    out.extend_from_slice(&frames);
-                }
-                None => out.extend_from_slice(&block),
+            if let Some((frames, count)) = rewrite_block(&self.held) {
+                self.rewritten += count;
+                tracing::debug!(stream, replaced = count, "rewrote an invalid :authority");
+                self.held = frames;
             }
+            self.release_held(out);
         }
         true
     }
 
     /// Moves bytes from `input` to `held` until it holds `len` bytes; false if input ran out.
+    /// Callers pass a `len` from [`held_end`], so `held` never grows past [`MAX_HELD_BLOCK`].
     fn take_until(&mut self, len: usize, input: &mut &[u8]) -> bool {
+        debug_assert!(len <= MAX_HELD_BLOCK);
         let missing = len.saturating_sub(self.held.len());
         let n = missing.min(input.len());
         self.held.extend_from_slice(&input[..n]);
         *input = &input[n..];
         self.held.len() >= len
     }
+}
+
+/// Where `len` more bytes after `start` in `held` end, if that is within [`MAX_HELD_BLOCK`].
+fn held_end(start: usize, len: usize) -> Option<usize> {
+    start.checked_add(len).filter(|end| *end <= MAX_HELD_BLOCK)
 }
 
 /// One frame of a header block: its header, what precedes the fragment (pad length and
@@ -385,6 +443,31 @@ fn rewrite_header_block(block: &[u8]) -> Option<(Vec<u8>, u64)> {
     Some((out, count))
 }
 
+/// The connections open to one socket, at most a fixed number: each admitted one holds a
+/// permit until it is dropped (closed).
+#[derive(Debug, Clone)]
+pub struct ConnectionSlots {
+    free: Arc<Semaphore>,
+    max: usize,
+}
+
+impl ConnectionSlots {
+    pub fn new(max: usize) -> Self {
+        let max = max.min(Semaphore::MAX_PERMITS);
+        ConnectionSlots {
+            free: Arc::new(Semaphore::new(max)),
+            max,
+        }
+    }
+}
+
+impl Default for ConnectionSlots {
+    /// [`MAX_CONNECTIONS`] slots.
+    fn default() -> Self {
+        Self::new(MAX_CONNECTIONS)
+    }
+}
+
 /// A server-side connection whose client-to-server HTTP/2 stream goes through an
 /// [`AuthorityRewriter`]; writes pass through untouched.
 #[derive(Debug)]
@@ -396,6 +479,14 @@ pub struct AuthorityFix<S> {
     ready_at: usize,
     scratch: Box<[u8]>,
     eof: bool,
+    /// How long the client may leave the preface or a held header block unfinished.
+    block_deadline: Duration,
+    /// Runs while it does, for the unfinished item numbered `timer_for` (the rewriter's
+    /// `handed_on` then); `None` otherwise.
+    timer: Option<Pin<Box<Sleep>>>,
+    timer_for: u64,
+    /// The connection's slot under [`AuthorityFix::admit`], freed when this is dropped.
+    _slot: Option<OwnedSemaphorePermit>,
 }
 
 impl<S> AuthorityFix<S> {
@@ -407,6 +498,65 @@ impl<S> AuthorityFix<S> {
             ready_at: 0,
             scratch: vec![0; READ_CHUNK].into_boxed_slice(),
             eof: false,
+            block_deadline: BLOCK_DEADLINE,
+            timer: None,
+            timer_for: 0,
+            _slot: None,
+        }
+    }
+
+    /// Replaces [`BLOCK_DEADLINE`].
+    pub fn with_block_deadline(mut self, deadline: Duration) -> Self {
+        self.block_deadline = deadline;
+        self
+    }
+
+    /// Whether the client has left the preface or a held header block unfinished for longer
+    /// than the deadline. Starts a timer when one such item begins (and registers the waker
+    /// with it), drops it when there is none.
+    fn deadline_passed(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.rewriter.waits_for_more() {
+            self.timer = None;
+            return false;
+        }
+        if self.timer_for != self.rewriter.handed_on {
+            self.timer = None;
+            self.timer_for = self.rewriter.handed_on;
+        }
+        let deadline = self.block_deadline;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(deadline)));
+        timer.as_mut().poll(cx).is_ready()
+    }
+}
+
+impl<S: Connected> AuthorityFix<S>
+where
+    S::ConnectInfo: fmt::Debug,
+{
+    /// Wraps an accepted connection when `slots` has a free slot, which it keeps until it is
+    /// dropped. Otherwise drops (closes) it at once with a warning: connections are cheap to
+    /// open and each may hold a header block, so their number is bounded. Errors pass on.
+    /// Made for `filter_map` on the listener's stream.
+    pub fn admit<E>(slots: &ConnectionSlots, conn: Result<S, E>) -> Option<Result<Self, E>> {
+        let conn = match conn {
+            Ok(conn) => conn,
+            Err(error) => return Some(Err(error)),
+        };
+        match Arc::clone(&slots.free).try_acquire_owned() {
+            Ok(slot) => Some(Ok(AuthorityFix {
+                _slot: Some(slot),
+                ..AuthorityFix::new(conn)
+            })),
+            Err(_) => {
+                tracing::warn!(
+                    limit = slots.max,
+                    peer = ?conn.connect_info(),
+                    "too many connections to the device plugin socket: closing a new one"
+                );
+                None
+            }
         }
     }
 }
@@ -425,12 +575,27 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityFix<S> {
                 this.ready_at += n;
                 if this.ready_at == this.ready.len() {
                     this.ready.clear();
+                    this.ready.shrink_to(KEEP_READY_CAPACITY);
                     this.ready_at = 0;
                 }
                 return Poll::Ready(Ok(()));
             }
             if this.eof || buf.remaining() == 0 {
                 return Poll::Ready(Ok(()));
+            }
+            if this.deadline_passed(cx) {
+                tracing::warn!(
+                    deadline = ?this.block_deadline,
+                    held_bytes = this.rewriter.held_bytes(),
+                    "closing a device plugin connection that left its preface or a header block unfinished"
+                );
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "the client left its HTTP/2 preface or a header block unfinished for {:?}",
+                        this.block_deadline
+                    ),
+                )));
             }
             let mut scratch = ReadBuf::new(&mut this.scratch);
             match Pin::new(&mut this.inner).poll_read(cx, &mut scratch) {
@@ -910,5 +1075,281 @@ mod tests {
         let mut echoed = vec![0; reply.len()];
         client_read.read_exact(&mut echoed).await.unwrap();
         assert_eq!(echoed, reply, "server-to-client bytes are not touched");
+    }
+
+    /// A frame header announcing `len` bytes of payload.
+    fn frame_header(kind: u8, flags: u8, stream: u32, len: usize) -> Vec<u8> {
+        let len = u32::try_from(len).unwrap();
+        assert!(len < 1 << 24);
+        [
+            len.to_be_bytes()[1..].to_vec(),
+            vec![kind, flags],
+            stream.to_be_bytes().to_vec(),
+        ]
+        .concat()
+    }
+
+    /// Feeds `input` in reads of `chunk` bytes, checking the bound after each.
+    fn feed_in_chunks(rewriter: &mut AuthorityRewriter, input: &[u8], chunk: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for piece in input.chunks(chunk) {
+            rewriter.feed(piece, &mut out);
+            assert!(
+                rewriter.held_bytes() <= MAX_HELD_BLOCK,
+                "held {} bytes",
+                rewriter.held_bytes()
+            );
+        }
+        out
+    }
+
+    #[test]
+    fn header_frames_too_big_to_hold_pass_through_without_being_held() {
+        let payload = vec![0x5a; 500 * 1024];
+        // 1 MiB as announced in the report; just under what the old 1 MiB bound held; the
+        // smallest frame over the bound; the largest a frame header can announce.
+        for announced in [
+            0x10_0000,
+            0x10_0000 - FRAME_HEADER_LEN,
+            MAX_HELD_BLOCK - FRAME_HEADER_LEN + 1,
+            0xff_ffff,
+        ] {
+            let sent = &payload[..payload.len().min(announced)];
+            let input = [
+                opening(),
+                frame_header(TYPE_HEADERS, END_STREAM, 1, announced),
+                sent.to_vec(),
+            ]
+            .concat();
+            let mut rewriter = AuthorityRewriter::new();
+            let out = feed_in_chunks(&mut rewriter, &input, READ_CHUNK);
+            assert_eq!(rewriter.held_bytes(), 0, "announcing {announced:#x}");
+            assert!(
+                out == input,
+                "announcing {announced:#x}: bytes passed on as sent"
+            );
+            assert_eq!(rewriter.rewritten(), 0);
+        }
+        // A 40 KiB block is held; a CONTINUATION that would take it past the bound is not,
+        // and what was held is handed on with its memory.
+        let block = vec![0x5a; 40 * 1024];
+        let input = [
+            opening(),
+            frame(TYPE_HEADERS, 0, 1, &block),
+            frame_header(TYPE_CONTINUATION, FLAG_END_HEADERS, 1, 0x10_0000 - 100),
+            payload.clone(),
+        ]
+        .concat();
+        let mut rewriter = AuthorityRewriter::new();
+        let out = feed_in_chunks(&mut rewriter, &input, READ_CHUNK);
+        assert!(out == input, "bytes passed on as sent");
+        assert_eq!(rewriter.held_bytes(), 0);
+        assert!(rewriter.held.capacity() <= KEEP_HELD_CAPACITY);
+    }
+
+    /// A request with the socket path as authority, padded by an `x-pad` header to `len`
+    /// bytes of header block; and the same with the authority rewritten.
+    fn padded_block(len: usize) -> (Vec<u8>, Vec<u8>) {
+        let with = |authority: &str, pad: usize| {
+            [
+                block_with(incremental(1, plain(authority))),
+                named("x-pad", plain(&"p".repeat(pad))),
+            ]
+            .concat()
+        };
+        let mut pad = len;
+        for _ in 0..8 {
+            let block = with(SOCKET, pad);
+            if block.len() == len {
+                return (block, with("localhost", pad));
+            }
+            pad = pad + len - block.len();
+        }
+        panic!("no padding gives a {len}-byte block");
+    }
+
+    #[test]
+    fn a_60_kib_header_block_over_continuations_is_still_rewritten() {
+        let (block, expected) = padded_block(60 * 1024);
+        let pieces: Vec<&[u8]> = block.chunks(16 * 1024).collect();
+        let last = pieces.len() - 1;
+        let mut input = opening();
+        for (i, piece) in pieces.iter().enumerate() {
+            let kind = if i == 0 {
+                TYPE_HEADERS
+            } else {
+                TYPE_CONTINUATION
+            };
+            let flags = if i == last { FLAG_END_HEADERS } else { 0 };
+            input.extend(frame(kind, flags, 1, piece));
+        }
+        input.extend(frame(0x0, END_STREAM, 1, b"abc"));
+        let mut rewriter = AuthorityRewriter::new();
+        let out = feed_in_chunks(&mut rewriter, &input, READ_CHUNK);
+        assert_eq!(rewriter.rewritten(), 1);
+        assert_eq!(rewriter.held_bytes(), 0);
+        assert!(
+            rewriter.held.capacity() <= KEEP_HELD_CAPACITY,
+            "memory returned"
+        );
+        let frames = frames_of(&out);
+        assert_eq!(frames.len(), pieces.len() + 1);
+        let fragments: Vec<u8> = frames[..=last].iter().flat_map(|f| f.3.clone()).collect();
+        assert!(fragments == expected, "the authority was rewritten");
+        assert_eq!(frames[last + 1], (0x0, END_STREAM, 1, b"abc".to_vec()));
+    }
+
+    #[test]
+    fn a_block_at_the_bound_is_rewritten_and_one_byte_more_is_not() {
+        let (block, expected) = padded_block(MAX_HELD_BLOCK - FRAME_HEADER_LEN);
+        let input = [opening(), headers(1, &block)].concat();
+        let mut rewriter = AuthorityRewriter::new();
+        let out = feed_in_chunks(&mut rewriter, &input, READ_CHUNK);
+        assert!(out == [opening(), headers(1, &expected)].concat());
+        assert_eq!(rewriter.rewritten(), 1);
+
+        let (block, _) = padded_block(MAX_HELD_BLOCK - FRAME_HEADER_LEN + 1);
+        let input = [opening(), headers(1, &block)].concat();
+        let mut rewriter = AuthorityRewriter::new();
+        let out = feed_in_chunks(&mut rewriter, &input, READ_CHUNK);
+        assert!(out == input, "passed on unexamined");
+        assert_eq!(rewriter.rewritten(), 0);
+    }
+
+    #[test]
+    fn no_stream_of_frames_makes_it_hold_more_than_the_bound() {
+        // Deterministic pseudo-random frames: any type, flags and announced length (often
+        // more than is sent, so later frame headers fall anywhere), fed in random reads.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..40 {
+            let mut input = opening();
+            for _ in 0..30 {
+                let kind = [TYPE_HEADERS, TYPE_CONTINUATION, 0x0, 0x4][(next() % 4) as usize];
+                let flags = (next() % 256) as u8;
+                let announced = match next() % 4 {
+                    0 => (next() % 200) as usize,
+                    1 => (next() % 20_000) as usize,
+                    2 => (next() % 70_000) as usize,
+                    _ => (next() % (1 << 24)) as usize,
+                };
+                let sent = announced.min((next() % 80_000) as usize);
+                input.extend(frame_header(kind, flags, (next() % 4) as u32, announced));
+                input.extend((0..sent).map(|_| next() as u8));
+            }
+            let mut rewriter = AuthorityRewriter::new();
+            let mut out = Vec::new();
+            let mut rest = input.as_slice();
+            while !rest.is_empty() {
+                let n = rest.len().min(1 + (next() % 40_000) as usize);
+                rewriter.feed(&rest[..n], &mut out);
+                rest = &rest[n..];
+                assert!(rewriter.held_bytes() <= MAX_HELD_BLOCK);
+            }
+            rewriter.finish(&mut out);
+            assert_eq!(rewriter.held_bytes(), 0);
+        }
+    }
+
+    /// Reads from `server` until `n` bytes came or it fails.
+    async fn read_bytes<S: AsyncRead + Unpin>(server: &mut S, n: usize) -> io::Result<Vec<u8>> {
+        let mut got = vec![0; n];
+        server.read_exact(&mut got).await?;
+        Ok(got)
+    }
+
+    #[tokio::test]
+    async fn an_unfinished_header_block_times_out() {
+        let deadline = Duration::from_millis(100);
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let mut server = AuthorityFix::new(server).with_block_deadline(deadline);
+        let partial = [frame_header(TYPE_HEADERS, 0, 1, 1000), vec![0; 10]].concat();
+        client
+            .write_all(&[opening(), partial].concat())
+            .await
+            .unwrap();
+        let started = tokio::time::Instant::now();
+        let got = read_bytes(&mut server, opening().len()).await.unwrap();
+        assert_eq!(got, opening(), "what is complete is handed on");
+        let mut more = [0u8; 64];
+        let error = tokio::time::timeout(Duration::from_secs(5), server.read(&mut more))
+            .await
+            .expect("the read fails within 5 s")
+            .expect_err("the read fails");
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= deadline);
+    }
+
+    #[tokio::test]
+    async fn a_missing_preface_times_out() {
+        let (_client, server) = tokio::io::duplex(64);
+        let mut server = AuthorityFix::new(server).with_block_deadline(Duration::from_millis(50));
+        let mut buf = [0u8; 64];
+        let error = tokio::time::timeout(Duration::from_secs(5), server.read(&mut buf))
+            .await
+            .expect("the read fails within 5 s")
+            .expect_err("the read fails");
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_between_frames_does_not_time_out() {
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let mut server = AuthorityFix::new(server).with_block_deadline(Duration::from_millis(50));
+        let input = [
+            opening(),
+            headers(1, &block_with(incremental(1, plain(SOCKET)))),
+        ]
+        .concat();
+        let (expected, _) = rewrite_all(&input);
+        client.write_all(&input).await.unwrap();
+        let got = read_bytes(&mut server, expected.len()).await.unwrap();
+        assert_eq!(got, expected);
+        let mut buf = [0u8; 64];
+        let idle = tokio::time::timeout(Duration::from_millis(300), server.read(&mut buf)).await;
+        assert!(idle.is_err(), "still waiting for the client: {idle:?}");
+        // And it still works afterwards.
+        client
+            .write_all(&frame(0x0, END_STREAM, 1, b"abc"))
+            .await
+            .unwrap();
+        let got = read_bytes(&mut server, 12).await.unwrap();
+        assert_eq!(got, frame(0x0, END_STREAM, 1, b"abc"));
+    }
+
+    #[tokio::test]
+    async fn connections_over_the_limit_are_closed_and_slots_come_back() {
+        let slots = ConnectionSlots::new(2);
+        let mut clients = Vec::new();
+        let mut admitted = Vec::new();
+        for _ in 0..3 {
+            let (client, server) = tokio::io::duplex(64);
+            clients.push(client);
+            admitted.push(AuthorityFix::admit(&slots, Ok::<_, io::Error>(server)));
+        }
+        assert!(matches!(admitted[0], Some(Ok(_))));
+        assert!(matches!(admitted[1], Some(Ok(_))));
+        assert!(admitted[2].is_none(), "the third is refused");
+        // The refused connection was dropped: its client sees the end of the stream.
+        let mut buf = [0u8; 8];
+        assert_eq!(clients[2].read(&mut buf).await.unwrap(), 0);
+        // Closing an admitted connection frees its slot.
+        admitted.remove(0);
+        let (_client, server) = tokio::io::duplex(64);
+        assert!(matches!(
+            AuthorityFix::admit(&slots, Ok::<_, io::Error>(server)),
+            Some(Ok(_))
+        ));
+        // Accept errors are passed on, whatever the count.
+        let error = io::Error::other("accept failed");
+        assert!(matches!(
+            AuthorityFix::<tokio::io::DuplexStream>::admit(&slots, Err(error)),
+            Some(Err(_))
+        ));
     }
 }

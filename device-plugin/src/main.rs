@@ -10,6 +10,7 @@ use kubesched_core::annotation::{DEFAULT_PREFIX, DEVICES_ANNOTATION, key};
 use kubesched_core::inventory::INVENTORY_ANNOTATION;
 use kubesched_core::numa::TopologyPolicy;
 use kubesched_core::request::{DEFAULT_DOMAIN, ResourceNames};
+use kubesched_core::signing::SigningKey;
 use kubesched_device_plugin::agent::KubeletPaths;
 use kubesched_device_plugin::agent_metrics;
 use kubesched_device_plugin::discovery::fake::FakeInventory;
@@ -19,7 +20,7 @@ use kubesched_device_plugin::discovery::nvml_mig::NvmlMigBackend;
 use kubesched_device_plugin::discovery::{DiscoveryError, GpuInventory};
 use kubesched_device_plugin::doctor;
 use kubesched_device_plugin::health::HealthProbe;
-use kubesched_device_plugin::kube_pods::{self, KubePods};
+use kubesched_device_plugin::kube_pods::{self, KubePods, PodReader};
 use kubesched_device_plugin::mig_backend::MigBackend;
 use kubesched_device_plugin::mig_manager::{DynamicMig, DynamicSelection};
 use kubesched_device_plugin::node_agent::NodeAgent;
@@ -79,6 +80,11 @@ struct Cli {
     /// Serve /metrics, /healthz and /readyz here (e.g. 0.0.0.0:9400); off when absent.
     #[arg(long)]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// Key file shared with the scheduler extender (at least 16 bytes): only devices
+    /// annotations it signed for the very pod are followed. Without it any annotation on a
+    /// pod is believed, so anyone who can create pods can steer devices.
+    #[arg(long, env = "SIGNING_KEY_FILE")]
+    signing_key_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -206,6 +212,23 @@ async fn main() -> anyhow::Result<()> {
             (None, None) => (None, Arc::new(NoGpus), None),
         };
 
+    let signer = match &cli.signing_key_file {
+        Some(path) => {
+            let bytes = std::fs::read(path)
+                .with_context(|| format!("reading the signing key {}", path.display()))?;
+            Some(
+                SigningKey::from_bytes(&bytes)
+                    .with_context(|| format!("signing key {}", path.display()))?,
+            )
+        }
+        None => None,
+    };
+    if signer.is_none() && !cli.standalone {
+        tracing::warn!(
+            "no --signing-key-file: devices annotations are followed unauthenticated, so anyone \
+             who can create pods can steer which devices pods get"
+        );
+    }
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let names = ResourceNames::new(cli.resource_domain.clone());
     let (pods, publisher, pod_wait): (Arc<dyn PodSource>, _, _) = if cli.standalone {
@@ -218,13 +241,13 @@ async fn main() -> anyhow::Result<()> {
         let client = kube::Client::try_default()
             .await
             .context("connecting to the Kubernetes API (use --standalone to run without)")?;
-        let pods = KubePods::spawn(
-            client.clone(),
-            &cli.node_name,
-            names.clone(),
-            key(&cli.annotation_prefix, DEVICES_ANNOTATION),
-            stopped.clone(),
-        );
+        let reader = PodReader {
+            names: names.clone(),
+            annotation_key: key(&cli.annotation_prefix, DEVICES_ANNOTATION),
+            node: cli.node_name.clone(),
+            signer: signer.clone(),
+        };
+        let pods = KubePods::spawn(client.clone(), reader, stopped.clone());
         let annotator: Arc<dyn NodeAnnotator> =
             Arc::new(KubeNodeAnnotator::new(client, cli.node_name.clone()));
         (

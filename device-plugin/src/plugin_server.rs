@@ -186,8 +186,11 @@ impl PluginServer {
         let service =
             DevicePluginService::new(resource.to_string(), manager, allocator, stopped.clone());
         let mut shutdown = stopped;
-        // Kubelets before 1.26 send the socket path as `:authority`, which h2 rejects.
-        let incoming = UnixListenerStream::new(listener).map(|conn| conn.map(AuthorityFix::new));
+        // Kubelets before 1.26 send the socket path as `:authority`, which h2 rejects. The
+        // kubelet opens one or two connections: past a few, new ones are closed at once.
+        let slots = crate::h2_authority::ConnectionSlots::default();
+        let incoming = UnixListenerStream::new(listener)
+            .filter_map(move |conn| AuthorityFix::admit(&slots, conn));
         let task = tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(DevicePluginServer::new(service))

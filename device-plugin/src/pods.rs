@@ -13,8 +13,9 @@ pub enum PodDevices {
     /// No annotation: the pod was scheduled by another scheduler.
     Unassigned,
     Assigned(DevicesAnnotation),
-    /// An annotation this agent cannot follow (malformed, a newer version, another node):
-    /// allocation for such a pod is refused with this reason rather than guessed.
+    /// An annotation this agent cannot follow (malformed, a newer version, another node, not
+    /// signed by the scheduler for this pod, or contradicting the pod's request): allocation
+    /// for such a pod is refused with this reason rather than guessed.
     Unreadable(String),
 }
 
@@ -27,6 +28,9 @@ pub struct PodView {
     /// The pod's GPU request (whole GPUs or slices of one profile).
     pub demand: GpuDemand,
     pub devices: PodDevices,
+    /// The kubelet has started it (a container status exists): its devices were handed out
+    /// already, so it is not the pod an Allocate is for.
+    pub admitted: bool,
 }
 
 impl PodView {
@@ -127,6 +131,7 @@ mod tests {
                 },
             ],
             numa_node: Some(1),
+            signature: None,
         };
         let pod = PodView {
             namespace: "ns".into(),
@@ -137,6 +142,7 @@ mod tests {
                 count: 2,
             },
             devices: PodDevices::Assigned(annotation),
+            admitted: false,
         };
         assert_eq!(
             pod.assigned_ids("nvidia.com/mig-1g.10gb"),

@@ -78,7 +78,9 @@ fn dynamic_pod(name: &str, gpu: &str, profile: &str, start: u8) -> PodView {
                 }),
             }],
             numa_node: None,
+            signature: None,
         }),
+        admitted: false,
     }
 }
 

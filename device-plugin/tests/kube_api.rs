@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use kube::client::Body;
 use kubesched_core::request::{GpuDemand, ResourceNames};
-use kubesched_device_plugin::kube_pods::KubePods;
+use kubesched_device_plugin::kube_pods::{KubePods, PodReader};
 use kubesched_device_plugin::pods::{PodDevices, PodSource};
 use kubesched_device_plugin::publisher::{KubeNodeAnnotator, NodeAnnotator};
 
@@ -146,13 +146,13 @@ async fn pods_of_the_node_come_from_a_watched_cache() {
         (*n == 1).then(|| (200, added.clone()))
     });
     let (_stop, stopped) = tokio::sync::watch::channel(false);
-    let pods = KubePods::spawn(
-        client,
-        "gpu-7",
-        ResourceNames::default(),
-        "kubesched.ai/devices".into(),
-        stopped,
-    );
+    let reader = PodReader {
+        names: ResourceNames::default(),
+        annotation_key: "kubesched.ai/devices".into(),
+        node: "gpu-7".into(),
+        signer: None,
+    };
+    let pods = KubePods::spawn(client, reader, stopped);
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     let views = loop {

@@ -84,9 +84,22 @@ impl Binder for OfflineBinder {
     fn annotate<'a>(
         &'a self,
         pod: &'a PodRef,
+        resource_version: Option<&'a str>,
         key: &'a str,
         value: &'a str,
     ) -> BoxFuture<'a, Result<(), BindError>> {
+        let stale = resource_version.is_some_and(|v| {
+            self.pods()
+                .get(&(pod.namespace.clone(), pod.name.clone()))
+                .is_some_and(|p| p.metadata.resource_version.as_deref() != Some(v))
+        });
+        if stale {
+            let conflict = BindError::Conflict(format!(
+                "pod {}/{} changed since it was read",
+                pod.namespace, pod.name
+            ));
+            return Box::pin(async move { Err(conflict) });
+        }
         let result = self.change(pod, |p| {
             p.metadata
                 .annotations

@@ -7,10 +7,11 @@ mod common;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use common::{FakeBinder, extender, node, observe, pod};
+use common::{FakeBinder, extender, node, observe, pod, signed_extender};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kubesched_core::annotation::DevicesAnnotation;
 use kubesched_core::catalogue::mig_geometry;
+use kubesched_core::signing::SigningKey;
 use kubesched_scheduler::extender::Extender;
 use kubesched_scheduler::extender::config::Config;
 use kubesched_scheduler::extender::protocol::ExtenderBindingArgs;
@@ -292,6 +293,12 @@ async fn already_bound_unknown_and_cpu_only_pods() {
         .lock()
         .unwrap()
         .insert("web".into(), web.clone());
+    // Reproduction: the API server takes a Binding to any name; a pod was sent to a node
+    // that does not exist.
+    let r = ext.bind(&binding(&web, "no-such-node")).await;
+    assert!(r.error.contains("does not exist"), "{}", r.error);
+    assert!(binder.bindings.lock().unwrap().is_empty());
+    ext.state_mut().upsert_other_node("cpu-node");
     let r = ext.bind(&binding(&web, "cpu-node")).await;
     assert_eq!(r.error, "");
     assert_eq!(binder.annotation_of("uid-web"), None);
@@ -305,4 +312,141 @@ async fn already_bound_unknown_and_cpu_only_pods() {
         Some("cpu-node")
     );
     assert_eq!(ext.state().reservation_count(), 0);
+}
+
+/// One H100 node with two dynamic-MIG GPUs, the pods' resourceVersion known to the fake API.
+fn two_gpus(key: Option<SigningKey>) -> (Arc<Extender>, Arc<FakeBinder>) {
+    signed_extender(
+        Config::default(),
+        &[node(
+            "gpu-0",
+            &[
+                ("H100-80GB", Some("dynamic"), 0),
+                ("H100-80GB", Some("dynamic"), 0),
+            ],
+            &[],
+        )],
+        key,
+    )
+}
+
+fn stored(binder: &FakeBinder, mut p: Pod, version: &str) -> Pod {
+    p.metadata.resource_version = Some(version.into());
+    let name = p.metadata.name.clone().unwrap();
+    binder.pods.lock().unwrap().insert(name, p.clone());
+    p
+}
+
+fn test_key() -> SigningKey {
+    SigningKey::from_bytes(b"a test key of thirty-two bytes!!").unwrap()
+}
+
+/// Reproduction 5 of the hostile-input report: two binds of one pod at once. Before, the
+/// second replaced the first's reservation and overwrote the annotation with other devices.
+#[tokio::test]
+async fn concurrent_binds_of_one_pod_write_one_annotation() {
+    let (ext, binder) = two_gpus(None);
+    let p = stored(&binder, seven_g("twice"), "7");
+    let args = binding(&p, "gpu-0");
+    let (a, b) = tokio::join!(ext.bind(&args), ext.bind(&args));
+    let errors: Vec<&str> = [&a.error, &b.error]
+        .into_iter()
+        .map(String::as_str)
+        .filter(|e| !e.is_empty())
+        .collect();
+    assert_eq!(errors.len(), 1, "exactly one bind wins: {a:?} {b:?}");
+    assert!(errors[0].contains("already in progress"), "{}", errors[0]);
+    assert_eq!(binder.annotate_versions.lock().unwrap().len(), 1);
+    assert_eq!(ext.state().reservation_count(), 1);
+    let text = binder.annotation_of("uid-twice").unwrap();
+    let ann = DevicesAnnotation::from_json(&text).unwrap();
+    let reserved = ext
+        .state()
+        .reservation("uid-twice")
+        .unwrap()
+        .candidate
+        .clone();
+    let node = ext.state().node_state("gpu-0").cloned().unwrap();
+    let req = ext
+        .state()
+        .reservation("uid-twice")
+        .unwrap()
+        .request
+        .clone();
+    assert_eq!(ann.to_candidate(&node, &req.gpu).unwrap(), reserved);
+}
+
+/// The annotation patch carries the resourceVersion bind read; a pod changed since (here the
+/// cache is behind the API) makes the patch fail as a conflict, and the reservation goes.
+#[tokio::test]
+async fn the_annotation_patch_is_conditional_on_the_version_read() {
+    let (ext, binder) = two_gpus(None);
+    let p = stored(&binder, seven_g("p"), "5");
+    assert_eq!(ext.bind(&binding(&p, "gpu-0")).await.error, "");
+    assert_eq!(
+        binder.annotate_versions.lock().unwrap()[0],
+        ("uid-p".to_string(), Some("5".to_string()))
+    );
+
+    let mut q = seven_g("q");
+    q.metadata.resource_version = Some("5".into());
+    observe(&ext, &q);
+    stored(&binder, q.clone(), "6");
+    let r = ext.bind(&binding(&q, "gpu-0")).await;
+    assert!(r.error.contains("modified"), "{}", r.error);
+    assert!(ext.state().reservation("uid-q").is_none());
+    assert_eq!(binder.annotation_of("uid-q"), None);
+}
+
+/// A pod that already carries this extender's signed annotation for the node (its earlier
+/// Binding failed) is bound on exactly those devices, without a new choice or a new patch;
+/// an annotation the extender did not sign is replaced, never followed.
+#[tokio::test]
+async fn a_rebind_keeps_our_annotation_and_replaces_a_forged_one() {
+    let (ext, binder) = two_gpus(Some(test_key()));
+    let p = stored(&binder, seven_g("again"), "1");
+    binder.fail_bind.lock().unwrap().push("again".into());
+    let r = ext.bind(&binding(&p, "gpu-0")).await;
+    assert!(r.error.contains("unable"), "{}", r.error);
+    let first = binder.annotation_of("uid-again").unwrap();
+    let ann = DevicesAnnotation::from_json(&first).unwrap();
+    assert_eq!(test_key().verify(&ann, "uid-again"), Ok(()));
+    assert_eq!(ext.state().reservation_count(), 0);
+
+    // kube-scheduler retries on the same node: the pod now carries the annotation.
+    let mut annotated = p.clone();
+    annotated.metadata.annotations =
+        Some([("kubesched.ai/devices".to_string(), first.clone())].into());
+    stored(&binder, annotated, "2");
+    binder.fail_bind.lock().unwrap().clear();
+    binder.annotations.lock().unwrap().clear();
+    assert_eq!(ext.bind(&binding(&p, "gpu-0")).await.error, "");
+    assert_eq!(binder.annotation_of("uid-again"), None, "nothing rewritten");
+    assert_eq!(
+        binder.annotate_versions.lock().unwrap().len(),
+        1,
+        "one patch in all"
+    );
+    let node = ext.state().node_state("gpu-0").cloned().unwrap();
+    let kept = ann.to_candidate(&node, &req_of(&ext, "uid-again")).unwrap();
+    assert_eq!(
+        ext.state().reservation("uid-again").unwrap().candidate,
+        kept
+    );
+
+    // A forged (unsigned) annotation on a fresh pod is not followed: bind writes its own.
+    let mut forged = seven_g("forged");
+    let mut fake = ann.clone();
+    fake.signature = None;
+    forged.metadata.annotations =
+        Some([("kubesched.ai/devices".to_string(), fake.to_json())].into());
+    let forged = stored(&binder, forged, "3");
+    assert_eq!(ext.bind(&binding(&forged, "gpu-0")).await.error, "");
+    let written = binder.annotation_of("uid-forged").unwrap();
+    let written = DevicesAnnotation::from_json(&written).unwrap();
+    assert_eq!(test_key().verify(&written, "uid-forged"), Ok(()));
+}
+
+fn req_of(ext: &Extender, uid: &str) -> kubesched_core::request::GpuDemand {
+    ext.state().reservation(uid).unwrap().request.gpu.clone()
 }

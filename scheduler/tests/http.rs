@@ -143,3 +143,48 @@ async fn health_readiness_metrics_and_routing() {
     }
     assert!(closed, "server still accepting after shutdown");
 }
+
+/// Reproduction 8 of the hostile-input report: a stalled body stayed open 70 s and more.
+/// Now a body that stops arriving gets a 400 within the request timeout, headers that stop
+/// arriving get the connection closed, and the server goes on serving.
+#[tokio::test]
+async fn stalled_requests_are_cut_off_at_the_request_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_ext, addr, _stop) = start(Config {
+        request_timeout_seconds: 1,
+        ..Config::default()
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let mut body = tokio::net::TcpStream::connect(addr).await.unwrap();
+    body.write_all(
+        b"POST /filter HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"Pod\":",
+    )
+    .await
+    .unwrap();
+    let mut headers = tokio::net::TcpStream::connect(addr).await.unwrap();
+    headers
+        .write_all(b"POST /filter HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        body.read_to_end(&mut reply),
+    )
+    .await;
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(read.is_ok(), "body stall not cut off");
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    assert!(reply.contains("not received within"), "{reply}");
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        headers.read_to_end(&mut rest),
+    )
+    .await;
+    assert!(closed.is_ok(), "header stall not cut off");
+    assert!(started.elapsed() < std::time::Duration::from_secs(4));
+    let mut c = Http::connect(addr).await;
+    assert_eq!(c.request("GET", "/healthz", b"").await.0, 200);
+}

@@ -4,6 +4,8 @@
 
 #[path = "e2e/burst.rs"]
 mod burst;
+#[path = "e2e/hostile.rs"]
+mod hostile;
 #[path = "e2e/restarts.rs"]
 mod restarts;
 #[path = "e2e/scheduling.rs"]
@@ -59,6 +61,11 @@ async fn scenarios(cluster: &Cluster) -> anyhow::Result<()> {
     })
     .await?;
     scheduling::cleanup_devices_pods(cluster).await?;
+    run(
+        "forged_devices_annotation_refused_others_undisturbed",
+        || hostile::forged_annotations_are_refused(cluster),
+    )
+    .await?;
     run("guaranteed_pod_devices_and_cpus_on_one_numa_node", || {
         scheduling::guaranteed_pod_on_one_numa_node(cluster)
     })

@@ -132,6 +132,7 @@ pub fn pod(name: &str, resource: &str, count: u32, assigned: Option<&[&str]>) ->
         uid: format!("uid-{name}"),
         demand,
         devices,
+        admitted: false,
     }
 }
 
@@ -172,6 +173,7 @@ pub fn annotation(resource: &str, ids: &[&str]) -> DevicesAnnotation {
         resource: resource.into(),
         devices,
         numa_node: None,
+        signature: None,
     }
 }
 
@@ -189,6 +191,14 @@ pub struct Harness {
 }
 
 pub fn build_from_fixture(pods: Arc<InMemoryPods>) -> (Arc<ResourceManager>, Arc<Allocator>) {
+    build_waiting_from_fixture(pods, Duration::ZERO)
+}
+
+/// As [`build_from_fixture`], the allocator waiting up to `pod_wait` for the pod being admitted.
+pub fn build_waiting_from_fixture(
+    pods: Arc<InMemoryPods>,
+    pod_wait: Duration,
+) -> (Arc<ResourceManager>, Arc<Allocator>) {
     let fake = FakeInventory::open(FIXTURE).unwrap();
     let found = fake.discover().unwrap();
     let names = ResourceNames::default();
@@ -206,7 +216,8 @@ pub fn build_from_fixture(pods: Arc<InMemoryPods>) -> (Arc<ResourceManager>, Arc
         numa_nodes: fixture.numa_nodes,
         gpus: found.gpus,
     };
-    let allocator = Arc::new(Allocator::new(manager.clone(), pods, names, inventory));
+    let allocator =
+        Arc::new(Allocator::new(manager.clone(), pods, names, inventory).with_pod_wait(pod_wait));
     (manager, allocator)
 }
 

@@ -1,8 +1,15 @@
 //! The `bind` verb: choose the concrete devices on the node kube-scheduler
-//! picked, reserve them in memory, write the devices annotation, then
-//! create the Binding. The reservation stands until the watch shows the
+//! picked, reserve them in memory, write the (signed) devices annotation,
+//! then create the Binding. The reservation stands until the watch shows the
 //! bound, annotated pod; on any failure it is released and the pod retried.
 //! API access sits behind `Binder` so tests can run without a cluster.
+//!
+//! Binding is idempotent: one bind of a pod at a time (a second one while a
+//! reservation stands is a conflict); an annotation this extender already
+//! wrote for the same node is kept, never replaced by a new choice; and the
+//! annotation patch is conditional on the pod's resourceVersion as read, so
+//! a concurrent writer makes it fail with a conflict rather than be
+//! overwritten.
 
 use std::time::Instant;
 
@@ -12,6 +19,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kubesched_core::annotation::DevicesAnnotation;
 use kubesched_core::request::PodRequest;
+use kubesched_core::text::quote;
 use thiserror::Error;
 
 use super::cluster_state::{EvalContext, NodeView};
@@ -41,10 +49,12 @@ pub enum BindError {
 /// The API calls bind needs.
 pub trait Binder: Send + Sync {
     fn get_pod<'a>(&'a self, pod: &'a PodRef) -> BoxFuture<'a, Result<Pod, BindError>>;
-    /// Sets one annotation on the pod, only if its UID still matches.
+    /// Sets one annotation on the pod, only if its UID still matches and, when
+    /// `resource_version` is given, only if the pod has not changed since that version.
     fn annotate<'a>(
         &'a self,
         pod: &'a PodRef,
+        resource_version: Option<&'a str>,
         key: &'a str,
         value: &'a str,
     ) -> BoxFuture<'a, Result<(), BindError>>;
@@ -88,15 +98,20 @@ impl Binder for KubeBinder {
     fn annotate<'a>(
         &'a self,
         pod: &'a PodRef,
+        resource_version: Option<&'a str>,
         key: &'a str,
         value: &'a str,
     ) -> BoxFuture<'a, Result<(), BindError>> {
         Box::pin(async move {
             // The UID in the patch makes the API server refuse it if the pod
-            // was replaced by a namesake.
-            let patch = serde_json::json!({
+            // was replaced by a namesake; the resourceVersion (optimistic
+            // concurrency) if anyone changed it since we read it.
+            let mut patch = serde_json::json!({
                 "metadata": {"uid": pod.uid, "annotations": {key: value}}
             });
+            if let Some(version) = resource_version {
+                patch["metadata"]["resourceVersion"] = version.into();
+            }
             self.pods(&pod.namespace)
                 .patch(&pod.name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
@@ -167,31 +182,38 @@ impl Extender {
         }
     }
 
-    /// Binds; returns the devices annotation written, if any.
+    /// Binds; returns the devices annotation written or kept, if any.
     async fn try_bind(&self, pod: &PodRef, node: &str) -> Result<Option<String>, Refusal> {
-        let req = self.bind_request(pod).await?;
-        let annotation = if req.gpu.is_none() {
-            None
-        } else {
-            Some(self.reserve(pod, node, &req)?)
-        };
-        let release = |outcome: &'static str, e: BindError| {
-            if annotation.is_some() {
-                self.state_mut().release(&pod.uid);
-                self.metrics()
-                    .set_reservations(self.state().reservation_count());
+        let seen = self.bind_target(pod).await?;
+        if seen.request.gpu.is_none() {
+            // The Binding API accepts any node name; a pod must not be sent nowhere.
+            if !self.state().has_node(node) {
+                return Err(Refusal {
+                    outcome: "no_fit",
+                    message: format!("node {} does not exist", quote(node)),
+                });
             }
-            Refusal {
-                outcome: match e {
-                    BindError::Conflict(_) => "conflict",
-                    _ => outcome,
-                },
-                message: e.to_string(),
-            }
-        };
-        if let Some(json) = &annotation {
             self.binder()
-                .annotate(pod, self.devices_key(), json)
+                .bind(pod, node)
+                .await
+                .map_err(|e| api_refusal("api_error", e))?;
+            return Ok(None);
+        }
+        let (annotation, write) = self.reserve(pod, node, &seen)?;
+        let release = |outcome: &'static str, e: BindError| {
+            self.state_mut().release(&pod.uid);
+            self.metrics()
+                .set_reservations(self.state().reservation_count());
+            api_refusal(outcome, e)
+        };
+        if write {
+            self.binder()
+                .annotate(
+                    pod,
+                    seen.resource_version.as_deref(),
+                    self.devices_key(),
+                    &annotation,
+                )
                 .await
                 .map_err(|e| release("api_error", e))?;
         }
@@ -199,16 +221,21 @@ impl Extender {
             .bind(pod, node)
             .await
             .map_err(|e| release("api_error", e))?;
-        Ok(annotation)
+        Ok(Some(annotation))
     }
 
-    /// The pod's request: from the watch cache, else from the API.
-    async fn bind_request(&self, pod: &PodRef) -> Result<PodRequest, Refusal> {
+    /// The pod as bind needs it: from the watch cache, else from the API.
+    async fn bind_target(&self, pod: &PodRef) -> Result<BindTarget, Refusal> {
         let cached = self.state().pod(&pod.uid).map(|p| {
+            let same = p.namespace == pod.namespace && p.name == pod.name;
             (
                 p.node.clone(),
-                p.request.clone(),
-                p.namespace == pod.namespace && p.name == pod.name,
+                same,
+                BindTarget {
+                    request: p.request.clone(),
+                    devices: p.devices.clone(),
+                    resource_version: p.resource_version.clone(),
+                },
             )
         });
         match cached {
@@ -216,7 +243,7 @@ impl Extender {
                 outcome: "conflict",
                 message: format!("pod {} is already bound to {bound}", pod.name),
             }),
-            Some((None, req, true)) => Ok(req),
+            Some((None, true, target)) => Ok(target),
             _ => {
                 let obj = self.binder().get_pod(pod).await.map_err(|e| Refusal {
                     outcome: "unknown_pod",
@@ -228,17 +255,41 @@ impl Extender {
                         message: format!("pod {} was replaced (UID differs)", pod.name),
                     });
                 }
-                self.pod_request(&obj).map_err(|e| Refusal {
+                if let Some(bound) = obj.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
+                    return Err(Refusal {
+                        outcome: "conflict",
+                        message: format!("pod {} is already bound to {bound}", pod.name),
+                    });
+                }
+                let request = self.pod_request(&obj).map_err(|e| Refusal {
                     outcome: "unknown_pod",
                     message: e.to_string(),
+                })?;
+                let devices = obj
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(self.devices_key()))
+                    .map(|text| self.read_devices(text, &pod.uid));
+                Ok(BindTarget {
+                    request,
+                    devices,
+                    resource_version: obj.metadata.resource_version.clone(),
                 })
             }
         }
     }
 
-    /// Chooses the devices and records the reservation, atomically under
-    /// the state's write lock; returns the annotation to write.
-    fn reserve(&self, pod: &PodRef, node: &str, req: &PodRequest) -> Result<String, Refusal> {
+    /// Chooses the devices (or keeps those this extender already chose for the pod on this
+    /// node) and records the reservation, atomically under the state's write lock. Returns
+    /// the annotation and whether it still has to be written.
+    fn reserve(
+        &self,
+        pod: &PodRef,
+        node: &str,
+        seen: &BindTarget,
+    ) -> Result<(String, bool), Refusal> {
+        let req = &seen.request;
         let (workload, workload_gen) = self.workload().current();
         let ctx = EvalContext {
             policy: self.policy(),
@@ -252,19 +303,49 @@ impl Extender {
             message,
         };
         let mut state = self.state_mut();
-        let choice = state.evaluate(node, &ctx, |view| match view {
-            NodeView::Evaluated(Ok(c)) => Ok(c.clone()),
-            NodeView::Evaluated(Err(u)) => Err(format!("node {node} no longer fits: {u}")),
-            NodeView::Unknown => Err(format!("node {node}: {}", super::filter::NO_INVENTORY)),
-            NodeView::Invalid(e) => Err(format!("node {node}: inventory unusable: {e}")),
-        });
-        let choice = choice.map_err(no_fit)?;
-        let resource = self.reader().names.for_demand(&req.gpu).unwrap_or_default();
+        if state.reservation(&pod.uid).is_some() {
+            return Err(Refusal {
+                outcome: "conflict",
+                message: format!("a bind of pod {} is already in progress", pod.name),
+            });
+        }
         let node_state = state
             .node_state(node)
-            .ok_or_else(|| no_fit(format!("node {node} vanished")))?;
-        let ann = DevicesAnnotation::from_candidate(node_state, &resource, &choice.candidate)
-            .map_err(|e| no_fit(e.to_string()))?;
+            .ok_or_else(|| no_fit(format!("node {node}: {}", super::filter::NO_INVENTORY)))?;
+        // Ours already, for this node: bind again on exactly those devices.
+        let kept = match &seen.devices {
+            Some(Ok(ann)) if ann.node == node => Some(
+                ann.to_candidate(node_state, &req.gpu)
+                    .map(|candidate| (ann.to_json(), candidate))
+                    .map_err(|e| no_fit(format!("the pod's devices annotation: {e}")))?,
+            ),
+            _ => None,
+        };
+        let (json, candidate, write) = match kept {
+            Some((json, candidate)) => (json, candidate, false),
+            None => {
+                let choice = state.evaluate(node, &ctx, |view| match view {
+                    NodeView::Evaluated(Ok(c)) => Ok(c.clone()),
+                    NodeView::Evaluated(Err(u)) => Err(format!("node {node} no longer fits: {u}")),
+                    NodeView::Unknown => {
+                        Err(format!("node {node}: {}", super::filter::NO_INVENTORY))
+                    }
+                    NodeView::Invalid(e) => Err(format!("node {node}: inventory unusable: {e}")),
+                });
+                let choice = choice.map_err(no_fit)?;
+                let resource = self.reader().names.for_demand(&req.gpu).unwrap_or_default();
+                let node_state = state
+                    .node_state(node)
+                    .ok_or_else(|| no_fit(format!("node {node} vanished")))?;
+                let mut ann =
+                    DevicesAnnotation::from_candidate(node_state, &resource, &choice.candidate)
+                        .map_err(|e| no_fit(e.to_string()))?;
+                if let Some(key) = self.signer() {
+                    key.sign(&mut ann, &pod.uid);
+                }
+                (ann.to_json(), choice.candidate, true)
+            }
+        };
         state
             .reserve(
                 &pod.uid,
@@ -273,12 +354,31 @@ impl Extender {
                     name: pod.name.clone(),
                     node: node.to_string(),
                     request: req.clone(),
-                    candidate: choice.candidate,
+                    candidate,
                     created: Instant::now(),
                 },
             )
             .map_err(|e| no_fit(format!("node {node}: {e}")))?;
         self.metrics().set_reservations(state.reservation_count());
-        Ok(ann.to_json())
+        Ok((json, write))
+    }
+}
+
+/// What bind knows of the pod before it chooses.
+struct BindTarget {
+    request: PodRequest,
+    /// Its devices annotation, read as the state reads one (signature checked).
+    devices: Option<Result<DevicesAnnotation, String>>,
+    resource_version: Option<String>,
+}
+
+/// The refusal for a failed API call: a conflict is named as such.
+fn api_refusal(outcome: &'static str, e: BindError) -> Refusal {
+    Refusal {
+        outcome: match e {
+            BindError::Conflict(_) => "conflict",
+            _ => outcome,
+        },
+        message: e.to_string(),
     }
 }

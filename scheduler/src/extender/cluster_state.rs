@@ -39,8 +39,10 @@ pub struct PodRecord {
     /// `spec.nodeName`: set once bound.
     pub node: Option<String>,
     pub request: PodRequest,
-    /// The devices annotation, parsed (or why it could not be).
+    /// The devices annotation, parsed and its signature checked (or why it is unusable).
     pub devices: Option<Result<DevicesAnnotation, String>>,
+    /// The object's version when seen: a bind's annotation patch is conditional on it.
+    pub resource_version: Option<String>,
 }
 
 impl PodRecord {
@@ -93,6 +95,8 @@ type NodeMap = HashMap<String, NodeEntry, foldhash::fast::RandomState>;
 
 pub struct ClusterState {
     nodes: NodeMap,
+    /// Every node the API server has, GPU node or not: a bind names one of these.
+    node_names: HashSet<String>,
     pods: HashMap<String, PodRecord>,
     on_node: HashMap<String, BTreeSet<String>>,
     reservations: Reservations,
@@ -115,6 +119,7 @@ impl ClusterState {
             .collect();
         ClusterState {
             nodes: NodeMap::default(),
+            node_names: HashSet::new(),
             pods: HashMap::new(),
             on_node: HashMap::new(),
             reservations: Reservations::default(),
@@ -139,6 +144,9 @@ impl ClusterState {
     /// Adds or replaces a node: `base` is its empty state from the inventory,
     /// or why the inventory is unusable.
     pub fn upsert_node(&mut self, name: &str, base: Result<NodeBase, String>) {
+        if !self.node_names.contains(name) {
+            self.node_names.insert(name.to_string());
+        }
         // Node status heartbeats re-send unchanged nodes: keep their memos.
         if self.nodes.get(name).is_some_and(|e| e.base == base) {
             return;
@@ -170,11 +178,27 @@ impl ClusterState {
 
     pub fn remove_node(&mut self, name: &str) {
         self.nodes.remove(name);
+        self.node_names.remove(name);
     }
 
-    /// Replaces every node at once (after a full list from the API).
+    /// Records a node that publishes no inventory (not ours to place GPUs on).
+    pub fn upsert_other_node(&mut self, name: &str) {
+        self.nodes.remove(name);
+        if !self.node_names.contains(name) {
+            self.node_names.insert(name.to_string());
+        }
+    }
+
+    /// Whether the API server has a node of this name, with or without GPUs.
+    pub fn has_node(&self, name: &str) -> bool {
+        self.node_names.contains(name)
+    }
+
+    /// Replaces every node at once (after a full list from the API); nodes without an
+    /// inventory are added after with [`ClusterState::upsert_other_node`].
     pub fn reset_nodes(&mut self, nodes: Vec<(String, Result<NodeBase, String>)>) {
         self.nodes.clear();
+        self.node_names.clear();
         for (name, base) in nodes {
             self.upsert_node(&name, base);
         }

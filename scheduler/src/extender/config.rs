@@ -45,12 +45,21 @@ pub struct Config {
     pub workload: WorkloadConfig,
     /// Largest request body accepted (5000 node names are about 100 KB).
     pub max_body_bytes: usize,
+    /// A client gets this long for a request's headers, for its body, and for a TLS
+    /// handshake: a stalled sender does not hold a connection open.
+    pub request_timeout_seconds: u64,
     /// How long a bind's reservation may wait for the watch to confirm it.
     pub reservation_ttl_seconds: u64,
     /// Export per-GPU capacity series (one per GPU and MIG profile).
     pub per_gpu_metrics: bool,
     /// Serve HTTPS with this certificate and key (PEM); plain HTTP when absent.
     pub tls: Option<TlsConfig>,
+    /// Serve `/metrics`, `/healthz`, `/readyz` and `/ui` here instead of on `listen`, so the
+    /// verbs can stay on localhost (kube-scheduler shares the pod).
+    pub metrics_listen: Option<SocketAddr>,
+    /// File holding the key (at least 16 bytes) that signs devices annotations; the node
+    /// agents read the same one. Without it annotations are written unsigned.
+    pub signing_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -70,9 +79,12 @@ impl Default for Config {
             policy: PolicyConfig::default(),
             workload: WorkloadConfig::default(),
             max_body_bytes: 8 << 20,
+            request_timeout_seconds: 10,
             reservation_ttl_seconds: 600,
             per_gpu_metrics: true,
             tls: None,
+            metrics_listen: None,
+            signing_key_file: None,
         }
     }
 }
@@ -157,6 +169,12 @@ pub struct Overrides {
     /// PEM private key for --tls-cert.
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Address for metrics, probes and the GPU map, e.g. 0.0.0.0:9090.
+    #[arg(long)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Key file that signs devices annotations (shared with the node agents).
+    #[arg(long)]
+    pub signing_key_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -190,6 +208,12 @@ impl Config {
         if let Some(v) = &flags.policy {
             cfg.policy.name = v.clone();
         }
+        if let Some(v) = flags.metrics_listen {
+            cfg.metrics_listen = Some(v);
+        }
+        if let Some(v) = &flags.signing_key_file {
+            cfg.signing_key_file = Some(v.clone());
+        }
         if let (Some(cert_file), Some(key_file)) = (&flags.tls_cert, &flags.tls_key) {
             cfg.tls = Some(TlsConfig {
                 cert_file: cert_file.clone(),
@@ -219,6 +243,9 @@ impl Config {
         if self.max_body_bytes < 1024 {
             return bad("maxBodyBytes must be at least 1024".into());
         }
+        if !(1..=300).contains(&self.request_timeout_seconds) {
+            return bad("requestTimeoutSeconds must be between 1 and 300".into());
+        }
         self.policy()?;
         let w = &self.workload;
         if w.learn.is_some() && w.fixed.is_some() {
@@ -237,6 +264,10 @@ impl Config {
             return bad("learn: window must be > 0 and coverage in (0, 1]".into());
         }
         Ok(())
+    }
+
+    pub fn request_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.request_timeout_seconds)
     }
 
     /// The configured placement policy.

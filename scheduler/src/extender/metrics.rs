@@ -64,6 +64,7 @@ pub struct Metrics {
     binds: Family<OutcomeLabels, Counter>,
     reservations: Gauge,
     watch_lists: Family<ResourceLabels, Counter>,
+    task_restarts: Family<ResourceLabels, Counter>,
     gpu_free_positions: Family<GpuLabels, Gauge>,
     gpu_largest_profile: Family<GpuProfileLabels, Gauge>,
     gpu_profile_fits: Family<GpuProfileLabels, Gauge>,
@@ -126,6 +127,12 @@ impl Metrics {
             "Full lists loaded by the Node and Pod watches: the first, then one after each break",
             watch_lists.clone(),
         );
+        let task_restarts = Family::<ResourceLabels, Counter>::default();
+        registry.register(
+            "task_restarts",
+            "Background tasks (the nodes and pods watches, reservation expiry) restarted after they ended or panicked",
+            task_restarts.clone(),
+        );
         let gpu_free_positions = Family::<GpuLabels, Gauge>::default();
         registry.register(
             "gpu_free_mig_positions",
@@ -182,6 +189,7 @@ impl Metrics {
             binds,
             reservations,
             watch_lists,
+            task_restarts,
             gpu_free_positions,
             gpu_largest_profile,
             gpu_profile_fits,
@@ -219,6 +227,13 @@ impl Metrics {
     /// A watch of `resource` (`nodes`, `pods`) loaded a full list.
     pub fn watch_listed(&self, resource: &'static str) {
         self.watch_lists
+            .get_or_create(&ResourceLabels { resource })
+            .inc();
+    }
+
+    /// The background task `resource` (`nodes`, `pods`, `reservations`) ended and restarts.
+    pub fn task_restarted(&self, resource: &'static str) {
+        self.task_restarts
             .get_or_create(&ResourceLabels { resource })
             .inc();
     }

@@ -13,12 +13,12 @@
 pub mod bind;
 pub mod cluster_state;
 pub mod config;
+mod connections;
 pub mod filter;
 pub mod metrics;
 pub mod pod_request;
 pub mod prioritize;
 pub mod protocol;
-pub mod quantity;
 pub mod reflectors;
 pub mod reservations;
 pub mod server;

@@ -7,10 +7,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
+use kubesched_core::quantity::{Quantity, QuantityError};
 use kubesched_core::request::{PodRequest, RequestError, ResourceNames};
 use thiserror::Error;
-
-use super::quantity::{Quantity, QuantityError};
 
 /// Pod annotation suffix listing allowed GPU models, comma-separated.
 pub const GPU_MODELS_ANNOTATION: &str = "gpu-models";

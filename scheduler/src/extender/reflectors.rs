@@ -1,11 +1,19 @@
 //! Keeps the cluster state in step with the API: watches Nodes (inventory
 //! annotation, allocatable CPU and memory) and Pods (bound node, requests,
 //! devices annotation). Each (re)list replaces the state wholesale, so a
-//! restarted extender rebuilds everything from the API. Readiness is set
-//! once both first lists are in. A broken watch is retried within seconds
-//! ([`kubesched_core::retry`]).
+//! restarted extender rebuilds everything from the API. A broken watch is
+//! retried within seconds ([`kubesched_core::retry`]).
+//!
+//! Each watch and the reservation expiry run as supervised tasks: one that
+//! ends or panics is started again (and relists), and the extender is ready
+//! only while both watches run and have listed, so it never answers from a
+//! view that has silently stopped changing. An object whose record panics is
+//! taken as unusable (a node with the reason, a pod skipped) rather than
+//! taking its watch down with it.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
@@ -13,13 +21,12 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
-use kubesched_core::annotation::DevicesAnnotation;
 use kubesched_core::inventory::NodeInventory;
 use kubesched_core::node::NodeState;
+use kubesched_core::quantity::Quantity;
 use kubesched_core::retry;
 
 use super::cluster_state::{NodeBase, PodRecord};
-use super::quantity::Quantity;
 use super::service::Extender;
 
 /// The node's empty state from its inventory annotation; `None` when it
@@ -72,7 +79,7 @@ pub fn pod_record(ext: &Extender, pod: &Pod) -> Option<(String, PodRecord)> {
         .annotations
         .as_ref()
         .and_then(|a| a.get(ext.devices_key()))
-        .map(|t| DevicesAnnotation::from_json(t).map_err(|e| e.to_string()));
+        .map(|text| ext.read_devices(text, &uid));
     Some((
         uid,
         PodRecord {
@@ -81,44 +88,90 @@ pub fn pod_record(ext: &Extender, pod: &Pod) -> Option<(String, PodRecord)> {
             node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
             request,
             devices,
+            resource_version: pod.metadata.resource_version.clone(),
         },
     ))
 }
 
-/// Watches Nodes and Pods until the streams end (never, normally), and
-/// expires unconfirmed reservations on a timer.
-pub async fn run(ext: Arc<Extender>, client: kube::Client) {
-    let nodes_synced = Arc::new(tokio::sync::Notify::new());
-    let pods_synced = Arc::new(tokio::sync::Notify::new());
-    let ready = {
-        let ext = ext.clone();
-        let (n, p) = (nodes_synced.clone(), pods_synced.clone());
-        async move {
-            n.notified().await;
-            p.notified().await;
-            ext.set_ready(true);
-            tracing::info!(nodes = ext.state().node_count(), "caches synced; ready");
+/// How long a task that ended waits before it starts again.
+const RESTART_DELAY: Duration = Duration::from_secs(1);
+
+/// Which watches are running and have loaded a full list.
+#[derive(Default)]
+struct Listed {
+    nodes: AtomicBool,
+    pods: AtomicBool,
+}
+
+impl Listed {
+    fn set(&self, ext: &Extender, kind: &'static str, listed: bool) {
+        let flag = if kind == Nodes::KIND {
+            &self.nodes
+        } else {
+            &self.pods
+        };
+        flag.store(listed, Ordering::Release);
+        let ready = self.nodes.load(Ordering::Acquire) && self.pods.load(Ordering::Acquire);
+        if ready != ext.is_ready() {
+            ext.set_ready(ready);
+            tracing::info!(ready, nodes = ext.state().node_count(), "readiness changed");
         }
-    };
-    tokio::join!(
-        mirror(
-            ext.clone(),
-            Nodes {
+    }
+}
+
+/// Watches Nodes and Pods and expires unconfirmed reservations, each task restarted
+/// whenever it ends; never returns.
+pub async fn run(ext: Arc<Extender>, client: kube::Client) {
+    let listed = Arc::new(Listed::default());
+    let nodes = {
+        let (ext, client, listed) = (ext.clone(), client.clone(), listed.clone());
+        move || {
+            let nodes = Nodes {
                 ext: ext.clone(),
                 inventory_key: ext.inventory_key().to_string(),
-            },
-            Api::all(client.clone()),
-            nodes_synced,
-        ),
-        mirror(
-            ext.clone(),
-            Pods { ext: ext.clone() },
-            Api::all(client),
-            pods_synced
-        ),
-        expire_reservations(ext.clone()),
-        ready,
+            };
+            mirror(ext.clone(), nodes, Api::all(client.clone()), listed.clone())
+        }
+    };
+    let pods = {
+        let (ext, listed) = (ext.clone(), listed.clone());
+        move || {
+            let pods = Pods { ext: ext.clone() };
+            mirror(ext.clone(), pods, Api::all(client.clone()), listed.clone())
+        }
+    };
+    let expiry = {
+        let ext = ext.clone();
+        move || expire_reservations(ext.clone())
+    };
+    tokio::join!(
+        supervise(&ext, Nodes::KIND, Some(&listed), nodes),
+        supervise(&ext, Pods::KIND, Some(&listed), pods),
+        supervise(&ext, "reservations", None, expiry),
     );
+}
+
+/// Runs `start()` as a task, again and again: whatever ends it (a panic included) is logged
+/// and counted, and a watch's kind is not ready until it has listed anew.
+async fn supervise<F, Fut>(ext: &Extender, kind: &'static str, listed: Option<&Listed>, start: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    loop {
+        let ended = tokio::spawn(start()).await;
+        if let Some(listed) = listed {
+            listed.set(ext, kind, false);
+        }
+        match ended {
+            Err(error) if error.is_panic() => {
+                tracing::error!(task = kind, %error, "task panicked; restarting it");
+            }
+            _ => tracing::warn!(task = kind, "task ended; restarting it"),
+        }
+        ext.metrics().task_restarted(kind);
+        tokio::time::sleep(RESTART_DELAY).await;
+    }
 }
 
 /// How one watched kind of object lands in the cluster state.
@@ -136,6 +189,8 @@ trait Mirror {
     fn record(&self, object: &Self::Object) -> Option<(String, Self::Record)>;
     /// The key an object is kept under.
     fn key(object: &Self::Object) -> Option<String>;
+    /// What to keep of an object whose record could not be made (it panicked).
+    fn unusable(&self, reason: String) -> Option<Self::Record>;
     /// Replaces everything of this kind with a full list.
     fn load(&self, all: Vec<(String, Self::Record)>);
     fn upsert(&self, key: &str, record: Self::Record);
@@ -150,23 +205,44 @@ struct Nodes {
 
 impl Mirror for Nodes {
     type Object = Node;
-    type Record = Result<NodeBase, String>;
+    /// `None` for a node without an inventory: kept by name only.
+    type Record = Option<Result<NodeBase, String>>;
     const KIND: &'static str = "nodes";
 
     fn record(&self, node: &Node) -> Option<(String, Self::Record)> {
-        node_base(node, &self.inventory_key)
+        let name = node.metadata.name.clone()?;
+        Some((
+            name,
+            node_base(node, &self.inventory_key).map(|(_, base)| base),
+        ))
     }
 
     fn key(node: &Node) -> Option<String> {
         node.metadata.name.clone()
     }
 
+    fn unusable(&self, reason: String) -> Option<Self::Record> {
+        Some(Some(Err(reason)))
+    }
+
     fn load(&self, all: Vec<(String, Self::Record)>) {
-        self.ext.state_mut().reset_nodes(all);
+        let (gpu, other): (Vec<_>, Vec<_>) = all.into_iter().partition(|(_, r)| r.is_some());
+        let mut state = self.ext.state_mut();
+        state.reset_nodes(
+            gpu.into_iter()
+                .filter_map(|(name, base)| Some((name, base?)))
+                .collect(),
+        );
+        for (name, _) in other {
+            state.upsert_other_node(&name);
+        }
     }
 
     fn upsert(&self, name: &str, base: Self::Record) {
-        self.ext.state_mut().upsert_node(name, base);
+        match base {
+            Some(base) => self.ext.state_mut().upsert_node(name, base),
+            None => self.ext.state_mut().upsert_other_node(name),
+        }
     }
 
     fn remove(&self, name: &str) {
@@ -201,6 +277,10 @@ impl Mirror for Pods {
         pod.metadata.uid.clone()
     }
 
+    fn unusable(&self, _reason: String) -> Option<PodRecord> {
+        None
+    }
+
     fn load(&self, all: Vec<(String, PodRecord)>) {
         self.ext.load_pods(all);
         self.count_reservations();
@@ -225,7 +305,7 @@ async fn mirror<M: Mirror>(
     ext: Arc<Extender>,
     mirror: M,
     api: Api<M::Object>,
-    synced: Arc<tokio::sync::Notify>,
+    listed: Arc<Listed>,
 ) {
     let mut buffer = Vec::new();
     let mut stream = watcher::watcher(api, watcher::Config::default())
@@ -234,15 +314,15 @@ async fn mirror<M: Mirror>(
     loop {
         match stream.try_next().await {
             Ok(Some(Event::Init)) => buffer.clear(),
-            Ok(Some(Event::InitApply(object))) => buffer.extend(mirror.record(&object)),
+            Ok(Some(Event::InitApply(object))) => buffer.extend(guarded_record(&mirror, &object)),
             Ok(Some(Event::InitDone)) => {
                 let count = buffer.len();
                 mirror.load(std::mem::take(&mut buffer));
                 tracing::info!(kind = M::KIND, count, "list loaded");
                 ext.metrics().watch_listed(M::KIND);
-                synced.notify_one();
+                listed.set(&ext, M::KIND, true);
             }
-            Ok(Some(Event::Apply(object))) => match mirror.record(&object) {
+            Ok(Some(Event::Apply(object))) => match guarded_record(&mirror, &object) {
                 Some((key, record)) => mirror.upsert(&key, record),
                 // No longer kept (a node lost its inventory, a pod finished).
                 None => {
@@ -263,6 +343,17 @@ async fn mirror<M: Mirror>(
     }
 }
 
+/// The object's record; a panic while making it (a bug meeting input nobody foresaw) leaves
+/// the object unusable with the reason instead of ending the watch.
+fn guarded_record<M: Mirror>(mirror: &M, object: &M::Object) -> Option<(String, M::Record)> {
+    let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| mirror.record(object)));
+    made.unwrap_or_else(|_| {
+        let key = M::key(object)?;
+        tracing::error!(kind = M::KIND, object = %key, "reading the object panicked; treating it as unusable");
+        Some((key, mirror.unusable("internal error while reading this object".into())?))
+    })
+}
+
 async fn expire_reservations(ext: Arc<Extender>) {
     let ttl = Duration::from_secs(ext.config().reservation_ttl_seconds);
     let mut tick = tokio::time::interval(Duration::from_secs(15));
@@ -273,5 +364,127 @@ async fn expire_reservations(ext: Arc<Extender>) {
             ext.metrics()
                 .set_reservations(ext.state().reservation_count());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use futures::future::BoxFuture;
+
+    use super::*;
+    use crate::extender::bind::{BindError, Binder, PodRef};
+    use crate::extender::config::Config;
+
+    struct NoApi;
+
+    impl Binder for NoApi {
+        fn get_pod<'a>(&'a self, _: &'a PodRef) -> BoxFuture<'a, Result<Pod, BindError>> {
+            Box::pin(async { Err(BindError::Api("no API in this test".into())) })
+        }
+        fn annotate<'a>(
+            &'a self,
+            _: &'a PodRef,
+            _: Option<&'a str>,
+            _: &'a str,
+            _: &'a str,
+        ) -> BoxFuture<'a, Result<(), BindError>> {
+            Box::pin(async { Err(BindError::Api("no API in this test".into())) })
+        }
+        fn bind<'a>(&'a self, _: &'a PodRef, _: &'a str) -> BoxFuture<'a, Result<(), BindError>> {
+            Box::pin(async { Err(BindError::Api("no API in this test".into())) })
+        }
+    }
+
+    fn extender() -> Arc<Extender> {
+        Arc::new(Extender::new(Config::default(), Arc::new(NoApi)).expect("default config"))
+    }
+
+    /// Reproductions 1 and 2 ended the watch task for good while `/readyz` said 200.
+    #[tokio::test]
+    async fn a_panicked_watch_restarts_and_is_not_ready_until_it_lists_again() {
+        let ext = extender();
+        let listed = Arc::new(Listed::default());
+        listed.set(&ext, Pods::KIND, true);
+        let runs = Arc::new(AtomicUsize::new(0));
+        let ready_at_restart = Arc::new(AtomicBool::new(true));
+        let start = {
+            let (ext, listed, runs) = (ext.clone(), listed.clone(), runs.clone());
+            let ready_at_restart = ready_at_restart.clone();
+            move || {
+                let (ext, listed, runs) = (ext.clone(), listed.clone(), runs.clone());
+                let ready_at_restart = ready_at_restart.clone();
+                async move {
+                    if runs.fetch_add(1, Ordering::SeqCst) > 0 {
+                        ready_at_restart.store(ext.is_ready(), Ordering::SeqCst);
+                    }
+                    listed.set(&ext, Nodes::KIND, true);
+                    if runs.load(Ordering::SeqCst) == 1 {
+                        panic!("a crafted annotation");
+                    }
+                    std::future::pending::<()>().await
+                }
+            }
+        };
+        let supervised = supervise(&ext, Nodes::KIND, Some(&listed), start);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(3), supervised)
+                .await
+                .is_err()
+        );
+        assert_eq!(runs.load(Ordering::SeqCst), 2, "restarted once");
+        assert!(
+            !ready_at_restart.load(Ordering::SeqCst),
+            "not ready between the panic and the new list"
+        );
+        assert!(ext.is_ready(), "ready again once relisted");
+        let metrics = ext.metrics().encode().expect("encodes");
+        assert!(
+            metrics.contains(r#"kubesched_extender_task_restarts_total{resource="nodes"} 1"#),
+            "{metrics}"
+        );
+    }
+
+    struct Boom;
+
+    impl Mirror for Boom {
+        type Object = Node;
+        type Record = Result<(), String>;
+        const KIND: &'static str = "nodes";
+        fn record(&self, _: &Node) -> Option<(String, Self::Record)> {
+            panic!("a bug meeting input nobody foresaw")
+        }
+        fn key(node: &Node) -> Option<String> {
+            node.metadata.name.clone()
+        }
+        fn unusable(&self, reason: String) -> Option<Self::Record> {
+            Some(Err(reason))
+        }
+        fn load(&self, _: Vec<(String, Self::Record)>) {}
+        fn upsert(&self, _: &str, _: Self::Record) {}
+        fn remove(&self, _: &str) {}
+    }
+
+    #[test]
+    fn an_object_whose_record_panics_is_kept_as_unusable() {
+        let mut node = Node::default();
+        node.metadata.name = Some("gpu-7".into());
+        let (key, record) = guarded_record(&Boom, &node).expect("kept");
+        assert_eq!(key, "gpu-7");
+        assert!(record.expect_err("unusable").contains("internal error"));
+    }
+
+    #[test]
+    fn a_crafted_inventory_excludes_its_node_with_the_reason() {
+        let inventory = r#"{"version":1,"node":"gpu-7","agentVersion":"x","gpus":[{"index":0,"uuid":"G0","model":"H100-80GB","pciBusId":"x","memoryMib":1,"healthy":true,"mig":{"mode":"dynamic","geometry":{"positions":8,"compute_slices":7,"profiles":[{"name":"1g.10gb","compute_slices":1,"width":10,"starts":[250],"max_count":7}]}}}]}"#;
+        let mut node = Node::default();
+        node.metadata.name = Some("gpu-7".into());
+        node.metadata.annotations =
+            Some([("kubesched.ai/inventory".to_string(), inventory.to_string())].into());
+        let (name, base) = node_base(&node, "kubesched.ai/inventory").expect("has inventory");
+        assert_eq!(name, "gpu-7");
+        let reason = base.expect_err("excluded");
+        assert!(reason.contains("1g.10gb"), "{reason}");
     }
 }

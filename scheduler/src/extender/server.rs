@@ -5,7 +5,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, to_bytes};
@@ -13,7 +13,6 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
@@ -23,13 +22,24 @@ use super::service::Extender;
 
 type Shared = Arc<Extender>;
 
-/// The extender's routes.
+/// All of the extender's routes on one listener.
 pub fn router(ext: Shared) -> Router {
+    verbs_router(ext.clone()).merge(observability_router(ext))
+}
+
+/// The scheduler verbs: only kube-scheduler, in the same pod, calls them.
+pub fn verbs_router(ext: Shared) -> Router {
     let prefix = ext.config().url_prefix.trim_end_matches('/').to_string();
     Router::new()
         .route(&format!("{prefix}/filter"), post(filter))
         .route(&format!("{prefix}/prioritize"), post(prioritize))
         .route(&format!("{prefix}/bind"), post(bind))
+        .with_state(ext)
+}
+
+/// Metrics, probes and the GPU map: what Prometheus, the kubelet and people read.
+pub fn observability_router(ext: Shared) -> Router {
+    Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -38,27 +48,38 @@ pub fn router(ext: Shared) -> Router {
         .with_state(ext)
 }
 
-/// Serves until `shutdown` completes, then drains in-flight requests.
+/// Serves every route over plain HTTP until `shutdown` completes, then drains in-flight
+/// requests.
 pub async fn serve(
     ext: Shared,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    // Small replies on keep-alive connections: do not let Nagle hold them.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "could not set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, router(ext))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let timeout = ext.config().request_timeout();
+    serve_app(router(ext), listener, None, timeout, shutdown).await
 }
 
+/// Serves `app` (over TLS with `tls`) until `shutdown` completes; `timeout` bounds a TLS
+/// handshake and each request's headers.
+pub async fn serve_app(
+    app: Router,
+    listener: TcpListener,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    timeout: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    super::connections::serve(app, listener, acceptor, timeout, shutdown).await
+}
+
+/// A whole request body must arrive within the configured request timeout: a stalled sender
+/// does not keep a connection and a buffer forever.
 async fn read_json<T: DeserializeOwned>(ext: &Extender, body: Body) -> Result<T, String> {
     let limit = ext.config().max_body_bytes;
-    let bytes = to_bytes(body, limit)
+    let timeout = ext.config().request_timeout();
+    let bytes = tokio::time::timeout(timeout, to_bytes(body, limit))
         .await
+        .map_err(|_| format!("request body not received within {timeout:?}"))?
         .map_err(|e| format!("reading body (limit {limit} bytes): {e}"))?;
     serde_json::from_slice(&bytes).map_err(|e| format!("malformed request: {e}"))
 }

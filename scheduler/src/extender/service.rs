@@ -7,10 +7,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use k8s_openapi::api::core::v1::Pod;
-use kubesched_core::annotation::{self, DEVICES_ANNOTATION};
+use kubesched_core::annotation::{self, DEVICES_ANNOTATION, DevicesAnnotation};
 use kubesched_core::inventory::INVENTORY_ANNOTATION;
 use kubesched_core::request::{GpuDemand, PodRequest, ResourceNames};
 use kubesched_core::scoring::Policy;
+use kubesched_core::signing::SigningKey;
 use thiserror::Error;
 
 use super::bind::Binder;
@@ -44,6 +45,8 @@ pub struct Extender {
     binder: Arc<dyn Binder>,
     metrics: Metrics,
     ready: AtomicBool,
+    /// Signs the devices annotations bind writes; `None` writes them unsigned.
+    signer: Option<SigningKey>,
     devices_key: String,
     inventory_key: String,
 }
@@ -68,7 +71,29 @@ impl Extender {
             binder,
             metrics: Metrics::new(),
             ready: AtomicBool::new(false),
+            signer: None,
         })
+    }
+
+    /// Signs the devices annotations this extender writes, and trusts only annotations
+    /// signed with the same key.
+    pub fn with_signing_key(mut self, key: SigningKey) -> Self {
+        self.signer = Some(key);
+        self
+    }
+
+    pub fn signer(&self) -> Option<&SigningKey> {
+        self.signer.as_ref()
+    }
+
+    /// A pod's devices annotation as the state keeps it: parsed, and, with a key, only when
+    /// this extender signed it for the pod with UID `uid`.
+    pub fn read_devices(&self, text: &str, uid: &str) -> Result<DevicesAnnotation, String> {
+        let annotation = DevicesAnnotation::from_json(text).map_err(|e| e.to_string())?;
+        if let Some(key) = &self.signer {
+            key.verify(&annotation, uid).map_err(|e| e.to_string())?;
+        }
+        Ok(annotation)
     }
 
     pub fn config(&self) -> &Config {

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{Node, Pod};
+use kubesched_core::signing::SigningKey;
 use kubesched_scheduler::extender::Extender;
 use kubesched_scheduler::extender::bind::{BindError, Binder, PodRef};
 use kubesched_scheduler::extender::config::Config;
@@ -98,6 +99,8 @@ pub struct FakeBinder {
     pub fail_bind: Mutex<Vec<String>>,
     /// Pod names whose annotation patch fails with a conflict.
     pub fail_annotate: Mutex<Vec<String>>,
+    /// The resourceVersion each annotation patch was conditional on, by pod uid.
+    pub annotate_versions: Mutex<Vec<(String, Option<String>)>>,
 }
 
 impl FakeBinder {
@@ -125,13 +128,28 @@ impl Binder for FakeBinder {
     fn annotate<'a>(
         &'a self,
         pod: &'a PodRef,
+        resource_version: Option<&'a str>,
         key: &'a str,
         value: &'a str,
     ) -> BoxFuture<'a, Result<(), BindError>> {
         Box::pin(async move {
             tokio::task::yield_now().await;
+            self.annotate_versions
+                .lock()
+                .unwrap()
+                .push((pod.uid.clone(), resource_version.map(str::to_string)));
             if self.fail_annotate.lock().unwrap().contains(&pod.name) {
                 return Err(BindError::Conflict(format!("pod {} changed", pod.name)));
+            }
+            // Optimistic concurrency as the API server does it.
+            let stored = self.pods.lock().unwrap().get(&pod.name).cloned();
+            if let (Some(version), Some(stored)) = (resource_version, stored)
+                && stored.metadata.resource_version.as_deref() != Some(version)
+            {
+                return Err(BindError::Conflict(format!(
+                    "the object has been modified (pod {})",
+                    pod.name
+                )));
             }
             self.annotations
                 .lock()
@@ -160,8 +178,21 @@ impl Binder for FakeBinder {
 
 /// An extender over `nodes`, caches marked synced.
 pub fn extender(config: Config, nodes: &[Node]) -> (Arc<Extender>, Arc<FakeBinder>) {
+    signed_extender(config, nodes, None)
+}
+
+/// An extender over `nodes` that signs its annotations with `key`, caches marked synced.
+pub fn signed_extender(
+    config: Config,
+    nodes: &[Node],
+    key: Option<SigningKey>,
+) -> (Arc<Extender>, Arc<FakeBinder>) {
     let binder = Arc::new(FakeBinder::default());
-    let ext = Arc::new(Extender::new(config, binder.clone()).expect("config"));
+    let mut ext = Extender::new(config, binder.clone()).expect("config");
+    if let Some(key) = key {
+        ext = ext.with_signing_key(key);
+    }
+    let ext = Arc::new(ext);
     {
         let key = ext.inventory_key().to_string();
         let mut st = ext.state_mut();
@@ -171,6 +202,13 @@ pub fn extender(config: Config, nodes: &[Node]) -> (Arc<Extender>, Arc<FakeBinde
                 .filter_map(|n| reflectors::node_base(n, &key))
                 .collect(),
         );
+        for n in nodes {
+            if let Some(name) = &n.metadata.name
+                && reflectors::node_base(n, &key).is_none()
+            {
+                st.upsert_other_node(name);
+            }
+        }
     }
     ext.set_ready(true);
     (ext, binder)

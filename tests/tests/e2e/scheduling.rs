@@ -20,10 +20,24 @@ use super::{ANNOTATION_PREFIX, DOMAIN, FIXTURE, expected_resources, load_fixture
 /// The chart's scheduler configuration for old clusters, rendered.
 const CHART_SCHEDULER_CONFIG: &str = "scheduler-config-v1beta1.yaml";
 
+/// The key the extender signs devices annotations with and the agent checks them with (the
+/// chart's Secret), made once per cluster directory.
+pub fn signing_key_file(cluster: &Cluster) -> anyhow::Result<PathBuf> {
+    let path = cluster.path("signing.key");
+    if !path.exists() {
+        let mut key = [0u8; 32];
+        std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut key)?;
+        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        std::fs::write(&path, hex)?;
+    }
+    Ok(path)
+}
+
 /// Starts `kubesched-agent` with `--fake-inventory fixture` under the chart's agent account.
 pub async fn start_agent(cluster: &Cluster, fixture: &Path, log: &str) -> anyhow::Result<Proc> {
     let kubeconfig =
         rbac::service_account_kubeconfig(cluster, NAMESPACE, AGENT_SERVICE_ACCOUNT).await?;
+    let key = signing_key_file(cluster)?;
     Proc::spawn(
         "kubesched-agent",
         &binary("kubesched-agent")?,
@@ -38,6 +52,8 @@ pub async fn start_agent(cluster: &Cluster, fixture: &Path, log: &str) -> anyhow
             cluster.device_plugin_dir.as_os_str(),
             OsStr::new("--pod-resources-socket"),
             cluster.pod_resources_socket.as_os_str(),
+            OsStr::new("--signing-key-file"),
+            key.as_os_str(),
         ],
         &[
             ("KUBECONFIG", kubeconfig.as_os_str()),
@@ -147,8 +163,10 @@ pub async fn start_scheduler(cluster: &Cluster) -> anyhow::Result<()> {
 /// chart's configuration; the scheduler keeps running until `cluster.sh down`.
 pub struct Extender {
     pub proc: Proc,
-    /// host:port of the extender (from the chart's `urlPrefix`).
+    /// host:port of the extender's verbs (from the chart's `urlPrefix`).
     pub addr: String,
+    /// host:port of its metrics and probes (the chart's `metricsListen`, on loopback).
+    pub metrics_addr: String,
     args: Vec<String>,
     kubeconfig: PathBuf,
 }
@@ -170,6 +188,13 @@ impl Extender {
             addr.starts_with("127.0.0.1:"),
             "the chart's extender is not on localhost: {url}"
         );
+        let config: serde_yaml::Value = serde_yaml::from_str(&extender_config)?;
+        let metrics_port = config["metricsListen"]
+            .as_str()
+            .and_then(|l| l.rsplit_once(':'))
+            .map(|(_, port)| port.to_string())
+            .context("the chart's extender config has no metricsListen")?;
+        let metrics_addr = format!("127.0.0.1:{metrics_port}");
         let extender_file = cluster.path("extender.yaml");
         std::fs::write(&extender_file, &extender_config)?;
         let kubeconfig =
@@ -179,11 +204,14 @@ impl Extender {
             extender_file.display().to_string(),
             "--listen".to_string(),
             addr.clone(),
+            "--signing-key-file".to_string(),
+            signing_key_file(cluster)?.display().to_string(),
         ];
         let proc = Self::spawn(cluster, &args, &kubeconfig, "extender.log")?;
         let extender = Extender {
             proc,
             addr,
+            metrics_addr,
             args,
             kubeconfig,
         };
@@ -220,7 +248,7 @@ impl Extender {
 
     /// Full lists each of its watches (`nodes`, `pods`) has loaded, from its `/metrics`.
     pub async fn watch_lists(&self) -> anyhow::Result<BTreeMap<String, u64>> {
-        let (status, body) = http::get(&self.addr, "/metrics").await?;
+        let (status, body) = http::get(&self.metrics_addr, "/metrics").await?;
         anyhow::ensure!(status == 200, "/metrics {status}: {body}");
         Ok(body
             .lines()
@@ -240,7 +268,7 @@ impl Extender {
             Duration::from_millis(100),
             || async move {
                 this.proc.ensure_running()?;
-                let (status, body) = http::get(&this.addr, "/readyz").await?;
+                let (status, body) = http::get(&this.metrics_addr, "/readyz").await?;
                 if status == 200 {
                     Ok(Some(()))
                 } else {

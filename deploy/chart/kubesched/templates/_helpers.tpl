@@ -56,3 +56,8 @@ app.kubernetes.io/component: agent
 {{- printf "%s:%s" $repo $tag -}}
 {{- end -}}
 {{- end -}}
+
+{{/* The Secret holding the annotation signing key. */}}
+{{- define "kubesched.signingSecret" -}}
+{{- default (printf "%s-signing-key" (include "kubesched.fullname" .)) .Values.signingKey.existingSecret -}}
+{{- end -}}

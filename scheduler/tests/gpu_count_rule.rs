@@ -1,0 +1,56 @@
+//! The extender reads a GPU count as the node agent does: one quantity parser
+//! (`kubesched_core::quantity`), whole numbers only. The table is the agent's
+//! (`device-plugin/src/kube_pods.rs`, `GPU_COUNTS`), so the two binaries are pinned to the
+//! same answer for each string.
+
+use k8s_openapi::api::core::v1::Pod;
+use kubesched_core::request::{GpuDemand, ResourceNames};
+use kubesched_scheduler::extender::pod_request::{PodRequestError, PodRequestReader};
+
+/// `Some(n)`: a demand of `n` GPUs; `None`: refused.
+const GPU_COUNTS: &[(&str, Option<u32>)] = &[
+    ("1", Some(1)),
+    ("1e0", Some(1)),
+    ("1E0", Some(1)),
+    ("+2", Some(2)),
+    ("2000m", Some(2)),
+    ("0.3e1", Some(3)),
+    ("4.", Some(4)),
+    ("1k", Some(1000)),
+    ("0", Some(0)),
+    ("-0", Some(0)),
+    ("500m", None),
+    ("1.5", None),
+    ("1e-3", None),
+    ("1n", None),
+    (" 1", None),
+    ("1 ", None),
+    ("", None),
+    (".", None),
+    ("1Gb", None),
+    ("-1", None),
+    ("0x1", None),
+];
+
+#[test]
+fn gpu_counts_follow_the_agents_whole_number_rule() {
+    let reader = PodRequestReader::new(ResourceNames::default(), "kubesched.ai");
+    for &(text, expected) in GPU_COUNTS {
+        let pod: Pod = serde_json::from_value(serde_json::json!({"spec": {"containers": [
+            {"name": "c", "resources": {"limits": {"nvidia.com/gpu": text}}}
+        ]}}))
+        .unwrap();
+        let got = reader.read(&pod).map(|r| r.gpu);
+        match expected {
+            Some(0) => assert_eq!(got, Ok(GpuDemand::None), "{text:?}"),
+            Some(count) => assert_eq!(got, Ok(GpuDemand::Whole { count }), "{text:?}"),
+            None => assert!(
+                matches!(
+                    got,
+                    Err(PodRequestError::NotWhole { .. } | PodRequestError::Quantity { .. })
+                ),
+                "{text:?}: {got:?}"
+            ),
+        }
+    }
+}
