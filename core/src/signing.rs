@@ -153,7 +153,8 @@ mod tests {
         let k = key("0123456789abcdef");
         let mut signed = annotation();
         k.sign(&mut signed, "uid-1");
-        let edits: Vec<Box<dyn Fn(&mut DevicesAnnotation)>> = vec![
+        type Edit = Box<dyn Fn(&mut DevicesAnnotation)>;
+        let edits: Vec<Edit> = vec![
             Box::new(|a| a.node = "gpu-2".into()),
             Box::new(|a| a.resource = "nvidia.com/gpu".into()),
             Box::new(|a| a.numa_node = Some(1)),

@@ -103,6 +103,7 @@ fn occupy(ext: &Extender, nodes: usize) {
                     node: Some(name.clone()),
                     request: req,
                     devices: Some(Ok(ann)),
+                    resource_version: None,
                 },
             );
         }
@@ -159,6 +160,7 @@ fn touch(ext: &Extender, i: usize, nodes: usize) {
             node: Some(node),
             request: kubesched_core::request::PodRequest::cpu_only(100, 0),
             devices: None,
+            resource_version: None,
         },
     );
 }
