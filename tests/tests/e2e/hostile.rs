@@ -108,12 +108,20 @@ pub async fn forged_annotations_are_refused(cluster: &Cluster) -> anyhow::Result
         "[e2e] forged pod refused after {:.1} s: {reason}",
         started.elapsed().as_secs_f64()
     );
-    let decoy = api.get("h-decoy").await?;
-    anyhow::ensure!(
-        pods::phase(&decoy) == "Running",
-        "decoy is {}",
-        pods::phase(&decoy)
-    );
+    poll(
+        "the decoy pod to run",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || async move {
+            let decoy = api.get("h-decoy").await?;
+            match pods::phase(&decoy) {
+                "Running" => Ok(Some(())),
+                "Failed" | "Succeeded" => anyhow::bail!("decoy is {}", pods::phase(&decoy)),
+                _ => Ok(None),
+            }
+        },
+    )
+    .await?;
     let decoy_env = pods::logs(&cluster.client, "h-decoy").await?;
     anyhow::ensure!(
         pods::env_value(&decoy_env, "NVIDIA_VISIBLE_DEVICES").is_none(),
