@@ -3,7 +3,6 @@
 //!
 //! - `catalogue`: GPU models and their MIG geometry
 //! - `mig`: one GPU's MIG occupancy map and slot allocator
-//! - `quantity`: Kubernetes resource quantities, parsed as the API server does
 //! - `request`: what a pod asks for, from resource names
 //! - `numa`: NUMA state and the Topology Manager admission rule
 //! - `inventory`: the versioned node inventory document
@@ -26,10 +25,8 @@ pub mod mig;
 pub mod node;
 pub mod numa;
 pub mod placement;
-pub mod quantity;
 pub mod replay;
 pub mod request;
-pub mod retry;
 pub mod rng;
 pub mod scoring;
 pub mod signing;

@@ -138,7 +138,7 @@ proptest! {
     #[test]
     fn policies_choose_a_feasible_candidate(n in node(), w in workload(), req in request(), seed in any::<u64>()) {
         let ctx = ScoreContext { workload: &w, seed, frag: None };
-        for name in scoring::POLICY_NAMES {
+        for name in scoring::policy_names() {
             let policy = scoring::by_name(name).unwrap();
             match policy.choose(&n, &req, &ctx) {
                 Ok(choice) => {

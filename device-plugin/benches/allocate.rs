@@ -10,12 +10,12 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use kubesched_core::annotation::{AssignedDevice, DEVICES_VERSION, DevicesAnnotation};
 use kubesched_core::inventory::{GpuInfo, INVENTORY_VERSION, NodeInventory};
 use kubesched_core::request::{GpuDemand, ResourceNames};
-use kubesched_device_plugin::allocation::Allocator;
-use kubesched_device_plugin::manager::ResourceManager;
-use kubesched_device_plugin::plugin_server::PluginServer;
+use kubesched_device_plugin::devices::Allocator;
+use kubesched_device_plugin::devices::ResourceManager;
+use kubesched_device_plugin::devices::plan;
+use kubesched_device_plugin::kubelet;
+use kubesched_device_plugin::kubelet::PluginServer;
 use kubesched_device_plugin::pods::{InMemoryPods, PodDevices, PodView};
-use kubesched_device_plugin::resources::plan;
-use kubesched_device_plugin::uds;
 use kubesched_proto::deviceplugin::v1beta1::device_plugin_client::DevicePluginClient;
 use kubesched_proto::deviceplugin::v1beta1::{AllocateRequest, ContainerAllocateRequest};
 
@@ -87,7 +87,7 @@ fn setup(
     rt.block_on(async {
         let server = PluginServer::start(&socket, "nvidia.com/gpu", manager, allocator)
             .expect("bench server starts");
-        let channel = uds::connect(&socket, Duration::from_secs(5))
+        let channel = kubelet::connect(&socket, Duration::from_secs(5))
             .await
             .expect("bench client connects");
         (server, DevicePluginClient::new(channel), socket)

@@ -1,130 +1,374 @@
-//! The plugin host: one gRPC server and one kubelet registration per advertised resource,
-//! restarted and re-registered whenever the kubelet recreates its socket, and retried while
-//! the kubelet is not there yet. Sockets are removed on shutdown.
+//! The whole node agent: discovery and topology, the resource manager and allocator, the
+//! plugin host, XID health, periodic rediscovery, hand-outs synced with the kubelet's
+//! PodResources, and inventory publishing, until shutdown. A change in the set of advertised
+//! resources (MIG re-partitioning) rebuilds the plugins. With dynamic MIG it also destroys, every
+//! `mig_cleanup_every`, the instances no pod claims, and re-advertises whenever one comes or goes.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use kubesched_core::inventory::{GpuInfo, INVENTORY_VERSION, NodeInventory};
+use kubesched_core::numa::TopologyPolicy;
+use kubesched_core::request::ResourceNames;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
 
-use crate::allocation::Allocator;
-use crate::kubelet_registration::register;
-use crate::kubelet_watch::watch_kubelet_socket;
-use crate::manager::ResourceManager;
-use crate::plugin_server::{PluginServer, ServerError};
-use crate::resources::socket_name;
+use crate::devices::Allocator;
+use crate::devices::plan;
+use crate::devices::{HealthProbe, HealthTracker, XidEvent, run_health};
+use crate::devices::{ResourceManager, ResourceSetChanged};
+use crate::discovery::{Discovered, DiscoveryError, GpuInventory};
+use crate::kubelet::ServerError;
+use crate::kubelet::{KubeletPaths, run_plugins};
+use crate::kubelet::{NodeUsage, UsageReader};
+use crate::mig::DynamicMig;
+use crate::pods::PodSource;
+use crate::publish::{Backoff, InventoryDocument, NodeAnnotator, run_publisher};
+use crate::topology::HostTopology;
 
-/// Where the kubelet and our plugins meet.
-#[derive(Debug, Clone)]
-pub struct KubeletPaths {
-    /// The device plugin folder; our sockets go here.
-    pub plugin_dir: PathBuf,
-    /// The kubelet's Registration socket (normally `<plugin_dir>/kubelet.sock`).
-    pub kubelet_socket: PathBuf,
-    /// How often to look for a recreated kubelet socket.
-    pub poll_interval: Duration,
-    /// How long to wait before retrying failed registrations.
-    pub retry_interval: Duration,
+/// Everything the agent is wired with.
+pub struct NodeAgent {
+    pub node_name: String,
+    pub names: ResourceNames,
+    pub topology_policy: TopologyPolicy,
+    pub paths: KubeletPaths,
+    pub inventory: Option<Arc<dyn GpuInventory>>,
+    pub topology: Arc<dyn HostTopology>,
+    pub probe: Arc<dyn HealthProbe>,
+    pub xid_events: Option<mpsc::Receiver<XidEvent>>,
+    pub pods: Arc<dyn PodSource>,
+    /// Prefix of the annotations the agent writes on containers.
+    pub annotation_prefix: String,
+    /// How long Allocate waits for the pod source to show the pod being admitted.
+    pub pod_wait: Duration,
+    /// The kubelet PodResources socket; `None` skips reconciliation and free CPU figures.
+    pub pod_resources_socket: Option<PathBuf>,
+    /// How often PodResources is read.
+    pub pod_resources_every: Duration,
+    /// Where to publish the inventory, with the annotation key; `None` runs without an API server.
+    pub publisher: Option<(Arc<dyn NodeAnnotator>, String)>,
+    /// Every inventory document the agent builds, for the publisher and for the metrics
+    /// endpoint, which subscribe.
+    pub documents: watch::Sender<Option<Arc<InventoryDocument>>>,
+    pub rediscover_every: Duration,
+    pub health_quiet_period: Duration,
+    /// Dynamic MIG, when some GPUs are in dynamic mode.
+    pub dynamic_mig: Option<Arc<DynamicMig>>,
+    /// How often unclaimed dynamic-MIG instances are cleaned up.
+    pub mig_cleanup_every: Duration,
 }
 
-struct Served {
-    resource: String,
-    server: PluginServer,
-    registered: bool,
+/// Why the agent stopped before it was asked to.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// A device plugin server could not be served (its socket could not be bound).
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    /// The GPUs could not be discovered at start.
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryError),
+    /// The plugin host task panicked or was cancelled.
+    #[error("the device plugin host failed")]
+    PluginHost(#[source] tokio::task::JoinError),
 }
 
-/// Serves and registers every resource of `manager` until `shutdown` turns true.
-pub async fn run_plugins(
-    paths: KubeletPaths,
-    manager: Arc<ResourceManager>,
-    allocator: Arc<Allocator>,
-    mut shutdown: watch::Receiver<bool>,
-) -> Result<(), ServerError> {
-    let mut kubelet_restarts =
-        watch_kubelet_socket(paths.kubelet_socket.clone(), paths.poll_interval);
-    loop {
-        let mut served = Vec::new();
-        for resource in manager.resource_names() {
-            let socket = paths.plugin_dir.join(socket_name(&resource));
-            match PluginServer::start(&socket, &resource, manager.clone(), allocator.clone()) {
-                Ok(server) => served.push(Served {
-                    resource,
-                    server,
-                    registered: false,
-                }),
-                Err(error) => {
-                    stop_all(served).await;
-                    return Err(error);
-                }
+impl NodeAgent {
+    /// Discovers GPUs (none without a driver) and fills in NUMA nodes from the host topology.
+    async fn discover(&self) -> Result<Discovered, DiscoveryError> {
+        let Some(inventory) = self.inventory.clone() else {
+            return Ok(Discovered::default());
+        };
+        // NVML calls block.
+        let mut found = tokio::task::spawn_blocking(move || inventory.discover())
+            .await
+            .map_err(DiscoveryError::Task)??;
+        for gpu in &mut found.gpus {
+            if gpu.numa_node.is_none() {
+                gpu.numa_node = self.topology.numa_of_pci(&gpu.pci_bus_id);
             }
         }
-        register_pending(&paths, &mut served).await;
-        // A restart signal raised while we were already restarting is spent.
-        while kubelet_restarts.try_recv().is_ok() {}
-        let mut socket_check = tokio::time::interval(paths.poll_interval);
-        socket_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let restart = loop {
-            let all_registered = served.iter().all(|s| s.registered);
-            let retry = tokio::time::sleep(if all_registered {
-                Duration::MAX / 4
-            } else {
-                paths.retry_interval
-            });
-            tokio::select! {
-                signal = kubelet_restarts.recv() => {
-                    if signal.is_none() {
-                        break false;
-                    }
-                    tracing::info!("kubelet restarted; serving and registering every resource again");
-                    break true;
-                }
-                () = retry => register_pending(&paths, &mut served).await,
-                // The kubelet wipes the folder when it starts. Our sockets vanishing is a sure
-                // sign even when the new kubelet.sock is indistinguishable from the old one
-                // (same inode number, created within one tick of the file system clock).
-                _ = socket_check.tick() => {
-                    if paths.kubelet_socket.exists()
-                        && served.iter().any(|s| !s.server.socket().exists())
-                    {
-                        tracing::info!("our plugin sockets were removed (kubelet restart); serving and registering every resource again");
-                        break true;
-                    }
-                }
-                () = stop_requested(&mut shutdown) => break false,
-            }
-            if served.iter().any(|s| s.server.is_finished()) {
-                tracing::warn!("a plugin server stopped; restarting all of them");
-                break true;
+        Ok(found)
+    }
+
+    /// The discovered GPUs as advertised: dynamic ones with their live instances.
+    fn advertised(&self, found: &Discovered) -> Vec<GpuInfo> {
+        match &self.dynamic_mig {
+            Some(dynamic) => dynamic.overlay(&found.gpus),
+            None => found.gpus.clone(),
+        }
+    }
+
+    /// Hands the discovered GPUs to dynamic MIG (it reads their instances: blocking calls).
+    async fn track_dynamic(&self, found: &Discovered) {
+        let Some(dynamic) = self.dynamic_mig.clone() else {
+            return;
+        };
+        let gpus = found.gpus.clone();
+        if let Err(error) = tokio::task::spawn_blocking(move || dynamic.track(&gpus)).await {
+            tracing::warn!(%error, "dynamic MIG tracking task failed");
+        }
+    }
+
+    /// One dynamic-MIG clean-up pass; skipped when the pods cannot be listed (never
+    /// destroy on missing information).
+    async fn clean_up_mig(&self, usage: Option<&NodeUsage>) {
+        let Some(dynamic) = self.dynamic_mig.clone() else {
+            return;
+        };
+        let pods = match self.pods.pods_on_node().await {
+            Ok(pods) => pods,
+            Err(error) => {
+                tracing::warn!(%error, "cannot list pods; dynamic MIG clean-up skipped");
+                return;
             }
         };
-        stop_all(served).await;
-        if !restart {
-            return Ok(());
+        let held = usage.map(NodeUsage::devices_by_pod);
+        let pass = tokio::task::spawn_blocking(move || {
+            dynamic.clean_up(&pods, held.as_ref(), Instant::now())
+        });
+        match pass.await {
+            Ok(report) if !report.failed.is_empty() => {
+                tracing::debug!(failed = ?report.failed, "dynamic MIG clean-up left work for the next pass");
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "dynamic MIG clean-up task failed"),
         }
     }
-}
 
-/// Resolves once `shutdown` turns true (or its sender is gone).
-pub async fn stop_requested(shutdown: &mut watch::Receiver<bool>) {
-    // The guard `wait_for` returns is not Send: drop it before anything else awaits.
-    let _ = shutdown.wait_for(|stop| *stop).await;
-}
+    /// Re-plans what `found` advertises and publishes the inventory that makes. `Err` when the
+    /// set of resources changed: the device plugins must then be rebuilt.
+    fn replan(
+        &self,
+        found: &Discovered,
+        manager: &ResourceManager,
+        allocator: &Allocator,
+        usage: Option<&NodeUsage>,
+    ) -> Result<(), ResourceSetChanged> {
+        manager.update_plan(plan(
+            &self.advertised(found),
+            &self.names,
+            &found.gpu_instance_ids,
+        ))?;
+        let document = self.document(found, manager, usage);
+        allocator.set_inventory(document.clone());
+        self.announce(document);
+        Ok(())
+    }
 
-async fn register_pending(paths: &KubeletPaths, served: &mut [Served]) {
-    for entry in served.iter_mut().filter(|s| !s.registered) {
-        let endpoint = socket_name(&entry.resource);
-        match register(&paths.kubelet_socket, &endpoint, &entry.resource).await {
-            Ok(()) => entry.registered = true,
-            Err(error) => {
-                tracing::warn!(resource = %entry.resource, %error, "registration failed; will retry")
+    fn document(
+        &self,
+        found: &Discovered,
+        manager: &ResourceManager,
+        usage: Option<&NodeUsage>,
+    ) -> NodeInventory {
+        let faults = manager.faults();
+        let mut gpus = self.advertised(found);
+        // Health seen by XID checks goes into the published document too.
+        for gpu in &mut gpus {
+            if faults.contains_key(&gpu.uuid) {
+                gpu.healthy = false;
+            }
+            for instance in gpu.mig.iter_mut().flat_map(|m| m.instances.iter_mut()) {
+                if faults.contains_key(&instance.uuid) {
+                    instance.healthy = false;
+                }
+            }
+        }
+        let mut numa_nodes = self.topology.numa_nodes().unwrap_or_else(|error| {
+            tracing::warn!(%error, "NUMA topology unavailable; publishing none");
+            Vec::new()
+        });
+        if let Some(usage) = usage {
+            usage.apply_free(&mut numa_nodes);
+        }
+        NodeInventory {
+            version: INVENTORY_VERSION,
+            node: self.node_name.clone(),
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            topology_policy: self.topology_policy,
+            numa_nodes,
+            gpus,
+        }
+    }
+
+    /// Runs until `shutdown` is cancelled.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), AgentError> {
+        let mut found = self.discover().await?;
+        self.track_dynamic(&found).await;
+        let mut reader = self
+            .pod_resources_socket
+            .clone()
+            .map(|socket| UsageReader::new(socket, Duration::from_secs(5)));
+        let mut usage = match &mut reader {
+            Some(reader) => reader.read().await,
+            None => None,
+        };
+        if let Some((annotator, key)) = self.publisher.clone() {
+            tokio::spawn(run_publisher(
+                annotator,
+                key,
+                self.documents.subscribe(),
+                Backoff::default(),
+                shutdown.clone(),
+            ));
+        }
+        // After a restart, adopt the instances of running pods before advertising anything.
+        self.clean_up_mig(usage.as_ref()).await;
+        let (_no_dynamic_mig, no_changes) = watch::channel(0u64);
+        let mut mig_changes = self
+            .dynamic_mig
+            .as_ref()
+            .map_or(no_changes, |d| d.subscribe());
+        loop {
+            let manager = Arc::new(ResourceManager::new(plan(
+                &self.advertised(&found),
+                &self.names,
+                &found.gpu_instance_ids,
+            )));
+            tracing::info!(resources = ?manager.resource_names(), devices = manager.all_devices().len(), "advertising");
+            let document = self.document(&found, &manager, usage.as_ref());
+            let mut allocator = Allocator::new(
+                manager.clone(),
+                self.pods.clone(),
+                self.names.clone(),
+                document.clone(),
+            )
+            .with_annotation_prefix(&self.annotation_prefix)
+            .with_pod_wait(self.pod_wait);
+            if let Some(dynamic) = &self.dynamic_mig {
+                allocator = allocator.with_dynamic_mig(dynamic.clone());
+            }
+            let allocator = Arc::new(allocator);
+            if let Some(usage) = &usage {
+                self.sync_hand_outs(&allocator, usage).await;
+            }
+            self.announce(document);
+
+            // Ends this generation's tasks on a rebuild, and with everything on shutdown.
+            let generation = shutdown.child_token();
+            let tracker = HealthTracker::new(manager.clone(), self.health_quiet_period);
+            let events = self.xid_events.take().unwrap_or_else(|| mpsc::channel(1).1);
+            let (event_tx, event_rx) = mpsc::channel(64);
+            // Forward events through a per-generation channel so the source survives rebuilds.
+            let health = tokio::spawn(run_health(
+                tracker,
+                event_rx,
+                self.probe.clone(),
+                Duration::from_secs(10),
+                generation.clone(),
+            ));
+            let forward = tokio::spawn(forward_events(events, event_tx, generation.clone()));
+            let mut host = tokio::spawn(run_plugins(
+                self.paths.clone(),
+                manager.clone(),
+                allocator.clone(),
+                generation.clone(),
+            ));
+
+            let mut ticker = tokio::time::interval(self.rediscover_every);
+            ticker.tick().await;
+            let mut usage_ticker = tokio::time::interval(self.pod_resources_every);
+            usage_ticker.tick().await;
+            let mut mig_ticker = tokio::time::interval(self.mig_cleanup_every);
+            mig_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            mig_ticker.tick().await;
+            mig_changes.mark_unchanged();
+            let rebuild = loop {
+                tokio::select! {
+                    result = &mut host => {
+                        generation.cancel();
+                        let _ = health.await;
+                        return match result {
+                            Ok(result) => result.map_err(AgentError::from),
+                            Err(e) => Err(AgentError::PluginHost(e)),
+                        };
+                    }
+                    _ = ticker.tick() => {
+                        match self.discover().await {
+                            Ok(next) => {
+                                found = next;
+                                self.track_dynamic(&found).await;
+                                if let Err(change) = self.replan(&found, &manager, &allocator, usage.as_ref()) {
+                                    tracing::info!(%change, "rebuilding the device plugins");
+                                    break true;
+                                }
+                            }
+                            Err(error) => tracing::warn!(%error, "rediscovery failed; keeping the last inventory"),
+                        }
+                    }
+                    _ = usage_ticker.tick(), if reader.is_some() => {
+                        if let Some(reader) = &mut reader {
+                            usage = reader.read().await;
+                        }
+                        if let Some(usage) = &usage {
+                            self.sync_hand_outs(&allocator, usage).await;
+                        }
+                        // The publisher skips documents equal to the last one it wrote.
+                        self.announce(self.document(&found, &manager, usage.as_ref()));
+                    }
+                    _ = mig_ticker.tick(), if self.dynamic_mig.is_some() => {
+                        self.clean_up_mig(usage.as_ref()).await;
+                    }
+                    // Instances came or went: re-advertise the free placements at once.
+                    changed = mig_changes.changed(), if self.dynamic_mig.is_some() => {
+                        if changed.is_err() {
+                            continue;
+                        }
+                        if let Err(change) = self.replan(&found, &manager, &allocator, usage.as_ref()) {
+                            tracing::info!(%change, "rebuilding the device plugins");
+                            break true;
+                        }
+                    }
+                    () = shutdown.cancelled() => break false,
+                }
+            };
+            generation.cancel();
+            if let Ok(Err(error)) = host.await {
+                tracing::warn!(%error, "plugin host stopped with an error");
+            }
+            let _ = health.await;
+            if let Ok(events) = forward.await {
+                self.xid_events = Some(events);
+            }
+            if !rebuild {
+                return Ok(());
             }
         }
     }
 }
 
-async fn stop_all(served: Vec<Served>) {
-    for entry in served {
-        entry.server.stop().await;
+impl NodeAgent {
+    /// Hands a new document to the publisher and the metrics endpoint.
+    fn announce(&self, document: NodeInventory) {
+        self.documents
+            .send_replace(Some(Arc::new(InventoryDocument::new(document))));
+    }
+
+    /// Rebuilds the allocator's hand-out records from what the kubelet says pods hold.
+    async fn sync_hand_outs(&self, allocator: &Allocator, usage: &NodeUsage) {
+        match self.pods.pods_on_node().await {
+            Ok(pods) => {
+                allocator.record_holdings(&pods, &usage.devices_by_pod());
+            }
+            Err(error) => tracing::warn!(%error, "cannot sync hand-outs with the kubelet"),
+        }
+    }
+}
+
+/// Moves events to this generation's health task; hands the source back when it ends.
+async fn forward_events(
+    mut events: mpsc::Receiver<XidEvent>,
+    to: mpsc::Sender<XidEvent>,
+    stop: CancellationToken,
+) -> mpsc::Receiver<XidEvent> {
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(event) => if to.send(event).await.is_err() { return events },
+                None => { stop.cancelled().await; return events }
+            },
+            () = stop.cancelled() => return events,
+        }
     }
 }

@@ -8,7 +8,7 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 
 use crate::discovery::{DiscoveryError, GpuInventory};
-use crate::mig_backend::MigBackend;
+use crate::mig::MigBackend;
 use crate::topology::HostTopology;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -265,7 +265,7 @@ pub fn render(checks: &[Check]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::discovery::fake::FakeInventory;
+    use crate::discovery::FakeInventory;
 
     const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/node.json");
 
@@ -290,8 +290,8 @@ mod tests {
 
     #[test]
     fn dynamic_mig_gpus_with_pending_mode_change_or_processes_warn() {
-        use crate::discovery::fake_mig::FakeMigBackend;
-        use crate::mig_backend::{GpuCondition, GpuProcess};
+        use crate::mig::FakeMigBackend;
+        use crate::mig::{GpuCondition, GpuProcess};
         let backend = FakeMigBackend::default();
         let geometry = kubesched_core::catalogue::mig_geometry("H100-80GB").unwrap();
         backend.add_gpu("GPU-a", geometry.clone());

@@ -6,29 +6,27 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use kubesched_core::annotation::{DEFAULT_PREFIX, DEVICES_ANNOTATION, key};
+use kubesched_core::annotation::{DEFAULT_PREFIX, key};
 use kubesched_core::inventory::INVENTORY_ANNOTATION;
 use kubesched_core::numa::TopologyPolicy;
 use kubesched_core::request::{DEFAULT_DOMAIN, ResourceNames};
 use kubesched_core::signing::SigningKey;
-use kubesched_device_plugin::agent::KubeletPaths;
-use kubesched_device_plugin::agent_metrics;
-use kubesched_device_plugin::discovery::fake::FakeInventory;
-use kubesched_device_plugin::discovery::fake_mig::FakeMigBackend;
-use kubesched_device_plugin::discovery::nvml::NvmlInventory;
-use kubesched_device_plugin::discovery::nvml_mig::NvmlMigBackend;
-use kubesched_device_plugin::discovery::{DiscoveryError, GpuInventory};
+use kubesched_device_plugin::agent::NodeAgent;
+use kubesched_device_plugin::devices::HealthProbe;
+use kubesched_device_plugin::discovery::{
+    DiscoveryError, FakeInventory, GpuInventory, NvmlInventory,
+};
 use kubesched_device_plugin::doctor;
-use kubesched_device_plugin::health::HealthProbe;
-use kubesched_device_plugin::kube_pods::{self, KubePods, PodReader};
-use kubesched_device_plugin::mig_backend::MigBackend;
-use kubesched_device_plugin::mig_manager::{DynamicMig, DynamicSelection};
-use kubesched_device_plugin::node_agent::NodeAgent;
-use kubesched_device_plugin::pods::{InMemoryPods, PodSource};
-use kubesched_device_plugin::publisher::{KubeNodeAnnotator, NodeAnnotator};
+use kubesched_device_plugin::kubelet::{self, KubeletPaths};
+use kubesched_device_plugin::mig::{
+    DynamicMig, DynamicSelection, FakeMigBackend, MigBackend, NvmlMigBackend,
+};
+use kubesched_device_plugin::pods::{self, InMemoryPods, KubePods, PodReader, PodSource};
+use kubesched_device_plugin::publish::{self, KubeNodeAnnotator, NodeAnnotator};
 use kubesched_device_plugin::topology::{self, HostTopology};
 use kubesched_proto::deviceplugin::v1beta1::{DEVICE_PLUGIN_PATH, KUBELET_SOCKET_NAME};
 use kubesched_proto::podresources::v1::POD_RESOURCES_SOCKET;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
 #[command(version, about = "kubesched-ai node agent: GPU and MIG device plugin")]
@@ -229,7 +227,7 @@ async fn main() -> anyhow::Result<()> {
              who can create pods can steer which devices pods get"
         );
     }
-    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let shutdown = CancellationToken::new();
     let names = ResourceNames::new(cli.resource_domain.clone());
     let (pods, publisher, pod_wait): (Arc<dyn PodSource>, _, _) = if cli.standalone {
         (Arc::new(InMemoryPods::default()), None, Duration::ZERO)
@@ -241,19 +239,19 @@ async fn main() -> anyhow::Result<()> {
         let client = kube::Client::try_default()
             .await
             .context("connecting to the Kubernetes API (use --standalone to run without)")?;
-        let reader = PodReader {
-            names: names.clone(),
-            annotation_key: key(&cli.annotation_prefix, DEVICES_ANNOTATION),
-            node: cli.node_name.clone(),
-            signer: signer.clone(),
-        };
-        let pods = KubePods::spawn(client.clone(), reader, stopped.clone());
+        let reader = PodReader::new(
+            names.clone(),
+            &cli.annotation_prefix,
+            cli.node_name.clone(),
+            signer.clone(),
+        );
+        let pods = KubePods::spawn(client.clone(), reader, shutdown.clone());
         let annotator: Arc<dyn NodeAnnotator> =
             Arc::new(KubeNodeAnnotator::new(client, cli.node_name.clone()));
         (
             Arc::new(pods),
             Some((annotator, key(&cli.annotation_prefix, INVENTORY_ANNOTATION))),
-            kube_pods::POD_WAIT,
+            pods::POD_WAIT,
         )
     };
 
@@ -265,19 +263,16 @@ async fn main() -> anyhow::Result<()> {
         ))),
         _ => None,
     };
-    let (documents, document_stream) = tokio::sync::watch::channel(String::new());
+    let (documents, document_stream) = tokio::sync::watch::channel(None);
     if let Some(addr) = cli.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("listening on {addr} for metrics"))?;
         tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
-        let mut stopped_metrics = stopped.clone();
-        tokio::spawn(agent_metrics::serve(
+        tokio::spawn(publish::serve_metrics(
             listener,
             document_stream,
-            async move {
-                let _ = stopped_metrics.wait_for(|s| *s).await;
-            },
+            shutdown.clone().cancelled_owned(),
         ));
     }
     let agent = NodeAgent {
@@ -287,7 +282,7 @@ async fn main() -> anyhow::Result<()> {
         paths: KubeletPaths {
             plugin_dir: cli.device_plugin_dir,
             kubelet_socket,
-            poll_interval: kubesched_device_plugin::kubelet_watch::POLL_INTERVAL,
+            poll_interval: kubelet::POLL_INTERVAL,
             retry_interval: Duration::from_secs(5),
         },
         inventory,
@@ -304,18 +299,19 @@ async fn main() -> anyhow::Result<()> {
         health_quiet_period: Duration::from_secs(60),
         dynamic_mig,
         documents,
-        mig_reconcile_every: Duration::from_secs(cli.mig_reconcile_secs.max(1)),
+        mig_cleanup_every: Duration::from_secs(cli.mig_reconcile_secs.max(1)),
     };
     // The kubelet stops DaemonSet pods with SIGTERM; Ctrl-C for interactive runs.
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing SIGTERM handler")?;
+    let stop = shutdown.clone();
     tokio::spawn(async move {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = sigterm.recv() => {}
         }
         tracing::info!("shutting down");
-        let _ = stop.send(true);
+        stop.cancel();
     });
-    agent.run(stopped).await.context("node agent failed")
+    agent.run(shutdown).await.context("node agent failed")
 }

@@ -18,16 +18,17 @@ use kubesched_core::inventory::{GpuInfo, MigInfo, MigMode};
 use kubesched_core::numa::TopologyPolicy;
 use kubesched_core::request::{GpuDemand, ResourceNames};
 use kubesched_core::rng::SplitMix64;
-use kubesched_device_plugin::agent::KubeletPaths;
-use kubesched_device_plugin::discovery::fake::FakeInventory;
-use kubesched_device_plugin::discovery::fake_mig::FakeMigBackend;
-use kubesched_device_plugin::health::HealthProbe;
-use kubesched_device_plugin::mig_backend::{GpuCondition, GpuProcess, MigBackend, MigBackendError};
-use kubesched_device_plugin::mig_manager::{DynamicMig, DynamicMigError, DynamicSelection, PodRef};
-use kubesched_device_plugin::node_agent::NodeAgent;
+use kubesched_device_plugin::agent::NodeAgent;
+use kubesched_device_plugin::devices::HealthProbe;
+use kubesched_device_plugin::devices::socket_name;
+use kubesched_device_plugin::discovery::FakeInventory;
+use kubesched_device_plugin::kubelet;
+use kubesched_device_plugin::kubelet::KubeletPaths;
+use kubesched_device_plugin::mig::FakeMigBackend;
+use kubesched_device_plugin::mig::{DynamicMig, DynamicMigError, DynamicSelection};
+use kubesched_device_plugin::mig::{GpuCondition, GpuProcess, MigBackend, MigBackendError};
 use kubesched_device_plugin::pods::{InMemoryPods, PodDevices, PodView};
-use kubesched_device_plugin::resources::socket_name;
-use kubesched_device_plugin::uds;
+use kubesched_k8s::PodRef;
 use kubesched_proto::deviceplugin::v1beta1::device_plugin_client::DevicePluginClient;
 use kubesched_proto::deviceplugin::v1beta1::{
     AllocateRequest, ContainerAllocateRequest, Empty, ListAndWatchResponse,
@@ -57,9 +58,11 @@ fn mig_gpu(index: u32) -> GpuInfo {
 /// A pod the extender placed on `gpu` at `profile@start` (a dynamic slot: no UUID yet).
 fn dynamic_pod(name: &str, gpu: &str, profile: &str, start: u8) -> PodView {
     PodView {
-        namespace: "default".into(),
-        name: name.into(),
-        uid: format!("uid-{name}"),
+        id: PodRef {
+            namespace: "default".into(),
+            name: name.into(),
+            uid: format!("uid-{name}"),
+        },
         demand: GpuDemand::Mig {
             profile: profile.into(),
             count: 1,
@@ -85,10 +88,7 @@ fn dynamic_pod(name: &str, gpu: &str, profile: &str, start: u8) -> PodView {
 }
 
 fn pod_ref(pod: &PodView) -> PodRef {
-    PodRef {
-        uid: pod.uid.clone(),
-        key: pod.key(),
-    }
+    pod.id.clone()
 }
 
 /// The single placement a dynamic pod was given.
@@ -109,7 +109,7 @@ fn held(pods: &[PodView]) -> BTreeMap<String, BTreeSet<String>> {
         .map(|p| {
             let (gpu, profile, start) = placement(p);
             (
-                p.key(),
+                p.id.to_string(),
                 BTreeSet::from([dynamic_slot_id(&gpu, &profile, start)]),
             )
         })
@@ -183,7 +183,7 @@ fn churn_keeps_occupancy_equal_to_the_live_pods() {
             }
         } else {
             let gone = live.swap_remove(rng.below(live.len()));
-            let report = dynamic.reconcile(&live, Some(&held(&live)), now);
+            let report = dynamic.clean_up(&live, Some(&held(&live)), now);
             assert_eq!(report.destroyed.len(), 1, "cycle {cycle}: {report:?}");
             assert!(report.failed.is_empty(), "cycle {cycle}: {report:?}");
             let (gpu, _, start) = placement(&gone);
@@ -269,11 +269,11 @@ fn restart_keeps_running_pods_instances_and_destroys_orphans_after_grace() {
 
     let t0 = Instant::now();
     for at in [t0, t0 + Duration::from_secs(59)] {
-        let report = restarted.reconcile(&pods, Some(&kubelet), at);
+        let report = restarted.clean_up(&pods, Some(&kubelet), at);
         assert!(report.destroyed.is_empty(), "{report:?}");
         assert_eq!(backend.instances("GPU-0").unwrap().len(), 4);
     }
-    let report = restarted.reconcile(&pods, Some(&kubelet), t0 + Duration::from_secs(61));
+    let report = restarted.clean_up(&pods, Some(&kubelet), t0 + Duration::from_secs(61));
     assert_eq!(report.destroyed, ["GPU-0@2"], "only the orphan 2g goes");
     let starts: Vec<u8> = backend
         .instances("GPU-0")
@@ -319,7 +319,7 @@ fn restart_keeps_running_pods_instances_and_destroys_orphans_after_grace() {
     // Once the running pod ends (gone from the pods and the kubelet) its instance goes at once.
     let pods = vec![pending];
     kubelet.remove("default/running");
-    let report = restarted.reconcile(&pods, Some(&kubelet), t0 + Duration::from_secs(62));
+    let report = restarted.clean_up(&pods, Some(&kubelet), t0 + Duration::from_secs(62));
     assert_eq!(report.destroyed, ["GPU-0@4"]);
 }
 
@@ -410,11 +410,11 @@ async fn agent_creates_on_allocate_and_list_and_watch_follows() {
         rediscover_every: Duration::from_secs(3600),
         health_quiet_period: Duration::from_secs(60),
         dynamic_mig: Some(dynamic.clone()),
-        documents: tokio::sync::watch::channel(String::new()).0,
-        mig_reconcile_every: Duration::from_millis(50),
+        documents: tokio::sync::watch::channel(None).0,
+        mig_cleanup_every: Duration::from_millis(50),
     };
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let run = tokio::spawn(agent.run(stopped));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let run = tokio::spawn(agent.run(stop.clone()));
     // One resource per profile (`1g.10gb+me` as `mig-1g.10gb.me`).
     let mut names = Vec::new();
     for _ in 0..7 {
@@ -440,7 +440,11 @@ async fn agent_creates_on_allocate_and_list_and_watch_follows() {
     let client = |resource: &str| {
         let socket = dir.0.join(socket_name(resource));
         async move {
-            DevicePluginClient::new(uds::connect(&socket, Duration::from_secs(5)).await.unwrap())
+            DevicePluginClient::new(
+                kubelet::connect(&socket, Duration::from_secs(5))
+                    .await
+                    .unwrap(),
+            )
         }
     };
     let mut small = client("nvidia.com/mig-1g.10gb")
@@ -516,7 +520,7 @@ async fn agent_creates_on_allocate_and_list_and_watch_follows() {
     }
     assert!(backend.instances("GPU-0").unwrap().is_empty());
     assert_eq!(backend.used_mask("GPU-0"), Some(0));
-    stop.send(true).unwrap();
+    stop.cancel();
     tokio::time::timeout(Duration::from_secs(5), run)
         .await
         .unwrap()

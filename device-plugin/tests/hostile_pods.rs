@@ -12,9 +12,9 @@ use common::{annotation, build_waiting_from_fixture};
 use k8s_openapi::api::core::v1::Pod;
 use kubesched_core::request::ResourceNames;
 use kubesched_core::signing::SigningKey;
-use kubesched_device_plugin::allocation::{AllocationError, Allocator};
-use kubesched_device_plugin::kube_pods::PodReader;
+use kubesched_device_plugin::devices::{AllocationError, Allocator};
 use kubesched_device_plugin::pods::InMemoryPods;
+use kubesched_device_plugin::pods::PodReader;
 use kubesched_proto::deviceplugin::v1beta1::ContainerPreferredAllocationRequest;
 
 const MIG_1G: &str = "nvidia.com/mig-1g.10gb";
@@ -26,12 +26,12 @@ fn key() -> SigningKey {
 }
 
 fn reader(signer: Option<SigningKey>) -> PodReader {
-    PodReader {
-        names: ResourceNames::default(),
-        annotation_key: KEY.into(),
-        node: "test-node".into(),
+    PodReader::new(
+        ResourceNames::default(),
+        "kubesched.ai",
+        "test-node",
         signer,
-    }
+    )
 }
 
 /// A pod bound to the test node asking for `request` (resource, count), with `annotation`.

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use kube::client::Body;
 use kubesched_core::request::{GpuDemand, ResourceNames};
-use kubesched_device_plugin::kube_pods::{KubePods, PodReader};
+use kubesched_device_plugin::pods::{KubePods, PodReader};
 use kubesched_device_plugin::pods::{PodDevices, PodSource};
-use kubesched_device_plugin::publisher::{KubeNodeAnnotator, NodeAnnotator};
+use kubesched_device_plugin::publish::{KubeNodeAnnotator, NodeAnnotator};
 
 /// One request as the mock API server saw it.
 #[derive(Debug, Clone)]
@@ -94,7 +94,11 @@ async fn inventory_is_a_merge_patch_of_the_node_annotations() {
         .await
         .unwrap_err();
     assert_eq!(missing.node, "gpu-9");
-    assert!(missing.message.contains("not found"), "{}", missing.message);
+    assert!(missing.to_string().contains("not found"), "{missing}");
+    assert!(
+        std::error::Error::source(&missing).is_some(),
+        "the API error is kept"
+    );
 }
 
 fn pod_json(name: &str, rv: &str, phase: &str, gpus: u32, annotation: Option<&str>) -> String {
@@ -145,13 +149,8 @@ async fn pods_of_the_node_come_from_a_watched_cache() {
         // The first watch delivers one event; later ones stay open and quiet.
         (*n == 1).then(|| (200, added.clone()))
     });
-    let (_stop, stopped) = tokio::sync::watch::channel(false);
-    let reader = PodReader {
-        names: ResourceNames::default(),
-        annotation_key: "kubesched.ai/devices".into(),
-        node: "gpu-7".into(),
-        signer: None,
-    };
+    let stopped = tokio_util::sync::CancellationToken::new();
+    let reader = PodReader::new(ResourceNames::default(), "kubesched.ai", "gpu-7", None);
     let pods = KubePods::spawn(client, reader, stopped);
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -162,7 +161,7 @@ async fn pods_of_the_node_come_from_a_watched_cache() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let names: Vec<&str> = views.iter().map(|p| p.name.as_str()).collect();
+    let names: Vec<&str> = views.iter().map(|p| p.id.name.as_str()).collect();
     assert_eq!(
         names,
         ["plain", "trainer", "zeta", "alpha"],

@@ -11,14 +11,14 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::Harness;
-use kubesched_device_plugin::plugin_server::DevicePluginService;
-use kubesched_device_plugin::resources::socket_name;
+use kubesched_device_plugin::devices::socket_name;
+use kubesched_device_plugin::kubelet::DevicePluginService;
 use kubesched_proto::deviceplugin::v1beta1::device_plugin_server::DevicePluginServer;
 use kubesched_proto::deviceplugin::v1beta1::{DevicePluginOptions, ListAndWatchResponse};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::UnixStream;
-use tokio::sync::watch;
 use tokio_stream::wrappers::UnixListenerStream;
+use tokio_util::sync::CancellationToken;
 
 const GPU: &str = "nvidia.com/gpu";
 const OPTIONS: &str = "/v1beta1.DevicePlugin/GetDevicePluginOptions";
@@ -223,8 +223,8 @@ async fn without_the_adapter_h2_refuses_such_a_request() {
     let listener = tokio::net::UnixListener::bind(&socket).unwrap();
     let pods = std::sync::Arc::new(kubesched_device_plugin::pods::InMemoryPods::default());
     let (manager, allocator) = common::build_from_fixture(pods);
-    let (_stop, stopped) = watch::channel(false);
-    let service = DevicePluginService::new(GPU.into(), manager, allocator, stopped);
+    let service =
+        DevicePluginService::new(GPU.into(), manager, allocator, CancellationToken::new());
     let server = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(DevicePluginServer::new(service))

@@ -411,14 +411,15 @@ async fn registration_is_retried_until_the_kubelet_appears() {
     let dir = common::TempDir::new();
     let pods = std::sync::Arc::new(kubesched_device_plugin::pods::InMemoryPods::default());
     let (manager, allocator) = common::build_from_fixture(pods);
-    let paths = kubesched_device_plugin::agent::KubeletPaths {
+    let paths = kubesched_device_plugin::kubelet::KubeletPaths {
         plugin_dir: dir.0.clone(),
         kubelet_socket: dir.0.join("kubelet.sock"),
         poll_interval: Duration::from_millis(50),
         retry_interval: Duration::from_secs(30),
     };
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let host = tokio::spawn(kubesched_device_plugin::agent::run_plugins(
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stopped = stop.clone();
+    let host = tokio::spawn(kubesched_device_plugin::kubelet::run_plugins(
         paths, manager, allocator, stopped,
     ));
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -432,7 +433,7 @@ async fn registration_is_retried_until_the_kubelet_appears() {
             .unwrap()
             .unwrap();
     }
-    stop.send(true).unwrap();
+    stop.cancel();
     host.await.unwrap().unwrap();
 }
 

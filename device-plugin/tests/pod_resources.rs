@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{TempDir, pod};
 use kubesched_core::inventory::NumaNodeInfo;
-use kubesched_device_plugin::pod_resources::{PodResourcesError, UsageReader, read_usage};
+use kubesched_device_plugin::kubelet::{PodResourcesError, UsageReader, read_usage};
 use kubesched_device_plugin::pods::InMemoryPods;
 use kubesched_proto::podresources::v1::pod_resources_lister_server::{
     PodResourcesLister, PodResourcesListerServer,
@@ -206,7 +206,7 @@ async fn reconciliation_restores_hand_outs_and_reports_pods_holding_other_device
         pod("gone", "nvidia.com/gpu", 1, Some(&["GPU-1"])),
     ];
     let usage = read_usage(&socket, Duration::from_secs(5)).await.unwrap();
-    let mismatched = allocator.reconcile(&views, &usage.devices_by_pod());
+    let mismatched = allocator.record_holdings(&views, &usage.devices_by_pod());
     assert_eq!(mismatched, ["default/notebook"]);
     let handed = allocator.handed_out();
     assert_eq!(

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{TempDir, build_from_fixture};
-use kubesched_device_plugin::h2_authority::MAX_CONNECTIONS;
-use kubesched_device_plugin::plugin_server::PluginServer;
+use kubesched_device_plugin::kubelet;
+use kubesched_device_plugin::kubelet::MAX_CONNECTIONS;
+use kubesched_device_plugin::kubelet::PluginServer;
 use kubesched_device_plugin::pods::InMemoryPods;
-use kubesched_device_plugin::uds;
 use kubesched_proto::deviceplugin::v1beta1::Empty;
 use kubesched_proto::deviceplugin::v1beta1::device_plugin_client::DevicePluginClient;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -96,7 +96,7 @@ async fn kubelet_is_served(socket: &Path) {
     let deadline = tokio::time::Instant::now() + 2 * WAIT;
     loop {
         let attempt = async {
-            let channel = uds::connect(socket, Duration::from_secs(2))
+            let channel = kubelet::connect(socket, Duration::from_secs(2))
                 .await
                 .map_err(|e| e.to_string())?;
             let mut client = DevicePluginClient::new(channel);

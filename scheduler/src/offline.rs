@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Pod;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use crate::extender::Extender;
-use crate::extender::bind::{BindError, Binder, PodRef};
+use crate::extender::api_client::{BindError, Binder, PodRef};
 use crate::extender::reflectors::pod_record;
 use crate::snapshot::Snapshot;
 
@@ -57,7 +57,7 @@ impl OfflineBinder {
         let key = (pod.namespace.clone(), pod.name.clone());
         let stored = pods
             .get_mut(&key)
-            .ok_or_else(|| BindError::NotFound(format!("{}/{}", pod.namespace, pod.name)))?;
+            .ok_or_else(|| BindError::NotFound(pod.to_string()))?;
         if stored.metadata.uid.as_deref() != Some(pod.uid.as_str()) {
             return Err(BindError::Conflict(format!(
                 "pod {}/{} has another UID",
@@ -77,7 +77,7 @@ impl Binder for OfflineBinder {
             .pods()
             .get(&(pod.namespace.clone(), pod.name.clone()))
             .cloned()
-            .ok_or_else(|| BindError::NotFound(format!("{}/{}", pod.namespace, pod.name)));
+            .ok_or_else(|| BindError::NotFound(pod.to_string()));
         Box::pin(async move { found })
     }
 

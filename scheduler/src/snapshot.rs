@@ -10,6 +10,8 @@ use kube::api::{Api, ListParams};
 use kubesched_core::versioned::{self, VersionedError};
 use serde::{Deserialize, Serialize};
 
+use kubesched_k8s::pod_key;
+
 use crate::extender::Extender;
 use crate::extender::reflectors::{node_base, pod_record};
 
@@ -105,7 +107,7 @@ impl Snapshot {
             .iter()
             .filter_map(|p| pod_record(ext, p))
             .filter(|(_, r)| r.node.is_none())
-            .map(|(_, r)| (format!("{}/{}", r.namespace, r.name), r.request))
+            .map(|(_, r)| (pod_key(&r.namespace, &r.name), r.request))
             .collect()
     }
 }

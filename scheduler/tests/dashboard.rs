@@ -5,8 +5,10 @@
 use kubesched_core::catalogue::mig_geometry;
 use kubesched_core::fragmentation::Workload;
 use kubesched_core::node::{GpuState, NodeState};
+use kubesched_core::placement::Cause;
 use kubesched_core::request::{GpuDemand, PodRequest};
 use kubesched_scheduler::extender::metrics::Metrics;
+use kubesched_scheduler::extender::outcome::{BindOutcome, FilterOutcome};
 
 #[test]
 fn dashboard_queries_only_exported_metrics() {
@@ -35,8 +37,8 @@ fn dashboard_queries_only_exported_metrics() {
     )]);
     metrics.refresh_state(&[node], &workload, true);
     metrics.observe_request("filter", 200, 0.001);
-    metrics.filter_outcome("mig_geometry", 1);
-    metrics.bind_result("bound");
+    metrics.filter_outcome(FilterOutcome::Unfit(Cause::MigGeometry), 1);
+    metrics.bind_result(BindOutcome::Bound);
     metrics.set_reservations(1);
     let exported = metrics.encode().expect("encode");
     let types: Vec<(&str, &str)> = exported

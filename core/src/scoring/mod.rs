@@ -117,37 +117,66 @@ pub enum TieBreak {
     First,
 }
 
-/// Policies by name, for configuration and the simulator's `--policy`.
-pub fn by_name(name: &str) -> Option<Box<dyn Policy>> {
-    Some(match name {
-        "fgd" => Box::new(Fgd),
-        "best-fit" | "bestfit" => Box::new(BestFit),
-        "random" => Box::new(Random),
-        "dot-product" => Box::new(DotProduct),
-        "gpu-packing" => Box::new(GpuPacking),
-        "gpu-clustering" => Box::new(GpuClustering),
-        "first-fit" => Box::new(InOrder {
+/// A policy's constructor.
+type MakePolicy = fn() -> Box<dyn Policy>;
+
+/// Every policy, by its name: the one list `by_name`, [`policy_names`], the configuration's
+/// errors and the property tests read, so a policy cannot be accepted and left untested.
+const POLICIES: &[(&str, MakePolicy)] = &[
+    ("kubesched", || Box::new(Production::default())),
+    ("fgd", || Box::new(Fgd)),
+    ("best-fit", || Box::new(BestFit)),
+    ("gpu-packing", || Box::new(GpuPacking)),
+    ("gpu-clustering", || Box::new(GpuClustering)),
+    ("dot-product", || Box::new(DotProduct)),
+    ("random", || Box::new(Random)),
+    ("first-fit", || {
+        Box::new(InOrder {
             highest_start: false,
-        }),
-        "highest-start" => Box::new(InOrder {
+        })
+    }),
+    ("highest-start", || {
+        Box::new(InOrder {
             highest_start: true,
-        }),
-        "mig-best-fit" => Box::new(MigBestFit),
-        "kubesched" | "production" => Box::new(Production::default()),
-        _ => return None,
-    })
+        })
+    }),
+    ("mig-best-fit", || Box::new(MigBestFit)),
+];
+
+/// Older spellings `by_name` still accepts, with the name they stand for.
+const ALIASES: &[(&str, &str)] = &[("production", "kubesched"), ("bestfit", "best-fit")];
+
+/// Policies by name (or alias), for configuration and the simulator's `--policies`.
+pub fn by_name(name: &str) -> Option<Box<dyn Policy>> {
+    let name = ALIASES
+        .iter()
+        .find(|(alias, _)| *alias == name)
+        .map_or(name, |(_, canonical)| canonical);
+    POLICIES
+        .iter()
+        .find(|(known, _)| *known == name)
+        .map(|(_, make)| make())
 }
 
-/// Names accepted by `by_name`.
-pub const POLICY_NAMES: &[&str] = &[
-    "kubesched",
-    "fgd",
-    "best-fit",
-    "gpu-packing",
-    "gpu-clustering",
-    "dot-product",
-    "random",
-];
+/// The names `by_name` accepts (aliases aside), in a stable order.
+pub fn policy_names() -> impl Iterator<Item = &'static str> {
+    POLICIES.iter().map(|(name, _)| *name)
+}
+
+/// A policy name nobody knows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown policy {name:?}; known: {}", policy_names().collect::<Vec<_>>().join(", "))]
+pub struct UnknownPolicy {
+    /// The name asked for.
+    pub name: String,
+}
+
+/// `by_name`, with an error that lists the known names.
+pub fn lookup(name: &str) -> Result<Box<dyn Policy>, UnknownPolicy> {
+    by_name(name).ok_or_else(|| UnknownPolicy {
+        name: name.to_string(),
+    })
+}
 
 /// F_n(M) before and after `cand`, using the cached summary when given.
 pub(crate) fn frag_before_after(
@@ -204,4 +233,26 @@ pub(crate) fn mix(mut x: u64) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     x ^ (x >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_listed_policy_is_built_under_its_own_name_and_aliases_resolve() {
+        let names: Vec<&str> = policy_names().collect();
+        assert_eq!(names.len(), POLICIES.len());
+        for name in &names {
+            let policy = by_name(name).unwrap();
+            assert_eq!(policy.name(), *name);
+        }
+        for (alias, canonical) in ALIASES {
+            assert!(!names.contains(alias), "{alias} is an alias, not a name");
+            assert_eq!(by_name(alias).unwrap().name(), *canonical);
+        }
+        assert!(by_name("no-such-policy").is_none());
+        let error = lookup("no-such-policy").err().unwrap();
+        assert!(error.to_string().contains("mig-best-fit"), "{error}");
+    }
 }

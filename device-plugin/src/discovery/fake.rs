@@ -9,7 +9,7 @@ use kubesched_core::numa::TopologyPolicy;
 use serde::{Deserialize, Serialize};
 
 use super::{Discovered, DiscoveryError, GpuInventory};
-use crate::pci::normalise_bus_id;
+use crate::discovery::normalise_bus_id;
 use crate::topology::{HostTopology, TopologyError};
 
 /// The fixture's JSON layout (camelCase, like the inventory document).

@@ -1,10 +1,14 @@
 //! GPU discovery behind the [`GpuInventory`] trait: NVML on real nodes, a JSON fixture
 //! (`--fake-inventory`) in tests and demos. Both return core inventory types.
 
-pub mod fake;
-pub mod fake_mig;
-pub mod nvml;
-pub mod nvml_mig;
+mod fake;
+mod nvml;
+mod pci;
+
+pub use fake::{FakeFixture, FakeInventory};
+pub(crate) use nvml::{GiProfile, gi_profiles};
+pub use nvml::{NvmlInventory, RawEvent, xid_event};
+pub use pci::{BadBusId, normalise_bus_id};
 
 use std::collections::BTreeMap;
 
@@ -26,8 +30,31 @@ pub enum DiscoveryError {
     /// The NVML library could not be loaded at all.
     #[error("no NVIDIA driver on this node ({0})")]
     NoDriver(String),
+    /// A raw NVML call returned an error code, or the driver lacks the symbol.
     #[error("NVML call {call} failed: {message}")]
-    Nvml { call: &'static str, message: String },
+    Nvml {
+        /// The NVML function.
+        call: &'static str,
+        /// What went wrong.
+        message: String,
+    },
+    /// An NVML call through the safe wrapper failed.
+    #[error("NVML call {call} failed: {source}")]
+    NvmlCall {
+        /// The NVML function.
+        call: &'static str,
+        /// NVML's error.
+        source: nvml_wrapper::error::NvmlError,
+    },
+    /// NVML reported a PCI bus id that does not parse.
+    #[error(transparent)]
+    BusId(#[from] crate::discovery::BadBusId),
+    /// The thread that waits for XID events could not be started.
+    #[error("cannot start the XID event thread: {0}")]
+    EventThread(#[source] std::io::Error),
+    /// The blocking discovery task panicked.
+    #[error("the discovery task failed")]
+    Task(#[source] tokio::task::JoinError),
     #[error("cannot read fake inventory {path}: {source}")]
     FixtureIo {
         path: String,

@@ -5,6 +5,9 @@
 //! Also the XID event source and the recovery probe for `health`. XID events are read with
 //! the raw `nvmlEventSetWait_v2`, because the safe event API drops the GPU instance id that
 //! tells which MIG slice the error hit.
+// The NVML calls the safe wrapper lacks, made through its raw bindings: the agent's only
+// `unsafe`, each block with the invariant it relies on.
+#![allow(unsafe_code)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -22,8 +25,8 @@ use nvml_wrapper_sys::bindings::{
 use tokio::sync::mpsc;
 
 use super::{Discovered, DiscoveryError, GpuInventory};
-use crate::health::{ALL_INSTANCES, HealthProbe, XidEvent};
-use crate::pci::normalise_bus_id;
+use crate::devices::{ALL_INSTANCES, HealthProbe, XidEvent};
+use crate::discovery::normalise_bus_id;
 
 /// NVML's GPU instance profile indices (`NVML_GPU_INSTANCE_PROFILE_*`) worth asking about.
 const PROFILE_INDICES: std::ops::Range<u32> = 0..10;
@@ -66,10 +69,7 @@ pub struct NvmlInventory {
 }
 
 fn nvml_error(call: &'static str) -> impl Fn(NvmlError) -> DiscoveryError {
-    move |e| DiscoveryError::Nvml {
-        call,
-        message: e.to_string(),
-    }
+    move |source| DiscoveryError::NvmlCall { call, source }
 }
 
 impl NvmlInventory {
@@ -218,10 +218,7 @@ impl GpuInventory for NvmlInventory {
             let pci = device
                 .pci_info()
                 .map_err(nvml_error("nvmlDeviceGetPciInfo"))?;
-            let pci_bus_id = normalise_bus_id(&pci.bus_id).map_err(|e| DiscoveryError::Nvml {
-                call: "nvmlDeviceGetPciInfo",
-                message: e.to_string(),
-            })?;
+            let pci_bus_id = normalise_bus_id(&pci.bus_id)?;
             let memory = device
                 .memory_info()
                 .map_err(nvml_error("nvmlDeviceGetMemoryInfo"))?;
@@ -268,10 +265,7 @@ impl NvmlInventory {
         std::thread::Builder::new()
             .name("nvml-events".into())
             .spawn(move || xid_loop(&nvml, &tx))
-            .map_err(|e| DiscoveryError::Nvml {
-                call: "spawn event thread",
-                message: e.to_string(),
-            })?;
+            .map_err(DiscoveryError::EventThread)?;
         Ok(rx)
     }
 }
@@ -379,9 +373,9 @@ mod tests {
     use kubesched_core::request::ResourceNames;
 
     use super::*;
-    use crate::health::HealthTracker;
-    use crate::manager::ResourceManager;
-    use crate::resources::plan;
+    use crate::devices::HealthTracker;
+    use crate::devices::ResourceManager;
+    use crate::devices::plan;
 
     fn xid(xid: u64, gpu_instance_id: u32) -> RawEvent {
         RawEvent {

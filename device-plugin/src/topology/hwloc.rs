@@ -8,7 +8,7 @@ use hwlocality::topology::builder::TypeFilter;
 use kubesched_core::inventory::NumaNodeInfo;
 
 use super::{HostTopology, TopologyError};
-use crate::pci::normalise_bus_id;
+use crate::discovery::normalise_bus_id;
 
 pub struct HwlocTopology {
     topology: Topology,

@@ -1,8 +1,11 @@
 //! Host NUMA topology behind the [`HostTopology`] trait: hwloc first, sysfs when hwloc cannot
 //! load, the fake fixture in tests. Returns core inventory types.
 
-pub mod hwloc;
-pub mod sysfs;
+mod hwloc;
+mod sysfs;
+
+pub use hwloc::HwlocTopology;
+pub use sysfs::SysfsTopology;
 
 use std::path::Path;
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use kubesched_core::inventory::NumaNodeInfo;
 
 use super::{HostTopology, TopologyError, parse_cpu_list};
-use crate::pci::normalise_bus_id;
+use crate::discovery::normalise_bus_id;
 
 #[derive(Debug, Clone)]
 pub struct SysfsTopology {

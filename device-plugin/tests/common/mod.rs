@@ -11,22 +11,24 @@ use std::time::Duration;
 use kubesched_core::annotation::{AssignedDevice, AssignedMig, DEVICES_VERSION, DevicesAnnotation};
 use kubesched_core::inventory::{INVENTORY_VERSION, NodeInventory};
 use kubesched_core::request::{GpuDemand, GpuResource, ResourceNames};
-use kubesched_device_plugin::agent::{KubeletPaths, run_plugins};
-use kubesched_device_plugin::allocation::Allocator;
+use kubesched_device_plugin::devices::Allocator;
+use kubesched_device_plugin::devices::ResourceManager;
+use kubesched_device_plugin::devices::{plan, socket_name};
+use kubesched_device_plugin::discovery::FakeInventory;
 use kubesched_device_plugin::discovery::GpuInventory;
-use kubesched_device_plugin::discovery::fake::FakeInventory;
-use kubesched_device_plugin::manager::ResourceManager;
+use kubesched_device_plugin::kubelet;
+use kubesched_device_plugin::kubelet::{KubeletPaths, run_plugins};
 use kubesched_device_plugin::pods::{InMemoryPods, PodDevices, PodView};
-use kubesched_device_plugin::resources::{plan, socket_name};
-use kubesched_device_plugin::uds;
+use kubesched_k8s::PodRef;
 use kubesched_proto::deviceplugin::v1beta1::device_plugin_client::DevicePluginClient;
 use kubesched_proto::deviceplugin::v1beta1::registration_server::{
     Registration, RegistrationServer,
 };
 use kubesched_proto::deviceplugin::v1beta1::{Empty, RegisterRequest};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::UnixListenerStream;
+use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 pub const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/node.json");
@@ -127,9 +129,11 @@ pub fn pod(name: &str, resource: &str, count: u32, assigned: Option<&[&str]>) ->
         Some(ids) => PodDevices::Assigned(annotation(resource, ids)),
     };
     PodView {
-        namespace: "default".into(),
-        name: name.into(),
-        uid: format!("uid-{name}"),
+        id: PodRef {
+            namespace: "default".into(),
+            name: name.into(),
+            uid: format!("uid-{name}"),
+        },
         demand,
         devices,
         admitted: false,
@@ -186,7 +190,7 @@ pub struct Harness {
     pub manager: Arc<ResourceManager>,
     pub allocator: Arc<Allocator>,
     pub pods: Arc<InMemoryPods>,
-    stop: watch::Sender<bool>,
+    stop: CancellationToken,
     host: Option<JoinHandle<()>>,
 }
 
@@ -234,7 +238,8 @@ impl Harness {
             poll_interval: Duration::from_millis(50),
             retry_interval: Duration::from_millis(200),
         };
-        let (stop, stopped) = watch::channel(false);
+        let stop = CancellationToken::new();
+        let stopped = stop.clone();
         let host = tokio::spawn({
             let (manager, allocator) = (manager.clone(), allocator.clone());
             async move {
@@ -279,11 +284,15 @@ impl Harness {
 
     pub async fn client(&self, resource: &str) -> DevicePluginClient<Channel> {
         let socket = self.dir.0.join(socket_name(resource));
-        DevicePluginClient::new(uds::connect(&socket, Duration::from_secs(5)).await.unwrap())
+        DevicePluginClient::new(
+            kubelet::connect(&socket, Duration::from_secs(5))
+                .await
+                .unwrap(),
+        )
     }
 
     pub async fn shutdown(mut self) {
-        let _ = self.stop.send(true);
+        self.stop.cancel();
         if let Some(host) = self.host.take() {
             tokio::time::timeout(Duration::from_secs(5), host)
                 .await

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use kubesched_core::signing::SigningKey;
-use kubesched_scheduler::extender::bind::KubeBinder;
+use kubesched_scheduler::extender::api_client::KubeBinder;
 use kubesched_scheduler::extender::config::{Config, Overrides};
 use kubesched_scheduler::extender::{Extender, reflectors, server, tls};
 

@@ -236,12 +236,7 @@ fn what_if(path: &Path, policies: &[String]) -> anyhow::Result<()> {
     let nodes: Vec<NodeState> = ext.state().node_states().cloned().collect();
     println!("{} nodes, {} pending pods", nodes.len(), pending.len());
     for name in policies {
-        let policy = scoring::by_name(name).with_context(|| {
-            format!(
-                "unknown policy {name:?}; known: {}",
-                scoring::POLICY_NAMES.join(", ")
-            )
-        })?;
+        let policy = scoring::lookup(name)?;
         let cfg = ReplayConfig {
             shuffle_nodes: false,
             shuffle_pods: false,
@@ -296,16 +291,11 @@ fn simulate_cmd(args: SimulateArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.cluster {
         return what_if(path, &args.policies);
     }
-    let mut policies = Vec::new();
-    for name in &args.policies {
-        match scoring::by_name(name) {
-            Some(p) => policies.push(p),
-            None => bail!(
-                "unknown policy {name:?}; known: {}",
-                scoring::POLICY_NAMES.join(", ")
-            ),
-        }
-    }
+    let policies = args
+        .policies
+        .iter()
+        .map(|name| scoring::lookup(name))
+        .collect::<Result<Vec<_>, _>>()?;
     if !(0.0..=10.0).contains(&args.tune) {
         bail!("--tune must be between 0 and 10");
     }

@@ -2,7 +2,7 @@
 //! picked, reserve them in memory, write the (signed) devices annotation,
 //! then create the Binding. The reservation stands until the watch shows the
 //! bound, annotated pod; on any failure it is released and the pod retried.
-//! API access sits behind `Binder` so tests can run without a cluster.
+//! API access goes through `api_client::Binder`.
 //!
 //! Binding is idempotent: one bind of a pod at a time (a second one while a
 //! reservation stands is a conflict); an annotation this extender already
@@ -13,151 +13,27 @@
 
 use std::time::Instant;
 
-use futures::future::BoxFuture;
-use k8s_openapi::api::core::v1::{Binding, ObjectReference, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, Patch, PatchParams, PostParams};
 use kubesched_core::annotation::DevicesAnnotation;
 use kubesched_core::request::PodRequest;
 use kubesched_core::text::quote;
-use thiserror::Error;
 
-use super::cluster_state::{EvalContext, NodeView};
+use super::api_client::{BindError, PodRef};
+use super::cluster_state::NodeView;
+use super::filter::NO_INVENTORY;
+use super::outcome::BindOutcome;
 use super::protocol::{ExtenderBindingArgs, ExtenderBindingResult};
 use super::reservations::Reservation;
-use super::service::{Extender, pod_seed};
-
-/// The pod a bind is for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PodRef {
-    pub namespace: String,
-    pub name: String,
-    pub uid: String,
-}
-
-#[derive(Debug, Error)]
-pub enum BindError {
-    /// The object changed under us (already bound, UID mismatch).
-    #[error("conflict: {0}")]
-    Conflict(String),
-    #[error("pod not found: {0}")]
-    NotFound(String),
-    #[error("API error: {0}")]
-    Api(String),
-}
-
-/// The API calls bind needs.
-pub trait Binder: Send + Sync {
-    fn get_pod<'a>(&'a self, pod: &'a PodRef) -> BoxFuture<'a, Result<Pod, BindError>>;
-    /// Sets one annotation on the pod, only if its UID still matches and, when
-    /// `resource_version` is given, only if the pod has not changed since that version.
-    fn annotate<'a>(
-        &'a self,
-        pod: &'a PodRef,
-        resource_version: Option<&'a str>,
-        key: &'a str,
-        value: &'a str,
-    ) -> BoxFuture<'a, Result<(), BindError>>;
-    /// Creates the pods/binding subresource.
-    fn bind<'a>(&'a self, pod: &'a PodRef, node: &'a str) -> BoxFuture<'a, Result<(), BindError>>;
-}
-
-/// `Binder` over the Kubernetes API.
-pub struct KubeBinder {
-    client: kube::Client,
-}
-
-impl KubeBinder {
-    pub fn new(client: kube::Client) -> Self {
-        KubeBinder { client }
-    }
-
-    fn pods(&self, ns: &str) -> Api<Pod> {
-        Api::namespaced(self.client.clone(), ns)
-    }
-}
-
-fn api_error(e: kube::Error) -> BindError {
-    match &e {
-        kube::Error::Api(s) if s.code == 409 || s.code == 422 => BindError::Conflict(e.to_string()),
-        kube::Error::Api(s) if s.code == 404 => BindError::NotFound(e.to_string()),
-        _ => BindError::Api(e.to_string()),
-    }
-}
-
-impl Binder for KubeBinder {
-    fn get_pod<'a>(&'a self, pod: &'a PodRef) -> BoxFuture<'a, Result<Pod, BindError>> {
-        Box::pin(async move {
-            self.pods(&pod.namespace)
-                .get(&pod.name)
-                .await
-                .map_err(api_error)
-        })
-    }
-
-    fn annotate<'a>(
-        &'a self,
-        pod: &'a PodRef,
-        resource_version: Option<&'a str>,
-        key: &'a str,
-        value: &'a str,
-    ) -> BoxFuture<'a, Result<(), BindError>> {
-        Box::pin(async move {
-            // The UID in the patch makes the API server refuse it if the pod
-            // was replaced by a namesake; the resourceVersion (optimistic
-            // concurrency) if anyone changed it since we read it.
-            let mut patch = serde_json::json!({
-                "metadata": {"uid": pod.uid, "annotations": {key: value}}
-            });
-            if let Some(version) = resource_version {
-                patch["metadata"]["resourceVersion"] = version.into();
-            }
-            self.pods(&pod.namespace)
-                .patch(&pod.name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                .map(|_| ())
-                .map_err(api_error)
-        })
-    }
-
-    fn bind<'a>(&'a self, pod: &'a PodRef, node: &'a str) -> BoxFuture<'a, Result<(), BindError>> {
-        Box::pin(async move {
-            let binding = Binding {
-                metadata: ObjectMeta {
-                    name: Some(pod.name.clone()),
-                    namespace: Some(pod.namespace.clone()),
-                    uid: Some(pod.uid.clone()),
-                    ..Default::default()
-                },
-                target: ObjectReference {
-                    api_version: Some("v1".into()),
-                    kind: Some("Node".into()),
-                    name: Some(node.to_string()),
-                    ..Default::default()
-                },
-            };
-            self.pods(&pod.namespace)
-                .create_subresource::<_, serde_json::Value>(
-                    "binding",
-                    &pod.name,
-                    &PostParams::default(),
-                    &binding,
-                )
-                .await
-                .map(|_| ())
-                .map_err(api_error)
-        })
-    }
-}
+use super::service::Extender;
 
 /// Why a bind did not happen: the message kube-scheduler records, and the
 /// metric label.
 struct Refusal {
-    outcome: &'static str,
+    outcome: BindOutcome,
     message: String,
 }
 
 impl Extender {
+    /// The `bind` verb: kube-scheduler's answer is an empty error on success.
     pub async fn bind(&self, args: &ExtenderBindingArgs) -> ExtenderBindingResult {
         let pod = PodRef {
             namespace: args.pod_namespace.clone(),
@@ -167,7 +43,7 @@ impl Extender {
         let started = Instant::now();
         match self.try_bind(&pod, &args.node).await {
             Ok(devices) => {
-                self.metrics().bind_result("bound");
+                self.metrics().bind_result(BindOutcome::Bound);
                 tracing::info!(pod = %pod.name, namespace = %pod.namespace, node = %args.node,
                     devices = devices.as_deref().unwrap_or("-"),
                     elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "bound");
@@ -176,7 +52,7 @@ impl Extender {
             Err(r) => {
                 self.metrics().bind_result(r.outcome);
                 tracing::warn!(pod = %pod.name, namespace = %pod.namespace, node = %args.node,
-                    outcome = r.outcome, error = %r.message, "bind refused");
+                    outcome = r.outcome.label(), error = %r.message, "bind refused");
                 ExtenderBindingResult { error: r.message }
             }
         }
@@ -189,22 +65,22 @@ impl Extender {
             // The Binding API accepts any node name; a pod must not be sent nowhere.
             if !self.state().has_node(node) {
                 return Err(Refusal {
-                    outcome: "no_fit",
+                    outcome: BindOutcome::NoFit,
                     message: format!("node {} does not exist", quote(node)),
                 });
             }
             self.binder()
                 .bind(pod, node)
                 .await
-                .map_err(|e| api_refusal("api_error", e))?;
+                .map_err(|e| api_refusal(e))?;
             return Ok(None);
         }
         let (annotation, write) = self.reserve(pod, node, &seen)?;
-        let release = |outcome: &'static str, e: BindError| {
+        let release = |e: BindError| {
             self.state_mut().release(&pod.uid);
             self.metrics()
                 .set_reservations(self.state().reservation_count());
-            api_refusal(outcome, e)
+            api_refusal(e)
         };
         if write {
             self.binder()
@@ -215,12 +91,12 @@ impl Extender {
                     &annotation,
                 )
                 .await
-                .map_err(|e| release("api_error", e))?;
+                .map_err(|e| release(e))?;
         }
         self.binder()
             .bind(pod, node)
             .await
-            .map_err(|e| release("api_error", e))?;
+            .map_err(|e| release(e))?;
         Ok(Some(annotation))
     }
 
@@ -240,29 +116,29 @@ impl Extender {
         });
         match cached {
             Some((Some(bound), _, _)) => Err(Refusal {
-                outcome: "conflict",
+                outcome: BindOutcome::Conflict,
                 message: format!("pod {} is already bound to {bound}", pod.name),
             }),
             Some((None, true, target)) => Ok(target),
             _ => {
                 let obj = self.binder().get_pod(pod).await.map_err(|e| Refusal {
-                    outcome: "unknown_pod",
+                    outcome: BindOutcome::UnknownPod,
                     message: e.to_string(),
                 })?;
                 if obj.metadata.uid.as_deref() != Some(pod.uid.as_str()) {
                     return Err(Refusal {
-                        outcome: "conflict",
+                        outcome: BindOutcome::Conflict,
                         message: format!("pod {} was replaced (UID differs)", pod.name),
                     });
                 }
                 if let Some(bound) = obj.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
                     return Err(Refusal {
-                        outcome: "conflict",
+                        outcome: BindOutcome::Conflict,
                         message: format!("pod {} is already bound to {bound}", pod.name),
                     });
                 }
                 let request = self.pod_request(&obj).map_err(|e| Refusal {
-                    outcome: "unknown_pod",
+                    outcome: BindOutcome::UnknownPod,
                     message: e.to_string(),
                 })?;
                 let devices = obj
@@ -290,28 +166,21 @@ impl Extender {
         seen: &BindTarget,
     ) -> Result<(String, bool), Refusal> {
         let req = &seen.request;
-        let (workload, workload_gen) = self.workload().current();
-        let ctx = EvalContext {
-            policy: self.policy(),
-            workload: &workload,
-            workload_gen,
-            request: req,
-            seed: pod_seed(&pod.uid),
-        };
+        let ctx = self.eval_context(req, &pod.uid);
         let no_fit = |message: String| Refusal {
-            outcome: "no_fit",
+            outcome: BindOutcome::NoFit,
             message,
         };
         let mut state = self.state_mut();
         if state.reservation(&pod.uid).is_some() {
             return Err(Refusal {
-                outcome: "conflict",
+                outcome: BindOutcome::Conflict,
                 message: format!("a bind of pod {} is already in progress", pod.name),
             });
         }
         let node_state = state
             .node_state(node)
-            .ok_or_else(|| no_fit(format!("node {node}: {}", super::filter::NO_INVENTORY)))?;
+            .ok_or_else(|| no_fit(format!("node {node}: {}", NO_INVENTORY)))?;
         // Ours already, for this node: bind again on exactly those devices.
         let kept = match &seen.devices {
             Some(Ok(ann)) if ann.node == node => Some(
@@ -327,9 +196,7 @@ impl Extender {
                 let choice = state.evaluate(node, &ctx, |view| match view {
                     NodeView::Evaluated(Ok(c)) => Ok(c.clone()),
                     NodeView::Evaluated(Err(u)) => Err(format!("node {node} no longer fits: {u}")),
-                    NodeView::Unknown => {
-                        Err(format!("node {node}: {}", super::filter::NO_INVENTORY))
-                    }
+                    NodeView::Unknown => Err(format!("node {node}: {}", NO_INVENTORY)),
                     NodeView::Invalid(e) => Err(format!("node {node}: inventory unusable: {e}")),
                 });
                 let choice = choice.map_err(no_fit)?;
@@ -373,11 +240,12 @@ struct BindTarget {
 }
 
 /// The refusal for a failed API call: a conflict is named as such.
-fn api_refusal(outcome: &'static str, e: BindError) -> Refusal {
+fn api_refusal(e: BindError) -> Refusal {
     Refusal {
-        outcome: match e {
-            BindError::Conflict(_) => "conflict",
-            _ => outcome,
+        outcome: if e.is_conflict() {
+            BindOutcome::Conflict
+        } else {
+            BindOutcome::ApiError
         },
         message: e.to_string(),
     }

@@ -66,7 +66,7 @@ pub enum NodeView<'a> {
 /// Everything an evaluation depends on besides the node.
 pub struct EvalContext<'a> {
     pub policy: &'a dyn Policy,
-    pub workload: &'a Workload,
+    pub workload: Arc<Workload>,
     /// Changes whenever `workload` does, so memoised scores are dropped.
     pub workload_gen: u64,
     pub request: &'a PodRequest,
@@ -370,13 +370,13 @@ impl ClusterState {
                 let frag = match &cache.frag {
                     Some((key, frag)) if *key == entry.state_key => frag.clone(),
                     _ => {
-                        let frag = Arc::new(NodeFrag::new(&entry.state, ctx.workload));
+                        let frag = Arc::new(NodeFrag::new(&entry.state, &ctx.workload));
                         cache.frag = Some((entry.state_key, frag.clone()));
                         frag
                     }
                 };
                 let score_ctx = ScoreContext {
-                    workload: ctx.workload,
+                    workload: &ctx.workload,
                     seed: ctx.seed,
                     frag: Some(&frag),
                 };

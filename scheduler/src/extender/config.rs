@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use kubesched_core::annotation::DEFAULT_PREFIX;
 use kubesched_core::fragmentation::{TaskType, Workload};
 use kubesched_core::request::DEFAULT_DOMAIN;
-use kubesched_core::scoring::{self, POLICY_NAMES, Policy, Production, ProductionWeights};
+use kubesched_core::scoring::{self, Policy, Production, ProductionWeights};
 use serde::Deserialize;
 use thiserror::Error;
 
@@ -284,9 +284,7 @@ impl Config {
             (Some(_), _) => Err(ConfigError::Invalid(format!(
                 "policy {name} takes no weights (only kubesched does)"
             ))),
-            (None, _) => scoring::by_name(name).ok_or_else(|| {
-                ConfigError::Invalid(format!("unknown policy {name:?}; known: {POLICY_NAMES:?}"))
-            }),
+            (None, _) => scoring::lookup(name).map_err(|e| ConfigError::Invalid(e.to_string())),
         }
     }
 

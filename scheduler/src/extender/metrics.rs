@@ -14,6 +14,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use super::outcome::{BindOutcome, FilterOutcome};
+
 type FGauge = Gauge<f64, AtomicU64>;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -210,14 +212,20 @@ impl Metrics {
             .observe(seconds);
     }
 
-    pub fn filter_outcome(&self, outcome: &'static str, nodes: u64) {
+    pub fn filter_outcome(&self, outcome: FilterOutcome, nodes: u64) {
         self.filter_nodes
-            .get_or_create(&OutcomeLabels { outcome })
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.label(),
+            })
             .inc_by(nodes);
     }
 
-    pub fn bind_result(&self, outcome: &'static str) {
-        self.binds.get_or_create(&OutcomeLabels { outcome }).inc();
+    pub fn bind_result(&self, outcome: BindOutcome) {
+        self.binds
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.label(),
+            })
+            .inc();
     }
 
     pub fn set_reservations(&self, n: usize) {
@@ -310,14 +318,15 @@ mod tests {
     use super::*;
     use kubesched_core::catalogue::mig_geometry;
     use kubesched_core::node::GpuState;
+    use kubesched_core::placement::Cause;
     use kubesched_core::request::{GpuDemand, PodRequest};
 
     #[test]
     fn exposes_verb_and_capacity_series() {
         let m = Metrics::new();
         m.observe_request("filter", 200, 0.0007);
-        m.filter_outcome("mig_geometry", 3);
-        m.bind_result("conflict");
+        m.filter_outcome(FilterOutcome::Unfit(Cause::MigGeometry), 3);
+        m.bind_result(BindOutcome::Conflict);
         m.watch_listed("pods");
         m.watch_listed("pods");
         let mut node = NodeState::new("gpu-1", 8000, 8192);

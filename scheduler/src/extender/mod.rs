@@ -2,22 +2,27 @@
 //! core placement model, with the cluster state kept from API watches.
 //!
 //! - `protocol`: the extender wire types
-//! - `quantity`, `pod_request`: Kubernetes Pod -> core `PodRequest`
 //! - `config`: YAML file and flags
 //! - `workload`: the fragmentation target workload (fixed or learned)
 //! - `reservations`, `cluster_state`: occupancy and memoised evaluations
 //! - `service`: the extender object; `filter`, `prioritize`, `bind`: the verbs
+//! - `outcome`: what each verb decided, as metric labels
+//! - `api_client`: the API calls bind makes, behind a trait
 //! - `reflectors`: Node and Pod watches feeding the state
-//! - `metrics`, `server`, `tls`: Prometheus metrics and the HTTP(S) server
+//! - `metrics`, `server`, `connections`, `tls`: Prometheus metrics and the HTTP(S) server
+//!
+//! A pod's request is read by `kubesched_k8s::PodRequestReader`, the rule the node agent
+//! follows too.
 
-pub mod bind;
+pub mod api_client;
+mod bind;
 pub mod cluster_state;
 pub mod config;
 mod connections;
 pub mod filter;
 pub mod metrics;
-pub mod pod_request;
-pub mod prioritize;
+pub mod outcome;
+mod prioritize;
 pub mod protocol;
 pub mod reflectors;
 pub mod reservations;

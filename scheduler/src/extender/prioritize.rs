@@ -3,15 +3,16 @@
 
 use kubesched_core::scoring::Choice;
 
-use super::cluster_state::{EvalContext, NodeView};
+use super::cluster_state::NodeView;
 use super::protocol::{ExtenderArgs, HostPriority, MAX_EXTENDER_PRIORITY, MIN_EXTENDER_PRIORITY};
-use super::service::{Extender, VerbError, pod_seed};
+use super::service::{Extender, VerbError};
 
 /// Given to every node for pods that ask for no GPU: adds nothing, so the
 /// in-tree plugins alone decide.
 pub const NEUTRAL_SCORE: i64 = MIN_EXTENDER_PRIORITY;
 
 impl Extender {
+    /// The `prioritize` verb: a 0..10 score for every sent node.
     pub fn prioritize(&self, args: &ExtenderArgs) -> Result<Vec<HostPriority>, VerbError> {
         let names = args
             .node_names
@@ -28,14 +29,7 @@ impl Extender {
                 .collect());
         }
         let uid = args.pod.metadata.uid.as_deref().unwrap_or("");
-        let (workload, workload_gen) = self.workload().current();
-        let ctx = EvalContext {
-            policy: self.policy(),
-            workload: &workload,
-            workload_gen,
-            request: &req,
-            seed: pod_seed(uid),
-        };
+        let ctx = self.eval_context(&req, uid);
         let raw: Vec<Option<f64>> = {
             let state = self.state();
             names

@@ -2,7 +2,7 @@
 //! annotation, allocatable CPU and memory) and Pods (bound node, requests,
 //! devices annotation). Each (re)list replaces the state wholesale, so a
 //! restarted extender rebuilds everything from the API. A broken watch is
-//! retried within seconds ([`kubesched_core::retry`]).
+//! retried within seconds ([`kubesched_k8s::retry`]).
 //!
 //! Each watch and the reservation expiry run as supervised tasks: one that
 //! ends or panics is started again (and relists), and the extender is ready
@@ -23,8 +23,8 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kubesched_core::inventory::NodeInventory;
 use kubesched_core::node::NodeState;
-use kubesched_core::quantity::Quantity;
-use kubesched_core::retry;
+use kubesched_k8s::quantity::Quantity;
+use kubesched_k8s::{is_terminal, retry};
 
 use super::cluster_state::{NodeBase, PodRecord};
 use super::service::Extender;
@@ -62,8 +62,7 @@ fn node_state(node: &Node, name: &str, inventory: &str) -> Result<NodeBase, Stri
 /// What the state keeps of a pod; `None` for terminal pods (they hold nothing).
 pub fn pod_record(ext: &Extender, pod: &Pod) -> Option<(String, PodRecord)> {
     let uid = pod.metadata.uid.clone()?;
-    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-    if matches!(phase, Some("Succeeded" | "Failed")) {
+    if is_terminal(pod) {
         return None;
     }
     let request = match ext.reader().read(pod) {
@@ -374,14 +373,14 @@ mod tests {
     use futures::future::BoxFuture;
 
     use super::*;
-    use crate::extender::bind::{BindError, Binder, PodRef};
+    use crate::extender::api_client::{BindError, Binder, PodRef};
     use crate::extender::config::Config;
 
     struct NoApi;
 
     impl Binder for NoApi {
         fn get_pod<'a>(&'a self, _: &'a PodRef) -> BoxFuture<'a, Result<Pod, BindError>> {
-            Box::pin(async { Err(BindError::Api("no API in this test".into())) })
+            Box::pin(async { Err(BindError::NotFound("no API in this test".into())) })
         }
         fn annotate<'a>(
             &'a self,
@@ -390,10 +389,10 @@ mod tests {
             _: &'a str,
             _: &'a str,
         ) -> BoxFuture<'a, Result<(), BindError>> {
-            Box::pin(async { Err(BindError::Api("no API in this test".into())) })
+            Box::pin(async { Err(BindError::NotFound("no API in this test".into())) })
         }
         fn bind<'a>(&'a self, _: &'a PodRef, _: &'a str) -> BoxFuture<'a, Result<(), BindError>> {
-            Box::pin(async { Err(BindError::Api("no API in this test".into())) })
+            Box::pin(async { Err(BindError::NotFound("no API in this test".into())) })
         }
     }
 

@@ -14,12 +14,12 @@ use kubesched_core::scoring::Policy;
 use kubesched_core::signing::SigningKey;
 use thiserror::Error;
 
-use super::bind::Binder;
-use super::cluster_state::ClusterState;
-use super::cluster_state::PodRecord;
+use kubesched_k8s::{PodRequestError, PodRequestReader, pod_label};
+
+use super::api_client::Binder;
+use super::cluster_state::{ClusterState, EvalContext, PodRecord};
 use super::config::{Config, ConfigError};
 use super::metrics::Metrics;
-use super::pod_request::{PodRequestError, PodRequestReader};
 use super::workload::WorkloadSource;
 
 /// Why a filter or prioritize request is refused (HTTP 400).
@@ -159,6 +159,23 @@ impl Extender {
         self.ready.load(Ordering::Acquire)
     }
 
+    /// What evaluating `request` (of the pod with UID `uid`) on a node depends on: the
+    /// policy, the current target workload, and the pod's own seed.
+    pub(crate) fn eval_context<'a>(
+        &'a self,
+        request: &'a PodRequest,
+        uid: &str,
+    ) -> EvalContext<'a> {
+        let (workload, workload_gen) = self.workload.current();
+        EvalContext {
+            policy: self.policy(),
+            workload,
+            workload_gen,
+            request,
+            seed: pod_seed(uid),
+        }
+    }
+
     /// Reads a pod's request, refusing profiles no known GPU offers.
     pub(crate) fn pod_request(&self, pod: &Pod) -> Result<PodRequest, VerbError> {
         let label = pod_label(pod);
@@ -181,17 +198,8 @@ impl Extender {
     }
 }
 
-/// `namespace/name` of a pod, for messages.
-pub(crate) fn pod_label(pod: &Pod) -> String {
-    format!(
-        "{}/{}",
-        pod.metadata.namespace.as_deref().unwrap_or(""),
-        pod.metadata.name.as_deref().unwrap_or("")
-    )
-}
-
 /// A per-pod seed for policies that draw at random.
-pub(crate) fn pod_seed(uid: &str) -> u64 {
+fn pod_seed(uid: &str) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     uid.hash(&mut h);
     h.finish()

@@ -11,7 +11,7 @@ use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kubesched_core::signing::SigningKey;
 use kubesched_scheduler::extender::Extender;
-use kubesched_scheduler::extender::bind::{BindError, Binder, PodRef};
+use kubesched_scheduler::extender::api_client::{BindError, Binder, PodRef};
 use kubesched_scheduler::extender::config::Config;
 use kubesched_scheduler::extender::reflectors;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -163,9 +163,14 @@ impl Binder for FakeBinder {
         Box::pin(async move {
             tokio::task::yield_now().await;
             if self.fail_bind.lock().unwrap().contains(&pod.name) {
-                return Err(BindError::Api(
-                    "the server is currently unable to handle the request".into(),
-                ));
+                return Err(BindError::Api(kube::Error::Api(
+                    kube::core::Status::failure(
+                        "the server is currently unable to handle the request",
+                        "ServiceUnavailable",
+                    )
+                    .with_code(503)
+                    .boxed(),
+                )));
             }
             self.bindings
                 .lock()

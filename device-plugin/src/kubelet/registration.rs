@@ -7,7 +7,7 @@ use std::time::Duration;
 use kubesched_proto::deviceplugin::v1beta1::registration_client::RegistrationClient;
 use kubesched_proto::deviceplugin::v1beta1::{DevicePluginOptions, RegisterRequest, VERSION};
 
-use crate::uds;
+use super::uds;
 
 /// How long one registration may take before it counts as failed.
 pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(5);

@@ -2,28 +2,47 @@
 //! requests as kube-scheduler computes them (containers summed, init
 //! containers as a maximum, sidecars and overhead added), its GPU demand by
 //! resource name, and whether the CPU manager would pin its CPUs.
+//!
+//! The one reading of a pod's GPU request: the extender schedules by it and the
+//! agent hands out devices by it. A GPU quantity must be a whole number in each
+//! container, as the API server requires of extended resources.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
-use kubesched_core::quantity::{Quantity, QuantityError};
 use kubesched_core::request::{PodRequest, RequestError, ResourceNames};
 use thiserror::Error;
+
+use crate::quantity::{Quantity, QuantityError};
 
 /// Pod annotation suffix listing allowed GPU models, comma-separated.
 pub const GPU_MODELS_ANNOTATION: &str = "gpu-models";
 
+/// Why a pod's requests cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum PodRequestError {
+    /// A quantity that does not parse.
     #[error("container {container}: resource {resource}: {source}")]
     Quantity {
+        /// The container (or `pod overhead`).
         container: String,
+        /// The resource name.
         resource: String,
+        /// Why the quantity does not parse.
         source: QuantityError,
     },
-    #[error("resource {resource} must be a whole number, got {value:?}")]
-    NotWhole { resource: String, value: String },
+    /// A GPU count with a fractional part (`500m`).
+    #[error("container {container}: resource {resource} must be a whole number, got {value:?}")]
+    NotWhole {
+        /// The container (or `pod overhead`, or `pod` for the total).
+        container: String,
+        /// The resource name.
+        resource: String,
+        /// The quantity as written.
+        value: String,
+    },
+    /// GPU resources the pod cannot ask for together, or an unknown one.
     #[error(transparent)]
     Request(#[from] RequestError),
 }
@@ -33,11 +52,13 @@ type Totals = BTreeMap<String, Quantity>;
 /// Reads pods for one resource domain and annotation prefix.
 #[derive(Debug, Clone)]
 pub struct PodRequestReader {
+    /// The GPU resource names of the domain.
     pub names: ResourceNames,
     models_key: String,
 }
 
 impl PodRequestReader {
+    /// A reader of `names`' resources and the `<annotation_prefix>/gpu-models` annotation.
     pub fn new(names: ResourceNames, annotation_prefix: &str) -> Self {
         PodRequestReader {
             names,
@@ -45,6 +66,8 @@ impl PodRequestReader {
         }
     }
 
+    /// The pod's effective request; an error for a quantity that does not parse, a GPU count
+    /// that is not whole, or GPU resources that cannot be asked for together.
     pub fn read(&self, pod: &Pod) -> Result<PodRequest, PodRequestError> {
         let Some(spec) = &pod.spec else {
             return Ok(PodRequest::cpu_only(0, 0));
@@ -53,7 +76,7 @@ impl PodRequestReader {
         let mut guaranteed = true;
         let mut integer_cpus = true;
         for c in &spec.containers {
-            let r = container_requests(c)?;
+            let r = self.container_requests(c)?;
             guaranteed &= is_guaranteed(c)?;
             integer_cpus &= r
                 .get("cpu")
@@ -65,7 +88,7 @@ impl PodRequestReader {
         let mut sidecars = Totals::new();
         let mut init_peak = Totals::new();
         for c in spec.init_containers.iter().flatten() {
-            let r = container_requests(c)?;
+            let r = self.container_requests(c)?;
             guaranteed &= is_guaranteed(c)?;
             if c.restart_policy.as_deref() == Some("Always") {
                 add(&mut sidecars, &r);
@@ -78,12 +101,15 @@ impl PodRequestReader {
         add(&mut sum, &sidecars);
         max_into(&mut sum, &init_peak);
         if let Some(overhead) = &spec.overhead {
-            add(&mut sum, &parse_map("pod overhead", overhead)?);
+            let parsed = parse_map("pod overhead", overhead)?;
+            self.check_whole("pod overhead", overhead, &parsed)?;
+            add(&mut sum, &parsed);
         }
         let mut counts = Vec::new();
         for (name, q) in &sum {
             if self.names.classify(name)?.is_some() {
                 let n = q.whole().ok_or_else(|| PodRequestError::NotWhole {
+                    container: "pod".into(),
                     resource: name.clone(),
                     value: q.to_string(),
                 })?;
@@ -132,20 +158,43 @@ fn parse_map(
         .collect()
 }
 
-/// A container's effective requests: a resource with only a limit is
-/// requested at its limit (the API server defaults it so).
-fn container_requests(c: &Container) -> Result<Totals, PodRequestError> {
-    let Some(res) = &c.resources else {
-        return Ok(Totals::new());
-    };
-    let mut out = match &res.limits {
-        Some(l) => parse_map(&c.name, l)?,
-        None => Totals::new(),
-    };
-    if let Some(r) = &res.requests {
-        out.extend(parse_map(&c.name, r)?);
+impl PodRequestReader {
+    /// A container's effective requests: a resource with only a limit is
+    /// requested at its limit (the API server defaults it so). Its GPU counts
+    /// must be whole.
+    fn container_requests(&self, c: &Container) -> Result<Totals, PodRequestError> {
+        let Some(res) = &c.resources else {
+            return Ok(Totals::new());
+        };
+        let mut out = Totals::new();
+        for map in [&res.limits, &res.requests].into_iter().flatten() {
+            let parsed = parse_map(&c.name, map)?;
+            self.check_whole(&c.name, map, &parsed)?;
+            out.extend(parsed);
+        }
+        Ok(out)
     }
-    Ok(out)
+
+    /// GPU counts in `parsed` (read from `written`) must be whole.
+    fn check_whole(
+        &self,
+        container: &str,
+        written: &BTreeMap<String, K8sQuantity>,
+        parsed: &Totals,
+    ) -> Result<(), PodRequestError> {
+        for (name, q) in parsed {
+            if self.names.classify(name)?.is_some() && q.whole().is_none() {
+                return Err(PodRequestError::NotWhole {
+                    container: container.to_string(),
+                    resource: name.clone(),
+                    value: written
+                        .get(name)
+                        .map_or_else(|| q.to_string(), |w| w.0.clone()),
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Guaranteed QoS for one container: CPU and memory limits set, and any

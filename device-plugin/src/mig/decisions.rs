@@ -1,7 +1,7 @@
 //! What to do with the dynamic-MIG instances of the node, decided from plain data: which
 //! instances pods claim (pod annotations and the kubelet's PodResources), which belong to pods
 //! that ended, which are orphans and for how long, and which GPUs must not be touched.
-//! No I/O here: `mig_manager` gathers the inputs and carries the decisions out.
+//! No I/O here: `dynamic` gathers the inputs and carries the decisions out.
 //!
 //! Rules: a claimed instance is never destroyed; an instance with a process in it is never
 //! destroyed; a GPU with a pending MIG mode change or with processes outside the instances
@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use crate::mig_backend::{GpuCondition, LiveInstance};
+use super::{GpuCondition, LiveInstance};
 
 /// A placement on a GPU: the GPU's UUID and the start position.
 pub type SlotKey = (String, u8);
@@ -151,7 +151,7 @@ pub fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mig_backend::GpuProcess;
+    use crate::mig::GpuProcess;
 
     fn live(profile: &str, start: u8) -> LiveInstance {
         LiveInstance {

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
 
-use crate::resources::{AdvertisedDevice, ResourcePlan};
+use super::{AdvertisedDevice, ResourcePlan};
 
 /// The effective device list of one resource.
 pub type DeviceList = Arc<[AdvertisedDevice]>;

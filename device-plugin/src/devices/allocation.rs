@@ -23,14 +23,15 @@ use kubesched_proto::deviceplugin::v1beta1::{
     ContainerPreferredAllocationResponse,
 };
 
-use crate::manager::ResourceManager;
-use crate::mig_manager::{DynamicMig, DynamicMigError, PodRef};
+use super::ResourceManager;
+use crate::mig::{DynamicMig, DynamicMigError};
 use crate::pods::{PodDevices, PodSource, PodSourceError, PodView};
 
 /// Environment variable the NVIDIA container runtime reads.
 pub const VISIBLE_DEVICES_ENV: &str = "NVIDIA_VISIBLE_DEVICES";
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a GetPreferredAllocation or Allocate call is refused.
+#[derive(Debug, thiserror::Error)]
 pub enum AllocationError {
     #[error("unknown device id {id} for resource {resource}")]
     UnknownDevice { resource: String, id: String },
@@ -77,8 +78,8 @@ pub enum AllocationError {
         id: String,
         pod: String,
     },
-    #[error("the MIG instance task failed: {0}")]
-    Task(String),
+    #[error("the MIG instance task failed")]
+    Task(#[source] tokio::task::JoinError),
     #[error(transparent)]
     Pods(#[from] PodSourceError),
 }
@@ -114,10 +115,10 @@ enum Admitting<'a> {
 }
 
 fn unreadable(resource: &str, pod: &PodView, reason: &str) -> AllocationError {
-    tracing::warn!(resource, pod = %pod.key(), %reason, "refusing a pod whose devices annotation cannot be followed");
+    tracing::warn!(resource, pod = %pod.id, %reason, "refusing a pod whose devices annotation cannot be followed");
     AllocationError::UnreadableAnnotation {
         resource: resource.to_string(),
-        pod: pod.key(),
+        pod: pod.id.to_string(),
         reason: reason.to_string(),
     }
 }
@@ -189,22 +190,19 @@ impl Allocator {
                 visible.push(id.clone());
                 continue;
             };
-            let owner = pod.map(|p| PodRef {
-                uid: p.uid.clone(),
-                key: p.key(),
-            });
+            let owner = pod.map(|p| p.id.clone());
             let (gpu_owned, profile_owned) = (gpu.to_string(), profile.to_string());
             let created = tokio::task::spawn_blocking(move || {
                 dynamic.ensure(&gpu_owned, &profile_owned, start, owner.as_ref())
             })
             .await
-            .map_err(|e| AllocationError::Task(e.to_string()))?;
+            .map_err(AllocationError::Task)?;
             match created {
                 Ok(uuid) => visible.push(uuid),
                 Err(source) => {
                     let pod = pod.map_or_else(
                         || "a pod without annotation".to_string(),
-                        |p| format!("pod {}", p.key()),
+                        |p| format!("pod {}", p.id),
                     );
                     tracing::warn!(resource, id = %id, %pod, error = %source, "dynamic MIG slot refused");
                     return Err(AllocationError::DynamicMig {
@@ -286,7 +284,7 @@ impl Allocator {
         pods.iter()
             .filter(|pod| !pod.admitted && pod.requests(&self.names, resource))
             .find_map(|pod| {
-                let done = handed.get(&pod.uid);
+                let done = handed.get(&pod.id.uid);
                 match &pod.devices {
                     PodDevices::Assigned(_) => {
                         let wanted: Vec<String> = pod
@@ -311,9 +309,9 @@ impl Allocator {
     fn promised(&self, resource: &str, pods: &[PodView], except: Option<&str>) -> HashSet<String> {
         let handed = self.handed.lock().unwrap_or_else(PoisonError::into_inner);
         pods.iter()
-            .filter(|pod| !pod.admitted && Some(pod.uid.as_str()) != except)
+            .filter(|pod| !pod.admitted && Some(pod.id.uid.as_str()) != except)
             .flat_map(|pod| {
-                let done = handed.get(&pod.uid);
+                let done = handed.get(&pod.id.uid);
                 pod.assigned_ids(resource)
                     .unwrap_or_default()
                     .into_iter()
@@ -325,10 +323,14 @@ impl Allocator {
     /// The pods on the node, waiting up to `pod_wait` for the one being admitted for
     /// `resource` to show up. Pods already holding their devices do not count: after an API
     /// outage the cache may hold only those, and stopping at them would hand the new pod the
-    /// kubelet's (or the policy's) choice instead of its annotated devices.
+    /// kubelet's (or the policy's) choice instead of its annotated devices. The pods are read
+    /// again only when the source says they changed, never on a timer.
     async fn pods_for(&self, resource: &str) -> Result<Vec<PodView>, AllocationError> {
         let deadline = tokio::time::Instant::now() + self.pod_wait;
+        // Subscribed before the first read: a change between the read and the wait is kept.
+        let mut changes = self.pods.changes();
         loop {
+            changes.mark_unchanged();
             let pods = self.pods.pods_on_node().await?;
             let concerned = self.admitting(resource, &pods).is_some();
             if concerned || tokio::time::Instant::now() >= deadline {
@@ -341,7 +343,13 @@ impl Allocator {
                 }
                 return Ok(pods);
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() {
+                    // The source will not change any more: nothing to wait for.
+                    tokio::time::sleep_until(deadline).await;
+                },
+                () = tokio::time::sleep_until(deadline) => {}
+            }
         }
     }
 
@@ -390,7 +398,7 @@ impl Allocator {
                         .iter()
                         .all(|c| wanted.contains(c) && available.contains(c))
                 {
-                    tracing::info!(resource, pod = %pod.key(), devices = ?chosen, "preferred allocation from the pod annotation");
+                    tracing::info!(resource, pod = %pod.id, devices = ?chosen, "preferred allocation from the pod annotation");
                     return Ok(ContainerPreferredAllocationResponse {
                         device_i_ds: chosen,
                     });
@@ -398,7 +406,7 @@ impl Allocator {
                 return Err(AllocationError::AnnotationMismatch {
                     resource: resource.to_string(),
                     offered: available.clone(),
-                    pod: pod.key(),
+                    pod: pod.id.to_string(),
                     assigned: wanted,
                 });
             }
@@ -406,7 +414,7 @@ impl Allocator {
             None => None,
         };
         // Devices promised to other pods are left out while enough others remain.
-        let promised = self.promised(resource, &pods, pod.map(|p| p.uid.as_str()));
+        let promised = self.promised(resource, &pods, pod.map(|p| p.id.uid.as_str()));
         let unpromised: Vec<String> = available
             .iter()
             .filter(|a| !promised.contains(*a) || must.contains(a))
@@ -418,7 +426,7 @@ impl Allocator {
             available
         };
         let chosen = self.default_choice(resource, offered, must, size);
-        tracing::info!(resource, pod = ?pod.map(PodView::key), devices = ?chosen, "preferred allocation from the placement policy (no annotation)");
+        tracing::info!(resource, pod = ?pod.map(|p| p.id.to_string()), devices = ?chosen, "preferred allocation from the placement policy (no annotation)");
         Ok(ContainerPreferredAllocationResponse {
             device_i_ds: chosen,
         })
@@ -448,7 +456,7 @@ impl Allocator {
                         return Err(AllocationError::AnnotationMismatch {
                             resource: resource.to_string(),
                             offered: ids.to_vec(),
-                            pod: pod.key(),
+                            pod: pod.id.to_string(),
                             assigned: wanted,
                         });
                     }
@@ -474,7 +482,7 @@ impl Allocator {
                 self.handed
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .entry(pod.uid.clone())
+                    .entry(pod.id.uid.clone())
                     .or_default()
                     .extend(ids.iter().cloned());
                 // Named only when the scheduler's annotation says whose they are; a pod without
@@ -483,9 +491,9 @@ impl Allocator {
                 if annotated {
                     response
                         .annotations
-                        .insert(self.pod_annotation.clone(), pod.key());
+                        .insert(self.pod_annotation.clone(), pod.id.to_string());
                 }
-                tracing::info!(resource, pod = %pod.key(), devices = ?ids, annotated, "allocated");
+                tracing::info!(resource, pod = %pod.id, devices = ?ids, annotated, "allocated");
             }
             None => {
                 tracing::info!(resource, devices = ?ids, "allocated for a pod this agent has not seen");
@@ -504,12 +512,12 @@ impl Allocator {
         pods: &[PodView],
         pod: Option<&PodView>,
     ) -> Result<(), AllocationError> {
-        let promised = self.promised(resource, pods, pod.map(|p| p.uid.as_str()));
+        let promised = self.promised(resource, pods, pod.map(|p| p.id.uid.as_str()));
         match ids.iter().find(|id| promised.contains(*id)) {
             Some(id) => Err(AllocationError::Promised {
                 resource: resource.to_string(),
                 id: quote(id),
-                pod: pod.map_or_else(|| "a pod not seen yet".into(), PodView::key),
+                pod: pod.map_or_else(|| "a pod not seen yet".into(), |p| p.id.to_string()),
             }),
             None => Ok(()),
         }
@@ -522,7 +530,7 @@ impl Allocator {
         let handed = self.handed.lock().unwrap_or_else(PoisonError::into_inner);
         pods.iter().find(|pod| {
             handed
-                .get(&pod.uid)
+                .get(&pod.id.uid)
                 .is_some_and(|done| ids.iter().all(|id| done.contains(id)))
         })
     }
@@ -531,7 +539,7 @@ impl Allocator {
     /// (`namespace/name` -> device ids, from PodResources), so they survive an agent restart.
     /// Returns the pods holding devices of their annotated resource that the annotation does
     /// not name (allocated before the annotation, or by another plugin): worth an operator's look.
-    pub fn reconcile(
+    pub fn record_holdings(
         &self,
         pods: &[PodView],
         held: &BTreeMap<String, BTreeSet<String>>,
@@ -539,7 +547,7 @@ impl Allocator {
         let mut mismatched = Vec::new();
         let mut handed = self.handed.lock().unwrap_or_else(PoisonError::into_inner);
         for pod in pods {
-            let Some(holds) = held.get(&pod.key()) else {
+            let Some(holds) = held.get(&pod.id.to_string()) else {
                 continue;
             };
             let PodDevices::Assigned(annotation) = &pod.devices else {
@@ -554,7 +562,7 @@ impl Allocator {
                         .is_some_and(|d| d.resource == resource)
                 });
                 handed
-                    .entry(pod.uid.clone())
+                    .entry(pod.id.uid.clone())
                     .or_default()
                     .extend(own.cloned());
                 continue;
@@ -575,10 +583,10 @@ impl Allocator {
                 .filter(|id| !assigned.contains(*id))
                 .collect();
             if !foreign.is_empty() {
-                tracing::warn!(pod = %pod.key(), resource = %annotation.resource, held = ?foreign, assigned = ?assigned, "pod holds devices its annotation does not name");
-                mismatched.push(pod.key());
+                tracing::warn!(pod = %pod.id, resource = %annotation.resource, held = ?foreign, assigned = ?assigned, "pod holds devices its annotation does not name");
+                mismatched.push(pod.id.to_string());
             }
-            let entry = handed.entry(pod.uid.clone()).or_default();
+            let entry = handed.entry(pod.id.uid.clone()).or_default();
             entry.extend(
                 of_resource
                     .into_iter()
@@ -594,7 +602,7 @@ impl Allocator {
 
     /// Drops hand-out records of pods no longer bound here (finished or deleted).
     fn forget_gone(&self, pods: &[PodView]) {
-        let live: HashSet<&str> = pods.iter().map(|p| p.uid.as_str()).collect();
+        let live: HashSet<&str> = pods.iter().map(|p| p.id.uid.as_str()).collect();
         self.handed
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

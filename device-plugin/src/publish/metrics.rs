@@ -16,7 +16,8 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use tokio::sync::watch;
+
+use super::Documents;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct GpuLabels {
@@ -42,7 +43,7 @@ struct NumaLabels {
 }
 
 /// The Prometheus text for one inventory document.
-pub fn render(inv: &NodeInventory) -> Result<String, std::fmt::Error> {
+pub fn render_metrics(inv: &NodeInventory) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::with_prefix("kubesched_agent");
     let healthy = Family::<GpuLabels, Gauge>::default();
     let blocked = Family::<BlockedLabels, Gauge>::default();
@@ -109,7 +110,7 @@ pub fn render(inv: &NodeInventory) -> Result<String, std::fmt::Error> {
 }
 
 /// `/metrics`, `/healthz` and `/readyz` over the agent's document stream.
-pub fn router(documents: watch::Receiver<String>) -> Router {
+pub fn metrics_router(documents: Documents) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
@@ -117,23 +118,17 @@ pub fn router(documents: watch::Receiver<String>) -> Router {
         .with_state(documents)
 }
 
-/// The latest document, if the agent has built one and it parses.
-fn latest(documents: &watch::Receiver<String>) -> Option<NodeInventory> {
-    let text = documents.borrow().clone();
-    (!text.is_empty())
-        .then(|| NodeInventory::from_json(&text).ok())
-        .flatten()
-}
-
-async fn metrics(State(documents): State<watch::Receiver<String>>) -> impl IntoResponse {
-    let Some(inv) = latest(&documents) else {
+async fn metrics(State(documents): State<Documents>) -> impl IntoResponse {
+    // Rendered from the parsed document the agent built: no JSON on the scrape path.
+    let latest = documents.borrow().clone();
+    let Some(document) = latest else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "no inventory yet\n".to_string(),
         )
             .into_response();
     };
-    match render(&inv) {
+    match render_metrics(document.inventory()) {
         Ok(text) => (
             [(
                 header::CONTENT_TYPE,
@@ -150,20 +145,21 @@ async fn metrics(State(documents): State<watch::Receiver<String>>) -> impl IntoR
     }
 }
 
-async fn readyz(State(documents): State<watch::Receiver<String>>) -> impl IntoResponse {
-    match latest(&documents) {
-        Some(_) => (StatusCode::OK, "ready"),
-        None => (StatusCode::SERVICE_UNAVAILABLE, "no inventory yet"),
+async fn readyz(State(documents): State<Documents>) -> impl IntoResponse {
+    if documents.borrow().is_some() {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "no inventory yet")
     }
 }
 
 /// Serves until `shutdown` completes.
-pub async fn serve(
+pub async fn serve_metrics(
     listener: tokio::net::TcpListener,
-    documents: watch::Receiver<String>,
+    documents: Documents,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(documents))
+    axum::serve(listener, metrics_router(documents))
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -171,6 +167,7 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::publish::InventoryDocument;
     use kubesched_core::inventory::{GpuInfo, MigInfo, MigInstanceInfo, MigMode, NumaNodeInfo};
     use kubesched_core::numa::TopologyPolicy;
 
@@ -220,7 +217,7 @@ mod tests {
 
     #[test]
     fn renders_health_blocked_gpus_instances_and_free_cpus() {
-        let text = render(&inventory()).unwrap();
+        let text = render_metrics(&inventory()).unwrap();
         for line in [
             "kubesched_agent_gpus 1",
             "kubesched_agent_gpu_healthy{gpu=\"GPU-a\",model=\"H100-80GB\"} 1",
@@ -234,11 +231,11 @@ mod tests {
 
     #[tokio::test]
     async fn ready_once_an_inventory_exists() {
-        let (tx, rx) = watch::channel(String::new());
+        let (tx, rx) = tokio::sync::watch::channel(None);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, rx, async move {
+        let server = tokio::spawn(serve_metrics(listener, rx, async move {
             let _ = stop_rx.await;
         }));
         let get = |path: &'static str| async move {
@@ -256,7 +253,9 @@ mod tests {
         assert!(get("/healthz").await.starts_with("HTTP/1.1 200"));
         assert!(get("/readyz").await.starts_with("HTTP/1.1 503"));
         assert!(get("/metrics").await.starts_with("HTTP/1.1 503"));
-        tx.send_replace(inventory().to_json());
+        tx.send_replace(Some(std::sync::Arc::new(InventoryDocument::new(
+            inventory(),
+        ))));
         assert!(get("/readyz").await.starts_with("HTTP/1.1 200"));
         assert!(
             get("/metrics")

@@ -2,7 +2,7 @@
 //! whatever the input's length, and a sign in front behaves as the API server's does (`+`
 //! changes nothing, `-` leaves only zero usable).
 
-use kubesched_core::quantity::{MAX_LEN, Quantity, QuantityError};
+use kubesched_k8s::quantity::{MAX_LEN, Quantity, QuantityError};
 use proptest::prelude::*;
 
 /// The longest error message: the longest variant text, a quote of at most 32 characters

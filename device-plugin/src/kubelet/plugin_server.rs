@@ -14,18 +14,18 @@ use kubesched_proto::deviceplugin::v1beta1::{
     ListAndWatchResponse, NumaNode, PreStartContainerRequest, PreStartContainerResponse,
     PreferredAllocationRequest, PreferredAllocationResponse, TopologyInfo, UNHEALTHY,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
 use tokio_stream::{Stream, StreamExt as _};
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-use crate::agent::stop_requested;
-use crate::allocation::Allocator;
-use crate::h2_authority::AuthorityFix;
-use crate::kubelet_registration::plugin_options;
-use crate::manager::ResourceManager;
-use crate::resources::AdvertisedDevice;
+use super::AuthorityFix;
+use super::plugin_options;
+use crate::devices::AdvertisedDevice;
+use crate::devices::Allocator;
+use crate::devices::ResourceManager;
 
 /// The kubelet's wire form of a device: id, health and NUMA node.
 pub fn to_wire(device: &AdvertisedDevice) -> Device {
@@ -43,7 +43,7 @@ pub struct DevicePluginService {
     resource: String,
     manager: Arc<ResourceManager>,
     allocator: Arc<Allocator>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 }
 
 impl DevicePluginService {
@@ -51,7 +51,7 @@ impl DevicePluginService {
         resource: String,
         manager: Arc<ResourceManager>,
         allocator: Arc<Allocator>,
-        shutdown: watch::Receiver<bool>,
+        shutdown: CancellationToken,
     ) -> Self {
         DevicePluginService {
             resource,
@@ -82,7 +82,7 @@ impl DevicePlugin for DevicePluginService {
         let mut devices = self.manager.subscribe(&self.resource).ok_or_else(|| {
             Status::not_found(format!("resource {} is not served here", self.resource))
         })?;
-        let mut shutdown = self.shutdown.clone();
+        let shutdown = self.shutdown.clone();
         let resource = self.resource.clone();
         let (tx, rx) = mpsc::channel(4);
         // Forwards every change until the client goes away or the server stops; ending the
@@ -99,7 +99,7 @@ impl DevicePlugin for DevicePluginService {
                 }
                 tokio::select! {
                     changed = devices.changed() => if changed.is_err() { return },
-                    () = stop_requested(&mut shutdown) => return,
+                    () = shutdown.cancelled() => return,
                     () = tx.closed() => return,
                 }
             }
@@ -160,7 +160,7 @@ pub enum ServerError {
 /// A running plugin server; [`PluginServer::stop`] shuts it down and removes its socket.
 pub struct PluginServer {
     socket: PathBuf,
-    stop: watch::Sender<bool>,
+    stop: CancellationToken,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
 }
 
@@ -182,21 +182,19 @@ impl PluginServer {
             Err(e) => return Err(bind_error(e)),
         }
         let listener = tokio::net::UnixListener::bind(socket).map_err(bind_error)?;
-        let (stop, stopped) = watch::channel(false);
+        let stop = CancellationToken::new();
         let service =
-            DevicePluginService::new(resource.to_string(), manager, allocator, stopped.clone());
-        let mut shutdown = stopped;
+            DevicePluginService::new(resource.to_string(), manager, allocator, stop.clone());
+        let shutdown = stop.clone();
         // Kubelets before 1.26 send the socket path as `:authority`, which h2 rejects. The
         // kubelet opens one or two connections: past a few, new ones are closed at once.
-        let slots = crate::h2_authority::ConnectionSlots::default();
+        let slots = super::ConnectionSlots::default();
         let incoming = UnixListenerStream::new(listener)
             .filter_map(move |conn| AuthorityFix::admit(&slots, conn));
         let task = tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(DevicePluginServer::new(service))
-                .serve_with_incoming_shutdown(incoming, async move {
-                    stop_requested(&mut shutdown).await
-                }),
+                .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()),
         );
         tracing::info!(resource, socket = %socket.display(), "device plugin server listening");
         Ok(PluginServer {
@@ -217,7 +215,7 @@ impl PluginServer {
 
     /// Stops serving, waits for the server to finish and removes the socket file.
     pub async fn stop(self) {
-        let _ = self.stop.send(true);
+        self.stop.cancel();
         match self.task.await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {

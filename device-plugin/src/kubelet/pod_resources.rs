@@ -14,7 +14,9 @@ use kubesched_proto::podresources::v1::{
     AllocatableResourcesRequest, ContainerDevices, ContainerMemory, ListPodResourcesRequest,
 };
 
-use crate::uds;
+use kubesched_k8s::pod_key;
+
+use super::uds;
 
 /// The memory type the Memory Manager reports for ordinary memory (not hugepages).
 const MEMORY: &str = "memory";
@@ -174,7 +176,7 @@ impl NodeUsage {
             if c.devices.is_empty() {
                 continue;
             }
-            held.entry(format!("{}/{}", c.namespace, c.pod))
+            held.entry(pod_key(&c.namespace, &c.pod))
                 .or_default()
                 .extend(c.devices.iter().map(|(_, id)| id.clone()));
         }

@@ -6,6 +6,9 @@
 //! destroyed again. MIG mode is only read, never changed. Needs root (or the `mig/config`
 //! capability); not exercised by the tests (no GPU there): the fake backend follows the
 //! same contract.
+// The NVML calls the safe wrapper lacks, made through its raw bindings: the agent's only
+// `unsafe`, each block with the invariant it relies on.
+#![allow(unsafe_code)]
 
 use std::collections::BTreeMap;
 use std::os::raw::c_uint;
@@ -21,8 +24,8 @@ use nvml_wrapper_sys::bindings::{
     nvmlReturn_enum_NVML_ERROR_INSUFFICIENT_RESOURCES, nvmlReturn_enum_NVML_SUCCESS, nvmlReturn_t,
 };
 
-use super::nvml::{GiProfile, gi_profiles};
-use crate::mig_backend::{GpuCondition, GpuProcess, LiveInstance, MigBackend, MigBackendError};
+use super::{GpuCondition, GpuProcess, LiveInstance, MigBackend, MigBackendError};
+use crate::discovery::{GiProfile, gi_profiles};
 
 /// Room for every GPU instance or placement of one profile (at most 8 memory positions).
 const BUFFER: usize = 16;

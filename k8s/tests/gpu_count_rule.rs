@@ -1,11 +1,10 @@
-//! The extender reads a GPU count as the node agent does: one quantity parser
-//! (`kubesched_core::quantity`), whole numbers only. The table is the agent's
-//! (`device-plugin/src/kube_pods.rs`, `GPU_COUNTS`), so the two binaries are pinned to the
-//! same answer for each string.
+//! The one GPU count rule of both binaries: a GPU quantity is read with the API server's
+//! grammar (`kubesched_k8s::quantity`) and must be a whole number. The extender schedules by
+//! `PodRequestReader` and the agent hands out devices by it, so this table pins both.
 
 use k8s_openapi::api::core::v1::Pod;
 use kubesched_core::request::{GpuDemand, ResourceNames};
-use kubesched_scheduler::extender::pod_request::{PodRequestError, PodRequestReader};
+use kubesched_k8s::{PodRequestError, PodRequestReader};
 
 /// `Some(n)`: a demand of `n` GPUs; `None`: refused.
 const GPU_COUNTS: &[(&str, Option<u32>)] = &[
@@ -33,7 +32,7 @@ const GPU_COUNTS: &[(&str, Option<u32>)] = &[
 ];
 
 #[test]
-fn gpu_counts_follow_the_agents_whole_number_rule() {
+fn gpu_counts_follow_the_whole_number_rule() {
     let reader = PodRequestReader::new(ResourceNames::default(), "kubesched.ai");
     for &(text, expected) in GPU_COUNTS {
         let pod: Pod = serde_json::from_value(serde_json::json!({"spec": {"containers": [
@@ -53,4 +52,18 @@ fn gpu_counts_follow_the_agents_whole_number_rule() {
             ),
         }
     }
+}
+
+#[test]
+fn each_container_asks_for_whole_gpus_even_when_the_halves_add_up() {
+    let reader = PodRequestReader::new(ResourceNames::default(), "kubesched.ai");
+    let pod: Pod = serde_json::from_value(serde_json::json!({"spec": {"containers": [
+        {"name": "a", "resources": {"limits": {"nvidia.com/mig-1g.10gb": "500m"}}},
+        {"name": "b", "resources": {"limits": {"nvidia.com/mig-1g.10gb": "500m"}}}
+    ]}}))
+    .unwrap();
+    assert_eq!(
+        reader.read(&pod).map(|r| r.gpu).unwrap_err().to_string(),
+        "container a: resource nvidia.com/mig-1g.10gb must be a whole number, got \"500m\""
+    );
 }

@@ -30,16 +30,16 @@
 //!
 //! Values are held in nano-units (10^-9) in a `u128`: enough for every real
 //! quantity (an exbibyte is ~1.2e27 nano-bytes) while keeping `0.1` exact.
-//! Errors quote at most the first [`QUOTE_MAX_CHARS`](crate::text::QUOTE_MAX_CHARS) characters of the input.
+//! Errors quote at most the first [`QUOTE_MAX_CHARS`](kubesched_core::text::QUOTE_MAX_CHARS) characters of the input.
 
 use std::fmt;
 
 use thiserror::Error;
 
-use crate::text::quote;
+use kubesched_core::text::quote;
 
 /// Why a string is not a usable quantity. Each holds the input as quoted by
-/// the parser: at most its first [`QUOTE_MAX_CHARS`](crate::text::QUOTE_MAX_CHARS) characters.
+/// the parser: at most its first [`QUOTE_MAX_CHARS`](kubesched_core::text::QUOTE_MAX_CHARS) characters.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum QuantityError {
     #[error("invalid quantity {0}")]
@@ -489,7 +489,7 @@ mod tests {
         let long = "7".repeat(1 << 20);
         let message = Quantity::parse(&long).unwrap_err().to_string();
         assert!(message.len() < 140, "{message}");
-        let shown = crate::text::QUOTE_MAX_CHARS;
+        let shown = kubesched_core::text::QUOTE_MAX_CHARS;
         assert!(message.contains(&"7".repeat(shown)));
         assert!(!message.contains(&"7".repeat(shown + 1)));
         assert!(message.contains("(1048576 bytes)"));

@@ -11,9 +11,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use kubesched_core::catalogue::{self, MigGeometry};
 use kubesched_core::mig::{MigError, MigGpu};
 
-use super::DiscoveryError;
-use super::fake::FakeFixture;
-use crate::mig_backend::{GpuCondition, GpuProcess, LiveInstance, MigBackend, MigBackendError};
+use super::{GpuCondition, GpuProcess, LiveInstance, MigBackend, MigBackendError};
+use crate::discovery::DiscoveryError;
+use crate::discovery::FakeFixture;
 
 #[derive(Debug)]
 struct FakeGpu {

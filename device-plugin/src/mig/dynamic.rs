@@ -1,8 +1,8 @@
 //! Dynamic MIG on this node: which GPUs are in dynamic mode (`--dynamic-mig`), their live
 //! instances as the published inventory shows them, creating the instance a pod was assigned
 //! at exactly its placement (on Allocate, or ahead of it when the annotated pod is seen), and
-//! reconciling instances with pods (`reconcile` decides, this module acts). All backend calls
-//! are serialised by one lock and block: call from `spawn_blocking`.
+//! cleaning up the instances no pod claims (`decisions` decides, this module acts). All backend
+//! calls are serialised by one lock and block: call them from `spawn_blocking`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
@@ -14,9 +14,10 @@ use kubesched_core::catalogue::{self, MigGeometry};
 use kubesched_core::inventory::{GpuInfo, MigInfo, MigInstanceInfo, MigMode};
 use tokio::sync::watch;
 
-use crate::mig_backend::{LiveInstance, MigBackend, MigBackendError};
+use super::{Claim, Decisions, GpuSnapshot, OrphanTracker, SlotKey, decide};
+use super::{LiveInstance, MigBackend, MigBackendError};
 use crate::pods::{PodDevices, PodView};
-use crate::reconcile::{Claim, Decisions, GpuSnapshot, OrphanTracker, SlotKey, decide};
+use kubesched_k8s::PodRef;
 
 /// Which MIG-enabled GPUs are dynamic: `all` or a comma-separated list of GPU UUIDs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,14 +74,6 @@ pub enum DynamicMigError {
     Backend(#[from] MigBackendError),
 }
 
-/// The pod an instance is for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PodRef {
-    pub uid: String,
-    /// `namespace/name`.
-    pub key: String,
-}
-
 #[derive(Debug, Clone)]
 struct Owner {
     pod: PodRef,
@@ -113,9 +106,9 @@ impl State {
     }
 }
 
-/// What one reconciliation pass did.
+/// What one clean-up pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ReconcileReport {
+pub struct CleanupReport {
     pub created: Vec<String>,
     pub destroyed: Vec<String>,
     pub failed: Vec<String>,
@@ -322,7 +315,7 @@ impl DynamicMig {
                     gpu: gpu.to_string(),
                     profile: profile.to_string(),
                     start,
-                    holder: owner.pod.key.clone(),
+                    holder: owner.pod.to_string(),
                 });
             }
             let uuid = existing
@@ -343,28 +336,28 @@ impl DynamicMig {
             gpu: gpu.to_string(),
             start,
         })?;
-        tracing::info!(gpu, profile, start, mig = %uuid, pod = pod.map(|p| p.key.as_str()), "created MIG instance");
+        tracing::info!(gpu, profile, start, mig = %uuid, pod = pod.map(|p| p.to_string()), "created MIG instance");
         state.hand_over(slot, pod, profile);
         Ok((uuid, true))
     }
 
-    /// One reconciliation pass against the pods bound to this node and, when the kubelet
+    /// One clean-up pass against the pods bound to this node and, when the kubelet
     /// answered, what each pod holds (`namespace/name` -> device ids). Creates the instances
     /// of annotated pods ahead of Allocate, destroys those of ended pods at once and orphans
     /// after the grace period; never touches blocked GPUs or anything a pod holds.
-    pub fn reconcile(
+    pub fn clean_up(
         &self,
         pods: &[PodView],
         held: Option<&BTreeMap<String, BTreeSet<String>>>,
         now: Instant,
-    ) -> ReconcileReport {
+    ) -> CleanupReport {
         let mut state = self.state();
         let gpus: Vec<String> = state.geometries.keys().cloned().collect();
         for gpu in &gpus {
             self.read_gpu(&mut state, gpu);
         }
         let claims = claims(&state, pods, held);
-        let live_uids: BTreeSet<&str> = pods.iter().map(|p| p.uid.as_str()).collect();
+        let live_uids: BTreeSet<&str> = pods.iter().map(|p| p.id.uid.as_str()).collect();
         // Adopt: a claimed live instance belongs to its pod (after a restart we know no owners).
         for (slot, claim) in &claims {
             let live = state.snapshot.get(&slot.0).is_some_and(|s| {
@@ -372,18 +365,12 @@ impl DynamicMig {
                     .iter()
                     .any(|i| i.start == slot.1 && i.profile == claim.profile)
             });
-            let uid = pods
-                .iter()
-                .find(|p| p.key() == claim.pod)
-                .map(|p| p.uid.clone());
-            if let (true, Some(uid)) = (live, uid) {
+            let pod = pods.iter().find(|p| p.id.to_string() == claim.pod);
+            if let (true, Some(pod)) = (live, pod) {
                 state.owners.insert(
                     slot.clone(),
                     Owner {
-                        pod: PodRef {
-                            uid,
-                            key: claim.pod.clone(),
-                        },
+                        pod: pod.id.clone(),
                         profile: claim.profile.clone(),
                     },
                 );
@@ -405,7 +392,7 @@ impl DynamicMig {
                 .iter()
                 .filter(|(slot, owner)| {
                     !live_uids.contains(owner.pod.uid.as_str())
-                        && !held.contains_key(&owner.pod.key)
+                        && !held.contains_key(&owner.pod.to_string())
                         && !claims.contains_key(*slot)
                 })
                 .map(|(slot, _)| slot.clone())
@@ -425,7 +412,7 @@ impl DynamicMig {
             }
         }
         state.blocked = decisions.blocked.clone();
-        let mut report = ReconcileReport::default();
+        let mut report = CleanupReport::default();
         for (slot, why) in &decisions.destroy {
             match self.backend.destroy(&slot.0, slot.1) {
                 Ok(()) => {
@@ -442,10 +429,10 @@ impl DynamicMig {
             self.read_gpu(&mut state, &slot.0);
         }
         for (slot, profile, pod_key) in &decisions.create {
-            let pod = pods.iter().find(|p| p.key() == *pod_key).map(|p| PodRef {
-                uid: p.uid.clone(),
-                key: p.key(),
-            });
+            let pod = pods
+                .iter()
+                .find(|p| p.id.to_string() == *pod_key)
+                .map(|p| p.id.clone());
             match self.ensure_locked(&mut state, &slot.0, profile, slot.1, pod.as_ref()) {
                 Ok((uuid, _)) => report.created.push(uuid),
                 Err(error) => {
@@ -518,7 +505,7 @@ fn claims(
                 .entry((device.gpu_uuid.clone(), mig.start))
                 .or_insert_with(|| Claim {
                     profile: mig.profile.clone(),
-                    pod: pod.key(),
+                    pod: pod.id.to_string(),
                     annotated: true,
                 });
         }

@@ -1,17 +1,22 @@
 //! Pods bound to this node, as allocation needs them: their GPU request and the devices the
 //! scheduler's `<prefix>/devices` annotation names. Behind [`PodSource`] so tests and the
-//! standalone demo use an in-memory list; on a cluster `kube_pods` watches the API server.
+//! standalone demo use an in-memory list; on a cluster `node_watch` watches the API server.
 
 use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
+use kube::runtime::reflector::store::WriterDropped;
 use kubesched_core::annotation::DevicesAnnotation;
 use kubesched_core::request::{GpuDemand, ResourceNames};
+use kubesched_k8s::PodRef;
+use tokio::sync::watch;
 
 /// What a pod's devices annotation says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PodDevices {
     /// No annotation: the pod was scheduled by another scheduler.
     Unassigned,
+    /// An annotation to follow.
     Assigned(DevicesAnnotation),
     /// An annotation this agent cannot follow (malformed, a newer version, another node, not
     /// signed by the scheduler for this pod, or contradicting the pod's request): allocation
@@ -22,9 +27,8 @@ pub enum PodDevices {
 /// One non-terminal pod bound to this node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodView {
-    pub namespace: String,
-    pub name: String,
-    pub uid: String,
+    /// Which pod (`namespace/name` when displayed).
+    pub id: PodRef,
     /// The pod's GPU request (whole GPUs or slices of one profile).
     pub demand: GpuDemand,
     pub devices: PodDevices,
@@ -34,10 +38,6 @@ pub struct PodView {
 }
 
 impl PodView {
-    pub fn key(&self) -> String {
-        format!("{}/{}", self.namespace, self.name)
-    }
-
     /// Whether the pod's GPU request is for `resource`.
     pub fn requests(&self, names: &ResourceNames, resource: &str) -> bool {
         names.for_demand(&self.demand).as_deref() == Some(resource)
@@ -58,32 +58,57 @@ impl PodView {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("cannot list the pods bound to this node: {0}")]
-pub struct PodSourceError(pub String);
+/// Why the pods bound to this node cannot be listed.
+#[derive(Debug, thiserror::Error)]
+pub enum PodSourceError {
+    /// The task feeding the pod cache has ended (the agent is shutting down).
+    #[error("cannot list the pods bound to this node: the pod watch has stopped")]
+    WatchStopped(#[source] WriterDropped),
+    /// The API server has not answered the first list yet.
+    #[error(
+        "cannot list the pods bound to this node: no pod list from the API server within {0:?}"
+    )]
+    NotListed(Duration),
+}
 
+/// Where allocation learns about the pods bound to this node.
 #[tonic::async_trait]
 pub trait PodSource: Send + Sync {
     /// Non-terminal pods bound to this node, in the order the kubelet admits them: the order
     /// they arrived on the node.
     async fn pods_on_node(&self) -> Result<Vec<PodView>, PodSourceError>;
+
+    /// Marked changed whenever the pods may have changed, so a caller waiting for a pod
+    /// sleeps until then instead of polling. Subscribe before reading the pods.
+    fn changes(&self) -> watch::Receiver<()>;
 }
 
 /// A fixed, replaceable pod list: tests, benches and runs without an API server.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct InMemoryPods {
     pods: Mutex<Vec<PodView>>,
+    changed: watch::Sender<()>,
+}
+
+impl Default for InMemoryPods {
+    fn default() -> Self {
+        InMemoryPods::new(Vec::new())
+    }
 }
 
 impl InMemoryPods {
+    /// A list holding `pods`.
     pub fn new(pods: Vec<PodView>) -> Self {
         InMemoryPods {
             pods: Mutex::new(pods),
+            changed: watch::Sender::new(()),
         }
     }
 
+    /// Replaces the list, waking whoever waits for a change.
     pub fn set(&self, pods: Vec<PodView>) {
         *self.pods.lock().unwrap_or_else(PoisonError::into_inner) = pods;
+        self.changed.send_replace(());
     }
 }
 
@@ -95,6 +120,10 @@ impl PodSource for InMemoryPods {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone())
+    }
+
+    fn changes(&self) -> watch::Receiver<()> {
+        self.changed.subscribe()
     }
 }
 
@@ -134,9 +163,11 @@ mod tests {
             signature: None,
         };
         let pod = PodView {
-            namespace: "ns".into(),
-            name: "p".into(),
-            uid: "u".into(),
+            id: PodRef {
+                namespace: "ns".into(),
+                name: "p".into(),
+                uid: "u".into(),
+            },
             demand: GpuDemand::Mig {
                 profile: "1g.10gb".into(),
                 count: 2,
@@ -152,6 +183,6 @@ mod tests {
         let names = ResourceNames::default();
         assert!(pod.requests(&names, "nvidia.com/mig-1g.10gb"));
         assert!(!pod.requests(&names, "nvidia.com/gpu"));
-        assert_eq!(pod.key(), "ns/p");
+        assert_eq!(pod.id.to_string(), "ns/p");
     }
 }

@@ -8,15 +8,19 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
-use tokio::sync::watch;
+use kubesched_k8s::{Preconditions, annotation_patch};
+use tokio_util::sync::CancellationToken;
 
-use crate::agent::stop_requested;
+use super::Documents;
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("cannot annotate node {node}: {message}")]
+/// Why the inventory could not be written to the Node.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot annotate node {node}: {source}")]
 pub struct PublishError {
+    /// The node.
     pub node: String,
-    pub message: String,
+    /// The API server's (or the network's) error.
+    pub source: Box<dyn std::error::Error + Send + Sync>,
 }
 
 /// Writes one annotation on this node.
@@ -43,14 +47,14 @@ impl KubeNodeAnnotator {
 #[tonic::async_trait]
 impl NodeAnnotator for KubeNodeAnnotator {
     async fn annotate(&self, key: &str, value: &str) -> Result<(), PublishError> {
-        let patch = serde_json::json!({ "metadata": { "annotations": { key: value } } });
+        let patch = annotation_patch(key, value, Preconditions::default());
         self.api
             .patch(&self.node, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .map(drop)
             .map_err(|e| PublishError {
                 node: self.node.clone(),
-                message: e.to_string(),
+                source: e.into(),
             })
     }
 }
@@ -75,26 +79,28 @@ impl Default for Backoff {
 pub async fn run_publisher(
     annotator: Arc<dyn NodeAnnotator>,
     key: String,
-    mut documents: watch::Receiver<String>,
+    mut documents: Documents,
     backoff: Backoff,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) {
     let mut published: Option<String> = None;
     let mut delay = backoff.initial;
     loop {
         let latest = documents.borrow_and_update().clone();
-        if published.as_deref() != Some(latest.as_str()) {
-            match annotator.annotate(&key, &latest).await {
+        if let Some(latest) = latest
+            && published.as_deref() != Some(latest.json())
+        {
+            match annotator.annotate(&key, latest.json()).await {
                 Ok(()) => {
-                    tracing::info!(key = %key, bytes = latest.len(), "inventory published");
-                    published = Some(latest);
+                    tracing::info!(key = %key, bytes = latest.json().len(), "inventory published");
+                    published = Some(latest.json().to_string());
                     delay = backoff.initial;
                 }
                 Err(error) => {
                     tracing::warn!(%error, retry_in = ?delay, "inventory publish failed");
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
-                        () = stop_requested(&mut shutdown) => return,
+                        () = shutdown.cancelled() => return,
                     }
                     delay = (delay * 2).min(backoff.max);
                     continue;
@@ -103,7 +109,7 @@ pub async fn run_publisher(
         }
         tokio::select! {
             changed = documents.changed() => if changed.is_err() { return },
-            () = stop_requested(&mut shutdown) => return,
+            () = shutdown.cancelled() => return,
         }
     }
 }
@@ -113,7 +119,29 @@ mod tests {
     use std::sync::Mutex;
     use std::time::Instant;
 
+    use kubesched_core::inventory::{INVENTORY_VERSION, NodeInventory};
+    use tokio::sync::watch;
+
     use super::*;
+    use crate::publish::InventoryDocument;
+
+    /// A document told apart by its agent version.
+    fn doc(version: &str) -> Option<Arc<InventoryDocument>> {
+        Some(Arc::new(InventoryDocument::new(NodeInventory {
+            version: INVENTORY_VERSION,
+            node: "n".into(),
+            agent_version: version.into(),
+            topology_policy: Default::default(),
+            numa_nodes: vec![],
+            gpus: vec![],
+        })))
+    }
+
+    fn json(version: &str) -> String {
+        doc(version)
+            .map(|d| d.json().to_string())
+            .unwrap_or_default()
+    }
 
     /// Fails the first `failures` calls, then records what it is sent.
     struct Flaky {
@@ -132,7 +160,7 @@ mod tests {
                 *failures -= 1;
                 return Err(PublishError {
                     node: "n".into(),
-                    message: "connection refused".into(),
+                    source: "connection refused".into(),
                 });
             }
             self.written.lock().unwrap().push(value.to_string());
@@ -155,8 +183,8 @@ mod tests {
             attempts: Mutex::new(vec![]),
             written: Mutex::new(vec![]),
         });
-        let (docs, rx) = watch::channel("v1".to_string());
-        let (stop, stopped) = watch::channel(false);
+        let (docs, rx) = watch::channel(doc("v1"));
+        let stop = CancellationToken::new();
         let backoff = Backoff {
             initial: Duration::from_millis(20),
             max: Duration::from_millis(50),
@@ -166,14 +194,14 @@ mod tests {
             "kubesched.ai/inventory".into(),
             rx,
             backoff,
-            stopped,
+            stop.clone(),
         ));
 
         // While the API server is down a newer document arrives: that one is published.
         until(|| flaky.attempts.lock().unwrap().len() >= 2).await;
-        docs.send("v2".to_string()).unwrap();
+        docs.send(doc("v2")).unwrap();
         until(|| !flaky.written.lock().unwrap().is_empty()).await;
-        assert_eq!(*flaky.written.lock().unwrap(), ["v2"]);
+        assert_eq!(*flaky.written.lock().unwrap(), [json("v2")]);
         let attempts = flaky.attempts.lock().unwrap().clone();
         assert_eq!(attempts.len(), 4);
         let gaps: Vec<Duration> = attempts.windows(2).map(|w| w[1] - w[0]).collect();
@@ -187,12 +215,12 @@ mod tests {
         );
 
         // The same document again is no patch; a new one is.
-        docs.send("v2".to_string()).unwrap();
-        docs.send("v3".to_string()).unwrap();
+        docs.send(doc("v2")).unwrap();
+        docs.send(doc("v3")).unwrap();
         until(|| flaky.written.lock().unwrap().len() == 2).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(*flaky.written.lock().unwrap(), ["v2", "v3"]);
-        stop.send(true).unwrap();
+        assert_eq!(*flaky.written.lock().unwrap(), [json("v2"), json("v3")]);
+        stop.cancel();
         task.await.unwrap();
     }
 }

@@ -8,10 +8,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
-use crate::agent::stop_requested;
-use crate::manager::ResourceManager;
+use super::ResourceManager;
 
 /// XIDs caused by applications, never by the device.
 pub const APPLICATION_XIDS: [u64; 6] = [13, 31, 43, 45, 68, 109];
@@ -114,7 +114,7 @@ pub async fn run_health(
     mut events: mpsc::Receiver<XidEvent>,
     probe: Arc<dyn HealthProbe>,
     check_every: Duration,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) {
     let mut ticker = tokio::time::interval(check_every);
     loop {
@@ -125,7 +125,7 @@ pub async fn run_health(
                 None => events = mpsc::channel(1).1,
             },
             _ = ticker.tick() => { tracker.recover(Instant::now(), probe.as_ref()); }
-            () = stop_requested(&mut shutdown) => return,
+            () = shutdown.cancelled() => return,
         }
     }
 }
@@ -135,7 +135,7 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use super::*;
-    use crate::resources::{AdvertisedDevice, MigSlice, ResourcePlan};
+    use crate::devices::{AdvertisedDevice, MigSlice, ResourcePlan};
 
     fn slice(id: &str, gi: u32) -> AdvertisedDevice {
         AdvertisedDevice {
