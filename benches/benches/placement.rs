@@ -1,5 +1,9 @@
 //! Core hot paths: MIG allocator queries, candidate enumeration, the
 //! incremental fragmentation delta and a policy's choice on one node.
+// A test or bench states what it expects with unwrap/expect: a panic here is a failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+// `criterion_main!` generates an undocumented `main`.
+#![allow(missing_docs)]
 
 use criterion::{Criterion, black_box, criterion_group, criterion_main};
 use kubesched_benches::busy_mig_node;

@@ -1,6 +1,10 @@
 //! The trace-replay bench: one policy, one seed, the whole arrival stream.
 //! Always the built-in scenario; the Alibaba default trace too when its
 //! files are found (see `trace_dir`), otherwise a message says it was skipped.
+// A test or bench states what it expects with unwrap/expect: a panic here is a failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+// `criterion_main!` generates an undocumented `main`.
+#![allow(missing_docs)]
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use kubesched_core::inventory::MigMode;

@@ -1,4 +1,6 @@
 //! Shared fixtures for the benchmarks: a realistic partly occupied GPU node.
+// A test or bench states what it expects with unwrap/expect: a panic here is a failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use kubesched_core::inventory::MigMode;
 use kubesched_core::node::NodeState;

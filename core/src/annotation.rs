@@ -14,6 +14,7 @@ use crate::versioned::{self, VersionedError};
 pub const DEFAULT_PREFIX: &str = "kubesched.ai";
 /// Key suffix of the devices annotation (`<prefix>/devices`).
 pub const DEVICES_ANNOTATION: &str = "devices";
+/// Version of the devices annotation document this build writes and understands.
 pub const DEVICES_VERSION: u32 = 1;
 
 /// Full annotation key for a prefix and suffix.
@@ -21,14 +22,19 @@ pub fn key(prefix: &str, suffix: &str) -> String {
     format!("{prefix}/{suffix}")
 }
 
+/// The devices annotation: which GPUs or MIG slots on which node the extender chose for a pod.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DevicesAnnotation {
+    /// Document version (`DEVICES_VERSION` when written); newer versions are refused on read.
     pub version: u32,
+    /// Node the devices were chosen on; an agent refuses an annotation for another node.
     pub node: String,
     /// The extended resource these devices satisfy (`nvidia.com/mig-3g.40gb`).
     pub resource: String,
+    /// The devices assigned to the pod, one entry per whole GPU or MIG instance.
     pub devices: Vec<AssignedDevice>,
+    /// NUMA node the devices were chosen within, when the placement was NUMA-aligned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub numa_node: Option<u32>,
     /// The extender's signature over the pod UID and the fields above (`signing`); agents
@@ -37,19 +43,26 @@ pub struct DevicesAnnotation {
     pub signature: Option<String>,
 }
 
+/// One device assigned to a pod: a whole GPU, or a MIG instance on it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AssignedDevice {
+    /// UUID of the physical GPU (`GPU-...`).
     pub gpu_uuid: String,
+    /// Index of the GPU on its node, as NVML numbers it.
     pub gpu_index: u32,
+    /// The MIG instance on this GPU; absent when the whole GPU is assigned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mig: Option<AssignedMig>,
 }
 
+/// Where a MIG instance lies on its GPU: its profile and start position.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AssignedMig {
+    /// MIG profile name without the resource prefix, e.g. `3g.40gb`.
     pub profile: String,
+    /// Memory position the instance starts at (one of the profile's allowed starts).
     pub start: u8,
     /// The MIG device UUID of a pre-created (static) instance; absent for a
     /// dynamic instance the agent has yet to create.
@@ -84,29 +97,59 @@ pub fn parse_dynamic_slot_id(id: &str) -> Option<(&str, &str, u8)> {
     Some((gpu, profile, start.parse().ok()?)).filter(|(g, p, _)| !g.is_empty() && !p.is_empty())
 }
 
+/// Why a devices annotation could not be read, built or mapped onto a node.
 #[derive(Debug, thiserror::Error)]
 pub enum AnnotationError {
+    /// The annotation is not a readable devices document (malformed, too large or too new).
     #[error(transparent)]
     Document(#[from] VersionedError),
+    /// The annotation was written for another node than the one reading it.
     #[error("annotation is for node {annotated}, not {node}")]
-    WrongNode { annotated: String, node: String },
+    WrongNode {
+        /// Node named in the annotation (quoted, as outside text).
+        annotated: String,
+        /// Name of the node that read the annotation.
+        node: String,
+    },
+    /// A GPU the annotation names (by UUID, or `#index` when building) is not on this node.
     #[error("GPU {0} named in the annotation is not on this node")]
     UnknownGpu(String),
+    /// A device does not match its GPU: a MIG placement where a whole GPU was asked for, or a
+    /// missing, wrong-profile or misplaced MIG instance, or a GPU not in the mode needed.
     #[error("GPU {gpu}: {detail}")]
-    BadMig { gpu: String, detail: String },
+    BadMig {
+        /// UUID of the GPU concerned (quoted when it comes from the annotation).
+        gpu: String,
+        /// What is wrong with the placement, for the error message.
+        detail: String,
+    },
+    /// The pod asks for a fractional GPU share, which is never described by a devices annotation.
     #[error("fractional GPU shares have no device annotation")]
     Unsupported,
+    /// The annotation names a different number of devices than the pod requests.
     #[error("the annotation names {found} device(s); the pod asks for {wanted}")]
-    WrongCount { wanted: u32, found: usize },
+    WrongCount {
+        /// Devices the pod's GPU demand asks for.
+        wanted: u32,
+        /// Devices listed in the annotation.
+        found: usize,
+    },
+    /// The same whole GPU or MIG slot is listed more than once.
     #[error("the annotation names {device} twice")]
-    Duplicate { device: String },
+    Duplicate {
+        /// Device ID (GPU UUID or MIG slot ID) that appears twice, quoted.
+        device: String,
+    },
 }
 
 impl DevicesAnnotation {
+    /// Parses and version-checks an annotation read from a pod; `Err` if it is malformed or
+    /// newer than this build understands.
     pub fn from_json(text: &str) -> Result<Self, AnnotationError> {
         Ok(versioned::parse(text, "devices", DEVICES_VERSION)?)
     }
 
+    /// Serialises the annotation to the compact JSON written to the pod.
     pub fn to_json(&self) -> String {
         // Plain data with string keys: serialisation cannot fail.
         serde_json::to_string(self).unwrap_or_default()

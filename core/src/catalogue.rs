@@ -47,6 +47,7 @@ pub struct MigGeometry {
     pub positions: u8,
     /// Compute slices (7 on A100/H100/H200, 4 on A30).
     pub compute_slices: u8,
+    /// The model's MIG profiles, in the order profile indices refer to.
     pub profiles: Vec<MigProfile>,
 }
 
@@ -153,19 +154,30 @@ pub struct GpuModel {
     pub name: &'static str,
     /// Other spellings that NVML or node labels use for the same part.
     pub aliases: &'static [&'static str],
+    /// Memory of one whole GPU, in GiB.
     pub memory_gib: u32,
     /// `None` for GPUs without MIG: they are scheduled whole.
     pub mig: Option<Arc<MigGeometry>>,
 }
 
+/// Why a GPU model, MIG profile or MIG geometry could not be found or used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CatalogueError {
+    /// No catalogue model has this name or alias.
     #[error("unknown GPU model {0:?}")]
     UnknownModel(String),
+    /// The GPU model offers no MIG profile of this name.
     #[error("unknown MIG profile {profile:?}; this GPU model offers {known:?}")]
-    UnknownProfile { profile: String, known: Vec<String> },
+    UnknownProfile {
+        /// Profile name that was asked for.
+        profile: String,
+        /// Profile names the GPU model does offer.
+        known: Vec<String>,
+    },
+    /// The GPU model is known but cannot be partitioned with MIG.
     #[error("GPU model {0} does not support MIG")]
     NoMig(String),
+    /// A MIG geometry (e.g. from a node's inventory) breaks a rule the allocator relies on.
     #[error("invalid MIG geometry: {0}")]
     InvalidGeometry(String),
 }

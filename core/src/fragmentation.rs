@@ -20,13 +20,16 @@ use crate::request::{GpuDemand, PodRequest};
 /// One task type of the target workload and how often it arrives.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskType {
+    /// The pod request shared by every task of this type.
     pub request: PodRequest,
+    /// Share of arrivals that are of this type, between 0 and 1.
     pub popularity: f64,
 }
 
 /// The target workload M; popularities sum to 1.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Workload {
+    /// The task types making up the workload.
     pub types: Vec<TaskType>,
 }
 
@@ -81,6 +84,7 @@ impl Workload {
         }
     }
 
+    /// Whether the workload has no task types (no requests were observed or kept).
     pub fn is_empty(&self) -> bool {
         self.types.is_empty()
     }
@@ -106,6 +110,7 @@ pub struct NodeFrag {
 }
 
 impl NodeFrag {
+    /// Summarises `node` against every task type of `workload`.
     pub fn new(node: &NodeState, workload: &Workload) -> Self {
         let per_task = workload
             .types
@@ -229,6 +234,7 @@ pub enum FragCause {
 }
 
 impl FragCause {
+    /// Stable snake_case label of the cause, for metrics and reports.
     pub fn as_str(self) -> &'static str {
         match self {
             FragCause::Unfit(c) => c.as_str(),
@@ -243,6 +249,7 @@ impl FragCause {
 pub struct TaskStranded {
     /// Readable name of the task type (`mig 3g.40gb`, `2 gpu`, `share 470m`).
     pub task: String,
+    /// Share of the workload's arrivals that are of this task type, between 0 and 1.
     pub popularity: f64,
     /// Free milli-GPU this task type could not use, by cause (not weighted).
     pub by_cause: BTreeMap<FragCause, u64>,
@@ -251,12 +258,15 @@ pub struct TaskStranded {
 /// Cluster-wide fragmentation figures.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct ClusterFragmentation {
+    /// Total GPU capacity of the nodes, in milli-GPU.
     pub capacity_milli: u64,
+    /// GPU share not allocated to any pod, in milli-GPU.
     pub unallocated_milli: u64,
     /// Σ_n F_n(M), in milli-GPU.
     pub fragment_milli: f64,
     /// The same amount split by cause (popularity-weighted).
     pub by_cause: BTreeMap<FragCause, f64>,
+    /// Stranded share per task type of the workload, in workload order.
     pub per_task: Vec<TaskStranded>,
 }
 
@@ -279,6 +289,7 @@ impl ClusterFragmentation {
         }
     }
 
+    /// Unallocated GPU share / GPU capacity, in percent (0 when there is no GPU).
     pub fn unallocated_pct(&self) -> f64 {
         if self.capacity_milli == 0 {
             0.0
@@ -288,6 +299,8 @@ impl ClusterFragmentation {
     }
 }
 
+/// Readable name of a task type (`mig 3g.40gb`, `2 gpu`, `share 470m`), with the allowed
+/// GPU models appended when the request restricts them.
 pub fn task_label(req: &PodRequest) -> String {
     let base = match &req.gpu {
         GpuDemand::None => "cpu only".to_string(),
@@ -364,12 +377,16 @@ fn task_breakdown(node: &NodeState, req: &PodRequest) -> Vec<(FragCause, u64)> {
 /// What a MIG GPU can still host: the capacity planner's per-GPU view.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MigCapacity {
+    /// Memory positions not occupied by any MIG instance.
     pub free_positions: u32,
+    /// Name of the largest profile (by compute slices, then width; `+me` variants left out) that
+    /// can still be placed, or `None` if none fits.
     pub largest_placeable: Option<String>,
     /// (profile, how many more fit), in catalogue order.
     pub fits: Vec<(String, u32)>,
 }
 
+/// The MIG capacity of a GPU in MIG mode; `None` for a GPU that is not in MIG mode.
 pub fn mig_capacity(gpu: &GpuState) -> Option<MigCapacity> {
     let GpuSlots::Mig(m) = &gpu.slots else {
         return None;

@@ -16,7 +16,9 @@ use crate::versioned::{self, VersionedError};
 /// Limits on an inventory read from outside: far above any real node, low enough that a
 /// crafted annotation cannot make a reader spend much on it.
 pub const MAX_GPUS: usize = 64;
+/// Most NUMA nodes an inventory may list.
 pub const MAX_NUMA_NODES: usize = 64;
+/// Most CPU ids one NUMA node may list (in `cpus` or `freeCpus`).
 pub const MAX_CPUS_PER_NUMA_NODE: usize = 4096;
 /// Longest device id, model or node name accepted.
 pub const MAX_ID_LEN: usize = 256;
@@ -24,8 +26,10 @@ pub const MAX_ID_LEN: usize = 256;
 /// Why an inventory document cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum InventoryError {
+    /// The text is not a readable inventory document (malformed, too large or too new).
     #[error(transparent)]
     Document(#[from] VersionedError),
+    /// The document parses but breaks an inventory rule.
     #[error(transparent)]
     Invalid(#[from] InvalidInventory),
 }
@@ -33,11 +37,15 @@ pub enum InventoryError {
 /// An inventory that parses but breaks an invariant placement relies on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidInventory {
+    /// A size limit, name, device id or uniqueness rule is broken; the text says which.
     #[error("invalid inventory: {0}")]
     Rule(String),
+    /// A GPU's MIG geometry, as the agent read it from NVML, is inconsistent.
     #[error("invalid inventory: GPU {gpu}: {source}")]
     Geometry {
+        /// Index of the GPU whose geometry is invalid.
         gpu: u32,
+        /// What is wrong with the geometry.
         #[source]
         source: CatalogueError,
     },
@@ -49,52 +57,73 @@ pub const INVENTORY_VERSION: u32 = 1;
 /// Annotation key suffix; the prefix (`kubesched.ai`) is configurable.
 pub const INVENTORY_ANNOTATION: &str = "inventory";
 
+/// What a node agent reports about its node: GPUs, MIG state, NUMA layout and the kubelet's
+/// Topology Manager policy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeInventory {
+    /// Document version (`INVENTORY_VERSION` when written); newer versions are refused on read.
     pub version: u32,
+    /// Name of the Kubernetes node the inventory describes.
     pub node: String,
+    /// Version of the node agent that published the inventory.
     pub agent_version: String,
+    /// The kubelet's Topology Manager policy on the node (`none` when absent).
     #[serde(default)]
     pub topology_policy: TopologyPolicy,
+    /// The node's NUMA nodes; empty when the agent reports no NUMA layout.
     #[serde(default)]
     pub numa_nodes: Vec<NumaNodeInfo>,
+    /// The node's GPUs, whether or not in MIG mode.
     #[serde(default)]
     pub gpus: Vec<GpuInfo>,
 }
 
+/// One NUMA node of a node: its CPUs and memory, and what is still free there.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NumaNodeInfo {
+    /// NUMA node id as the kernel numbers it.
     pub id: u32,
     /// CPU ids of this NUMA node.
     pub cpus: Vec<u32>,
+    /// Memory of this NUMA node, in MiB.
     pub memory_mib: u64,
     /// CPUs not pinned to any container (from the kubelet PodResources API);
     /// absent when the agent could not read it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub free_cpus: Option<Vec<u32>>,
+    /// Memory of this NUMA node not yet allocated to containers, in MiB; absent when the
+    /// agent could not read it, in which case all of it counts as free.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub free_memory_mib: Option<u64>,
 }
 
+/// One GPU of a node as the agent sees it through NVML.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GpuInfo {
+    /// GPU index on the node, as NVML numbers it; unique within the inventory.
     pub index: u32,
+    /// GPU UUID (`GPU-...`), also its device id for the kubelet; unique on the node.
     pub uuid: String,
     /// Catalogue name or the name NVML reports (`NVIDIA H100 80GB HBM3`).
     pub model: String,
     /// Normalised `0000:3b:00.0`.
     pub pci_bus_id: String,
+    /// NUMA node the GPU is attached to; absent when it has no NUMA affinity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub numa_node: Option<u32>,
+    /// Memory of the whole GPU, in MiB.
     pub memory_mib: u64,
+    /// Whether NVML reports the GPU healthy; unhealthy GPUs get no new pods.
     pub healthy: bool,
+    /// MIG state of the GPU; absent when MIG is not enabled on it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mig: Option<MigInfo>,
 }
 
+/// How MIG instances on a GPU come into being.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MigMode {
@@ -104,9 +133,11 @@ pub enum MigMode {
     Dynamic,
 }
 
+/// MIG state of one GPU in MIG mode.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MigInfo {
+    /// Whether instances are pre-created by an administrator or created on demand.
     pub mode: MigMode,
     /// Existing GPU instances (all of them in static mode; ours in dynamic mode).
     #[serde(default)]
@@ -120,12 +151,17 @@ pub struct MigInfo {
     pub blocked: Option<String>,
 }
 
+/// One existing MIG instance on a GPU.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MigInstanceInfo {
+    /// Profile name of the instance, e.g. `3g.40gb`.
     pub profile: String,
+    /// Memory position the instance starts at.
     pub start: u8,
+    /// MIG device UUID (`MIG-...`), also its device id for the kubelet.
     pub uuid: String,
+    /// Whether the instance is healthy; taken as healthy when absent.
     #[serde(default = "yes")]
     pub healthy: bool,
 }

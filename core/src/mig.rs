@@ -16,31 +16,54 @@ use crate::catalogue::{MigGeometry, MigProfile};
 pub struct MigSlot {
     /// Index into the GPU's `MigGeometry::profiles`.
     pub profile: usize,
+    /// Memory position the instance starts at.
     pub start: u8,
 }
 
+/// Why a MIG instance cannot be created or removed on a GPU.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MigError {
+    /// The profile index is outside the GPU's geometry.
     #[error("profile index {0} is not part of this GPU's geometry")]
     NoSuchProfile(usize),
+    /// The profile does not allow an instance to start at this position.
     #[error("{profile} cannot start at position {start} (allowed: {allowed:?})")]
     InvalidStart {
+        /// Name of the profile asked for.
         profile: String,
+        /// Start position asked for.
         start: u8,
+        /// Start positions the profile does allow.
         allowed: Vec<u8>,
     },
+    /// The instance would cover memory positions another instance already occupies.
     #[error("{profile} at position {start} overlaps positions already in use ({used})")]
     Overlap {
+        /// Name of the profile asked for.
         profile: String,
+        /// Start position asked for.
         start: u8,
+        /// Occupied positions, as `describe_used` writes them.
         used: String,
     },
+    /// The GPU already holds the most instances of this profile it allows.
     #[error("at most {max} instance(s) of {profile} per GPU")]
-    MaxCount { profile: String, max: u8 },
+    MaxCount {
+        /// Name of the profile asked for.
+        profile: String,
+        /// Instances of the profile allowed per GPU.
+        max: u8,
+    },
+    /// Too few of the GPU's compute slices are left unused for this profile.
     #[error("not enough compute slices left for {profile}")]
-    ComputeExhausted { profile: String },
+    ComputeExhausted {
+        /// Name of the profile asked for.
+        profile: String,
+    },
+    /// A `+me` profile was asked for, but another `+me` instance already holds the media engines.
     #[error("the GPU's media engines are already taken by another +me instance")]
     MediaEngineTaken,
+    /// No instance starts at the position given for removal.
     #[error("no instance starts at position {0}")]
     NoInstanceAt(u8),
 }
@@ -54,6 +77,7 @@ pub struct MigGpu {
 }
 
 impl MigGpu {
+    /// An empty GPU (no MIG instances) with the given geometry.
     pub fn new(geometry: Arc<MigGeometry>) -> Self {
         MigGpu {
             geometry,
@@ -62,10 +86,12 @@ impl MigGpu {
         }
     }
 
+    /// The MIG layout rules of this GPU's model.
     pub fn geometry(&self) -> &Arc<MigGeometry> {
         &self.geometry
     }
 
+    /// The MIG instances on this GPU, in no particular order.
     pub fn slots(&self) -> &[MigSlot] {
         &self.slots
     }
@@ -75,10 +101,12 @@ impl MigGpu {
         self.used
     }
 
+    /// Number of memory positions not covered by any instance.
     pub fn free_positions(&self) -> u32 {
         (self.geometry.full_mask() & !self.used).count_ones()
     }
 
+    /// Whether the GPU holds no MIG instance.
     pub fn is_empty(&self) -> bool {
         self.slots.is_empty()
     }
@@ -164,6 +192,7 @@ impl MigGpu {
         }
     }
 
+    /// Whether one more instance of profile `idx` could be created somewhere now.
     pub fn can_place(&self, idx: usize) -> bool {
         match self.profile(idx) {
             Ok(p) => {
@@ -174,6 +203,8 @@ impl MigGpu {
         }
     }
 
+    /// Creates an instance of profile `idx` at `start` and returns its slot; `Err`, leaving the
+    /// GPU unchanged, when `check` refuses it.
     pub fn place(&mut self, idx: usize, start: u8) -> Result<MigSlot, MigError> {
         self.check(idx, start)?;
         let mask = self.profile(idx)?.mask_at(start);

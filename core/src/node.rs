@@ -16,20 +16,29 @@ pub const GPU_MILLI: u32 = 1000;
 /// One GPU and what is still free on it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GpuState {
+    /// GPU index on the node, as NVML numbers it.
     pub index: u32,
+    /// GPU UUID (`GPU-...`), its device id for the kubelet.
     pub uuid: Arc<str>,
+    /// GPU model name as the inventory reports it (catalogue name or NVML's).
     pub model: Arc<str>,
+    /// NUMA node the GPU is attached to; `None` when it has no NUMA affinity.
     pub numa: Option<u32>,
+    /// Whether the GPU can take new pods: healthy and, in MIG mode, not blocked by the agent.
     pub healthy: bool,
+    /// What is in use on the GPU: a milli-GPU count, or its MIG instances.
     pub slots: GpuSlots,
 }
 
+/// How a GPU is divided among pods.
 #[derive(Debug, Clone, PartialEq)]
 pub enum GpuSlots {
     /// A GPU without MIG: thousandths in use (1000 once taken whole).
     Plain {
+        /// Milli-GPU allocated to pods (0 to 1000).
         used_milli: u32,
     },
+    /// A GPU in MIG mode, handed out by MIG instance.
     Mig(MigSlots),
 }
 
@@ -39,7 +48,9 @@ pub enum GpuSlots {
 /// instances handed to pods.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MigSlots {
+    /// Whether instances are pre-created (static) or created for pods (dynamic).
     pub mode: MigMode,
+    /// Occupancy map of the GPU's live MIG instances.
     pub gpu: MigGpu,
     /// Bit `s` set: the instance starting at `s` is held by a pod.
     pub allocated: u8,
@@ -61,6 +72,8 @@ impl MigSlots {
             .map(|s| s.start)
     }
 
+    /// Device UUID of the static instance starting at `start`; `None` if no static instance
+    /// starts there.
     pub fn uuid_at(&self, start: u8) -> Option<&Arc<str>> {
         self.uuids.iter().find(|(s, _)| *s == start).map(|(_, u)| u)
     }
@@ -132,35 +145,58 @@ impl GpuState {
         }
     }
 
+    /// Whether the GPU is in MIG mode.
     pub fn is_mig(&self) -> bool {
         matches!(self.slots, GpuSlots::Mig(_))
     }
 }
 
+/// A node's live occupancy: what is still free on it for placement.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeState {
+    /// Name of the Kubernetes node.
     pub name: String,
+    /// Allocatable CPU not yet requested by pods, in millicores.
     pub cpu_free_milli: u64,
+    /// Allocatable memory not yet requested by pods, in MiB.
     pub memory_free_mib: u64,
+    /// The node's GPUs, in inventory order; placements refer to them by position here.
     pub gpus: Vec<GpuState>,
+    /// Free CPUs and memory per NUMA node; empty when the node reports no NUMA layout.
     pub numa: Vec<NumaState>,
+    /// The kubelet's Topology Manager policy, which decides NUMA admission.
     pub policy: TopologyPolicy,
     /// How many running pods of each GPU demand the node holds (for
     /// affinity-style policies and reports).
     pub classes: Vec<(GpuDemand, u32)>,
 }
 
+/// Why a node's state could not be built from its inventory.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum NodeError {
+    /// The inventory breaks one of its rules.
     #[error(transparent)]
     Inventory(#[from] InvalidInventory),
+    /// A MIG GPU has no geometry (its model is unknown or not MIG-capable), or an instance's
+    /// profile is not in the GPU's geometry.
     #[error("GPU {gpu}: {source}")]
-    Catalogue { gpu: u32, source: CatalogueError },
+    Catalogue {
+        /// Index of the GPU concerned.
+        gpu: u32,
+        /// The catalogue lookup that failed.
+        source: CatalogueError,
+    },
+    /// A MIG instance listed in the inventory cannot be placed on its GPU (invalid start,
+    /// overlap or a per-GPU limit).
     #[error("GPU {gpu}: instance {profile} at {start}: {source}")]
     Instance {
+        /// Index of the GPU holding the instance.
         gpu: u32,
+        /// Profile name of the instance.
         profile: String,
+        /// Memory position the instance starts at.
         start: u8,
+        /// Why the instance does not fit.
         source: MigError,
     },
 }
@@ -206,10 +242,12 @@ impl NodeState {
         Ok(node)
     }
 
+    /// Total GPU capacity of the node, in milli-GPU (1000 per GPU).
     pub fn capacity_milli(&self) -> u64 {
         self.gpus.len() as u64 * u64::from(GPU_MILLI)
     }
 
+    /// GPU share not allocated to any pod, in milli-GPU (unhealthy GPUs count none).
     pub fn free_milli(&self) -> u64 {
         self.gpus.iter().map(|g| u64::from(g.free_milli())).sum()
     }

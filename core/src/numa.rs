@@ -8,10 +8,15 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TopologyPolicy {
+    /// `none`: no alignment is attempted; every pod is admitted (the kubelet's default).
     #[default]
     None,
+    /// `best-effort`: alignment is preferred but a misaligned pod is still admitted.
     BestEffort,
+    /// `restricted`: a pod is admitted only if its devices span no more NUMA nodes than needed.
     Restricted,
+    /// `single-numa-node`: a pod is admitted only if its devices and pinned CPUs share a NUMA
+    /// node.
     SingleNumaNode,
 }
 
@@ -38,23 +43,39 @@ impl TopologyPolicy {
 /// Free CPU and memory of one NUMA node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NumaState {
+    /// NUMA node id as the kernel numbers it.
     pub id: u32,
     /// Whole CPUs the CPU manager could still pin here.
     pub cpus_free: u32,
     /// All CPUs of the node (for the "narrowest possible" rule of `restricted`).
     pub cpus_total: u32,
+    /// Memory still free on this NUMA node, in MiB.
     pub memory_free_mib: u64,
 }
 
 /// Why the Topology Manager would refuse a pod.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NumaReject {
+    /// Under `single-numa-node`, the devices lie on more than one NUMA node (listed).
     #[error("devices span NUMA nodes {0:?} but the policy is single-numa-node")]
     DevicesSpan(Vec<u32>),
+    /// No NUMA node with the devices (or, without devices, any NUMA node) has enough free CPUs
+    /// to pin the pod's exclusive CPUs.
     #[error("no NUMA node has {cpus} free CPUs next to the devices on NUMA {numa:?}")]
-    CpusNotAligned { cpus: u32, numa: Option<u32> },
+    CpusNotAligned {
+        /// Exclusive CPUs the pod asks to pin.
+        cpus: u32,
+        /// NUMA node of the devices; `None` for a pod without NUMA-attached devices.
+        numa: Option<u32>,
+    },
+    /// Under `restricted`, the devices span more NUMA nodes than the narrowest choice would.
     #[error("devices span {got} NUMA nodes where {best} would do (policy restricted)")]
-    NotNarrowest { got: usize, best: usize },
+    NotNarrowest {
+        /// NUMA nodes the chosen devices span.
+        got: usize,
+        /// Fewest NUMA nodes the device request could span on this node.
+        best: usize,
+    },
 }
 
 /// Decides admission for devices on `device_numa` (one entry per device;

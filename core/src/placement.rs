@@ -15,21 +15,34 @@ use crate::request::{GpuDemand, PodRequest};
 /// One MIG slice picked on a GPU (by position in `NodeState::gpus`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct MigPick {
+    /// Position of the GPU in `NodeState::gpus`.
     pub gpu: usize,
+    /// Index of the profile in the GPU's `MigGeometry::profiles`.
     pub profile: usize,
+    /// Memory position the instance starts at.
     pub start: u8,
 }
 
 /// The concrete devices a pod gets on a node. GPUs are positions in `NodeState::gpus`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum DeviceChoice {
+    /// No devices: the pod asks for no GPU.
     None,
-    Share { gpu: usize, milli: u32 },
+    /// A fractional share of one plain GPU.
+    Share {
+        /// Position of the GPU in `NodeState::gpus`.
+        gpu: usize,
+        /// Milli-GPU taken on it.
+        milli: u32,
+    },
+    /// Whole plain GPUs, one position per GPU.
     Gpus(Vec<usize>),
+    /// MIG instances, one pick per instance asked for.
     Mig(Vec<MigPick>),
 }
 
 impl DeviceChoice {
+    /// Positions of the GPUs the choice touches (one entry per pick or GPU, possibly repeated).
     pub fn gpus(&self) -> Vec<usize> {
         match self {
             DeviceChoice::None => Vec::new(),
@@ -43,6 +56,7 @@ impl DeviceChoice {
 /// A feasible placement on one node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candidate {
+    /// The devices the pod gets.
     pub choice: DeviceChoice,
     /// The NUMA node the pod is aligned to, if one.
     pub numa: Option<u32>,
@@ -51,30 +65,49 @@ pub struct Candidate {
 /// Why a pod does not fit a node. `Display` is the text users see.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Unfit {
+    /// The node has less unrequested CPU than the pod asks for.
     Cpu {
+        /// CPU the pod requests, in millicores.
         need: u64,
+        /// CPU still free on the node, in millicores.
         free: u64,
     },
+    /// The node has less unrequested memory than the pod asks for.
     Memory {
+        /// Memory the pod requests, in MiB.
         need: u64,
+        /// Memory still free on the node, in MiB.
         free: u64,
     },
+    /// The pod restricts GPU models and the node has none of them.
     ModelMismatch {
+        /// GPU models the pod accepts.
         wanted: Vec<String>,
+        /// GPU models the node has.
         node: Vec<String>,
     },
+    /// Too few GPUs (or no GPU with a large enough free share) can take the pod's demand.
     NoGpu {
+        /// GPUs the pod needs.
         need: u32,
+        /// Suitable GPUs found free.
         free: u32,
+        /// What kind of GPU was needed, for the message (`whole GPU(s)`, a share size).
         what: String,
     },
+    /// No GPU the pod may use on the node offers the requested MIG profile.
     UnknownProfile {
+        /// The MIG profile asked for.
         profile: String,
     },
+    /// The profile exists, but no valid placement of it is left on enough GPUs.
     MigGeometry {
+        /// The MIG profile asked for.
         profile: String,
+        /// Per-GPU reasons (occupied positions, unhealthy GPUs, no free static instance).
         detail: String,
     },
+    /// Devices fit, but the kubelet's Topology Manager would refuse every choice.
     Numa(NumaReject),
 }
 
@@ -104,14 +137,20 @@ impl fmt::Display for Unfit {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Cause {
+    /// Too few GPUs, or GPU share, free for the demand.
     NoGpu,
+    /// Too little CPU or memory free on the node.
     NoCpu,
+    /// The node has none of the GPU models the pod accepts.
     ModelMismatch,
+    /// The MIG profile is unknown on the node or has no placement left.
     MigGeometry,
+    /// Refused by the Topology Manager's NUMA alignment rule.
     Numa,
 }
 
 impl Cause {
+    /// Every cause, e.g. to list all metric labels.
     pub const ALL: [Cause; 5] = [
         Cause::NoGpu,
         Cause::NoCpu,
@@ -120,6 +159,7 @@ impl Cause {
         Cause::Numa,
     ];
 
+    /// Stable snake_case label of the cause, for metrics and reports.
     pub fn as_str(self) -> &'static str {
         match self {
             Cause::NoGpu => "no_gpu",
@@ -132,6 +172,7 @@ impl Cause {
 }
 
 impl Unfit {
+    /// The coarse cause of this reason.
     pub fn cause(&self) -> Cause {
         match self {
             Unfit::Cpu { .. } | Unfit::Memory { .. } => Cause::NoCpu,
@@ -143,16 +184,23 @@ impl Unfit {
     }
 }
 
+/// Why a device choice could not be applied to, or released from, a node.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlacementError {
+    /// The choice names a GPU position the node does not have.
     #[error("GPU position {0} does not exist on this node")]
     NoSuchGpu(usize),
+    /// The GPU (by NVML index) cannot take or give back these devices: not enough free share,
+    /// unhealthy, not in the needed mode, or the static instance is not free.
     #[error("GPU {0} cannot take this (busy, unhealthy or wrong kind)")]
     GpuBusy(u32),
+    /// The MIG allocator refused to create or remove an instance.
     #[error("MIG: {0}")]
     Mig(#[from] crate::mig::MigError),
+    /// The device choice is of another kind than the pod's GPU demand.
     #[error("the choice does not match the request")]
     Mismatch,
+    /// A MIG start position past the eighth, which no GPU has.
     #[error("memory position {0} does not exist on a GPU")]
     NoSuchPosition(u8),
 }

@@ -11,23 +11,29 @@ pub const DEFAULT_DOMAIN: &str = "nvidia.com";
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum GpuDemand {
+    /// No GPU: a CPU-only pod.
     None,
     /// A fraction of one GPU, in thousandths (GPU sharing, as in the Alibaba trace).
     Share {
+        /// Milli-GPU wanted on a single GPU.
         milli: u32,
     },
     /// `count` whole GPUs.
     Whole {
+        /// Number of whole GPUs.
         count: u32,
     },
     /// `count` MIG slices of one profile, named as in the resource (`1g.10gb`).
     Mig {
+        /// MIG profile name, e.g. `1g.10gb` or `1g.10gb+me`.
         profile: String,
+        /// Number of MIG instances of the profile.
         count: u32,
     },
 }
 
 impl GpuDemand {
+    /// Whether the pod asks for no GPU at all.
     pub fn is_none(&self) -> bool {
         matches!(self, GpuDemand::None)
     }
@@ -64,8 +70,11 @@ impl GpuDemand {
 /// Everything placement needs to know about a pod.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct PodRequest {
+    /// CPU the pod requests, in millicores.
     pub cpu_milli: u64,
+    /// Memory the pod requests, in MiB.
     pub memory_mib: u64,
+    /// The pod's GPU demand (`GpuDemand::None` for a CPU-only pod).
     pub gpu: GpuDemand,
     /// Guaranteed QoS with an integer CPU count: the CPU manager pins it, so
     /// the Topology Manager aligns its CPUs too.
@@ -77,6 +86,7 @@ pub struct PodRequest {
 }
 
 impl PodRequest {
+    /// A request for CPU (millicores) and memory (MiB) only, with no GPU demand.
     pub fn cpu_only(cpu_milli: u64, memory_mib: u64) -> Self {
         PodRequest {
             cpu_milli,
@@ -87,6 +97,7 @@ impl PodRequest {
         }
     }
 
+    /// The same request with `gpu` as its GPU demand.
     pub fn with_gpu(mut self, gpu: GpuDemand) -> Self {
         self.gpu = gpu;
         self
@@ -98,6 +109,8 @@ impl PodRequest {
             .then_some((self.cpu_milli / 1000) as u32)
     }
 
+    /// Whether the pod may run on a GPU of `model` (case-insensitive; any model when the pod
+    /// names none).
     pub fn allows_model(&self, model: &str) -> bool {
         self.gpu_models.is_empty()
             || self
@@ -107,10 +120,13 @@ impl PodRequest {
     }
 }
 
+/// Why a pod's GPU resources cannot be turned into a GPU demand.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
+    /// A MIG resource name whose profile part is not of the form `1g.10gb` (or `1g.10gb+me`).
     #[error("malformed MIG profile {0:?} (expected e.g. 1g.10gb or 1g.10gb+me)")]
     MalformedProfile(String),
+    /// The pod asks for two different GPU resources (both named); only one kind is supported.
     #[error(
         "the pod asks for more than one kind of GPU resource ({0} and {1}); one kind per pod is supported"
     )]
@@ -120,13 +136,16 @@ pub enum RequestError {
 /// One GPU resource kind as named in a pod spec.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GpuResource {
+    /// Whole GPUs (`<domain>/gpu`).
     Whole,
+    /// MIG instances of the named profile (`<domain>/mig-<profile>`), `+me` form restored.
     Mig(String),
 }
 
 /// Maps resource names to GPU resources for a configurable domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResourceNames {
+    /// Resource domain of the GPU resources, e.g. `nvidia.com`.
     pub domain: String,
 }
 
@@ -139,12 +158,14 @@ impl Default for ResourceNames {
 }
 
 impl ResourceNames {
+    /// Resource names under `domain`.
     pub fn new(domain: impl Into<String>) -> Self {
         ResourceNames {
             domain: domain.into(),
         }
     }
 
+    /// Resource name for whole GPUs, e.g. `nvidia.com/gpu`.
     pub fn whole_gpu(&self) -> String {
         format!("{}/gpu", self.domain)
     }

@@ -1,14 +1,17 @@
 //! A tiny seedable random generator (SplitMix64) so replays are reproducible
 //! without pulling a dependency into the pure core.
 
+/// A SplitMix64 generator; the same seed always gives the same sequence.
 #[derive(Debug, Clone)]
 pub struct SplitMix64(u64);
 
 impl SplitMix64 {
+    /// A generator seeded with `seed`.
     pub fn new(seed: u64) -> Self {
         SplitMix64(seed)
     }
 
+    /// The next pseudo-random 64-bit value; advances the state.
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;

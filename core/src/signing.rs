@@ -17,12 +17,17 @@ pub const SIGNATURE_SCHEME: &str = "hmac-sha256:";
 /// Shortest key accepted: 128 bits.
 pub const MIN_KEY_BYTES: usize = 16;
 
+/// Why a signing key cannot be used, or why a devices annotation's signature is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {
+    /// The key, less surrounding whitespace, is shorter than `MIN_KEY_BYTES` (length given).
     #[error("the signing key has {0} bytes; at least {MIN_KEY_BYTES} are needed")]
     ShortKey(usize),
+    /// The annotation carries no signature.
     #[error("the devices annotation is not signed by the scheduler")]
     Missing,
+    /// The signature is malformed, or does not match this pod's UID, the annotation's content
+    /// and the key.
     #[error("the devices annotation's signature does not match this pod and these devices")]
     Mismatch,
 }

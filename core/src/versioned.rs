@@ -4,23 +4,43 @@
 
 use serde::de::DeserializeOwned;
 
+/// Why a versioned document could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum VersionedError {
+    /// The text is not valid JSON, or does not have the document's layout.
     #[error("malformed {what} document: {source}")]
     Malformed {
+        /// Which document was read (`inventory`, `devices`).
         what: &'static str,
+        /// The JSON error.
         source: serde_json::Error,
     },
-    #[error("{what} document is {size} bytes (at most {MAX_DOCUMENT_BYTES})")]
-    TooLarge { what: &'static str, size: usize },
+    /// The text is longer than `MAX_DOCUMENT_BYTES`; it is refused unread.
+    #[error("{what} document is {size} bytes (at most {limit})")]
+    TooLarge {
+        /// Which document was read (`inventory`, `devices`, `snapshot`).
+        what: &'static str,
+        /// Length of the text, in bytes.
+        size: usize,
+        /// The most this kind of document may hold, in bytes.
+        limit: usize,
+    },
+    /// The document has no `version` field holding a non-negative integer.
     #[error("{what} document has no numeric \"version\"")]
-    MissingVersion { what: &'static str },
+    MissingVersion {
+        /// Which document was read (`inventory`, `devices`).
+        what: &'static str,
+    },
+    /// The document's version is newer than this build understands.
     #[error(
         "{what} version {found} is newer than this build understands (up to {supported}); upgrade this component"
     )]
     UnsupportedVersion {
+        /// Which document was read (`inventory`, `devices`).
         what: &'static str,
+        /// Version the document declares.
         found: u64,
+        /// Newest version this build reads.
         supported: u32,
     },
 }
@@ -34,10 +54,22 @@ pub fn parse<T: DeserializeOwned>(
     what: &'static str,
     supported: u32,
 ) -> Result<T, VersionedError> {
-    if text.len() > MAX_DOCUMENT_BYTES {
+    parse_at_most(text, what, supported, MAX_DOCUMENT_BYTES)
+}
+
+/// As [`parse`], for a document that is no annotation (a file a user gives) and may hold up
+/// to `limit` bytes.
+pub fn parse_at_most<T: DeserializeOwned>(
+    text: &str,
+    what: &'static str,
+    supported: u32,
+    limit: usize,
+) -> Result<T, VersionedError> {
+    if text.len() > limit {
         return Err(VersionedError::TooLarge {
             what,
             size: text.len(),
+            limit,
         });
     }
     let malformed = |source| VersionedError::Malformed { what, source };

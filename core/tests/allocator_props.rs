@@ -1,4 +1,6 @@
 //! Property tests of the MIG slot allocator.
+// A test or bench states what it expects with unwrap/expect: a panic here is a failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 

@@ -2,6 +2,8 @@
 //! annotations, valid-looking or not, go through the parsers and the placement code. Nothing
 //! panics or overflows, in debug or release, and whatever is accepted never hands one
 //! device (a whole GPU or a MIG position) to two pods.
+// A test or bench states what it expects with unwrap/expect: a panic here is a failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashSet;
 

@@ -1,4 +1,6 @@
 //! Property tests of placement, fragmentation and scoring invariants.
+// A test or bench states what it expects with unwrap/expect: a panic here is a failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use kubesched_core::catalogue::mig_geometry;
 use kubesched_core::fragmentation::{

@@ -1,6 +1,10 @@
 //! Allocate latency over real gRPC on a real Unix socket: one annotated pod per call, as the
 //! kubelet would issue it. Criterion reports the mean; the p99 is printed from a separate
 //! timed loop because criterion 0.5 does not report percentiles.
+// A test or bench states what it expects with unwrap/expect: a panic here is a failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+// `criterion_main!` generates an undocumented `main`.
+#![allow(missing_docs)]
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,6 +20,7 @@ use kubesched_device_plugin::devices::plan;
 use kubesched_device_plugin::kubelet;
 use kubesched_device_plugin::kubelet::PluginServer;
 use kubesched_device_plugin::pods::{InMemoryPods, PodDevices, PodView};
+use kubesched_k8s::PodRef;
 use kubesched_proto::deviceplugin::v1beta1::device_plugin_client::DevicePluginClient;
 use kubesched_proto::deviceplugin::v1beta1::{AllocateRequest, ContainerAllocateRequest};
 
@@ -50,9 +55,11 @@ fn setup(
     // Many bound pods, one of which names the GPU being allocated: the realistic lookup cost.
     let pods: Vec<PodView> = (0..PODS)
         .map(|p| PodView {
-            namespace: "bench".into(),
-            name: format!("pod-{p}"),
-            uid: format!("uid-{p}"),
+            id: PodRef {
+                namespace: "bench".into(),
+                name: format!("pod-{p}"),
+                uid: format!("uid-{p}"),
+            },
             demand: GpuDemand::Whole { count: 1 },
             devices: PodDevices::Assigned(DevicesAnnotation {
                 version: DEVICES_VERSION,

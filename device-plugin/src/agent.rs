@@ -29,14 +29,24 @@ use crate::topology::HostTopology;
 
 /// Everything the agent is wired with.
 pub struct NodeAgent {
+    /// The Kubernetes node this agent runs on; names the node in the published inventory.
     pub node_name: String,
+    /// Resource names under the configured domain (`nvidia.com/gpu`, `nvidia.com/mig-1g.10gb`).
     pub names: ResourceNames,
+    /// The kubelet's topology manager policy, published with the inventory for the extender.
     pub topology_policy: TopologyPolicy,
+    /// The device plugin folder and kubelet socket the plugins register and serve through.
     pub paths: KubeletPaths,
+    /// Where GPUs are discovered (NVML or a fixture); `None` on a node without a driver,
+    /// which then advertises nothing.
     pub inventory: Option<Arc<dyn GpuInventory>>,
+    /// Host NUMA topology: NUMA node of each GPU and the nodes' CPUs and memory.
     pub topology: Arc<dyn HostTopology>,
+    /// Asks whether a faulted GPU works again before its XID fault is cleared.
     pub probe: Arc<dyn HealthProbe>,
+    /// XID error events from NVML; `None` when there is no event source (fixtures, no driver).
     pub xid_events: Option<mpsc::Receiver<XidEvent>>,
+    /// The pods bound to this node, as Allocate and dynamic-MIG clean-up see them.
     pub pods: Arc<dyn PodSource>,
     /// Prefix of the annotations the agent writes on containers.
     pub annotation_prefix: String,
@@ -51,7 +61,9 @@ pub struct NodeAgent {
     /// Every inventory document the agent builds, for the publisher and for the metrics
     /// endpoint, which subscribe.
     pub documents: watch::Sender<Option<Arc<InventoryDocument>>>,
+    /// How often GPUs are rediscovered and the advertised resources re-planned.
     pub rediscover_every: Duration,
+    /// How long a faulted device must go without a new XID before it may recover.
     pub health_quiet_period: Duration,
     /// Dynamic MIG, when some GPUs are in dynamic mode.
     pub dynamic_mig: Option<Arc<DynamicMig>>,

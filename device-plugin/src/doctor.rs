@@ -11,10 +11,14 @@ use crate::discovery::{DiscoveryError, GpuInventory};
 use crate::mig::MigBackend;
 use crate::topology::HostTopology;
 
+/// Outcome of one doctor check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
+    /// All is as the agent needs.
     Pass,
+    /// The agent runs, but with less (no GPU found, no free CPU figures); `doctor` still passes.
     Warn,
+    /// The agent cannot work like this; `doctor` exits with status 1.
     Fail,
 }
 
@@ -28,10 +32,14 @@ impl Status {
     }
 }
 
+/// One row of the doctor's table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Check {
+    /// What was checked, e.g. `nvml`, `gpu 0`, `kubelet socket`.
     pub name: String,
+    /// Whether the check passed, warned or failed.
     pub status: Status,
+    /// What was found, and for a failure or warning what to do about it.
     pub detail: String,
 }
 
@@ -153,6 +161,8 @@ pub fn dynamic_mig_checks(backend: &dyn MigBackend, gpus: &[String]) -> Vec<Chec
         .collect()
 }
 
+/// The NUMA check: the host topology's nodes with their CPUs and memory, or why it cannot be
+/// read.
 pub fn topology_checks(topology: &dyn HostTopology) -> Vec<Check> {
     match topology.numa_nodes() {
         Ok(nodes) => {

@@ -2,6 +2,8 @@
 //! of create/destroy cycles, an agent restart with orphans and running pods, and the whole
 //! node agent over real gRPC (Allocate creating the instance, ListAndWatch following it, a
 //! taken placement refused).
+// A test or bench states what it expects with unwrap/expect: a panic here is a failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

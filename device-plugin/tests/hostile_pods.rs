@@ -2,6 +2,8 @@
 //! reader and allocated by the real allocator: a decoy without a GPU request, an annotation
 //! that contradicts its pod's request, and a forged (unsigned or copied) annotation. None of
 //! them steers a device, and each is refused at once rather than holding up the node.
+// A test or bench states what it expects with unwrap/expect: a panic here is a failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,5 +1,7 @@
 //! The Kubernetes-backed pieces against an in-process mock API server (a tower service behind
 //! a real `kube::Client`): the Node annotation patch and the pod reflector feeding allocation.
+// A test or bench states what it expects with unwrap/expect: a panic here is a failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

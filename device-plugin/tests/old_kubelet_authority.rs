@@ -4,6 +4,8 @@
 //! the stream; with it (the agent's servers) GetDevicePluginOptions and ListAndWatch answer,
 //! also when later requests refer to the rewritten field through the HPACK dynamic table,
 //! as Go's encoder does.
+// A test or bench states what it expects with unwrap/expect: a panic here is a failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

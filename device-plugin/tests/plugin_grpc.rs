@@ -1,4 +1,6 @@
 //! The device plugin over real gRPC on real Unix sockets, against an in-test fake kubelet.
+// A test or bench states what it expects with unwrap/expect: a panic here is a failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

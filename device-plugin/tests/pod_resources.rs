@@ -1,6 +1,8 @@
 //! The kubelet PodResources client over a real Unix socket, against an in-test fake
 //! PodResourcesLister: usage reading, per-NUMA free CPUs and memory, hand-out reconciliation,
 //! a kubelet that only offers `List`, and a missing socket handled without failing.
+// A test or bench states what it expects with unwrap/expect: a panic here is a failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -3,6 +3,8 @@
 //! than a header block needs is not held (h2 refuses it and closes the connection), and once
 //! such clients are gone the kubelet is served as before. Raw HTTP/2 bytes against the real
 //! plugin server on a real Unix socket; every wait is bounded.
+// A test or bench states what it expects with unwrap/expect: a panic here is a failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

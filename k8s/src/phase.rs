@@ -17,12 +17,13 @@ mod tests {
     use super::*;
 
     fn in_phase(phase: Option<&str>) -> Pod {
-        let mut pod = Pod::default();
-        pod.status = phase.map(|p| k8s_openapi::api::core::v1::PodStatus {
-            phase: Some(p.to_string()),
+        Pod {
+            status: phase.map(|p| k8s_openapi::api::core::v1::PodStatus {
+                phase: Some(p.to_string()),
+                ..Default::default()
+            }),
             ..Default::default()
-        });
-        pod
+        }
     }
 
     #[test]

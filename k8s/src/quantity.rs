@@ -42,10 +42,15 @@ use kubesched_core::text::quote;
 /// the parser: at most its first [`QUOTE_MAX_CHARS`](kubesched_core::text::QUOTE_MAX_CHARS) characters.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum QuantityError {
+    /// Not in the API server's grammar: no digits, an unknown suffix, whitespace or stray
+    /// characters.
     #[error("invalid quantity {0}")]
     Invalid(String),
+    /// A negative value; `-0` and the like are zero and allowed.
     #[error("quantity {0} is negative")]
     Negative(String),
+    /// Too long (over [`MAX_LEN`] bytes), an exponent outside `i32`, or a value beyond `u128`
+    /// nano-units.
     #[error("quantity {0} is out of range")]
     TooLarge(String),
 }
@@ -144,6 +149,7 @@ impl Quantity {
         self.0.is_multiple_of(NANO).then(|| saturate(self.0 / NANO))
     }
 
+    /// The sum of both, capped at the largest quantity rather than overflowing.
     pub fn saturating_add(self, other: Quantity) -> Quantity {
         Quantity(self.0.saturating_add(other.0))
     }

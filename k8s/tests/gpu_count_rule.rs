@@ -1,6 +1,8 @@
 //! The one GPU count rule of both binaries: a GPU quantity is read with the API server's
 //! grammar (`kubesched_k8s::quantity`) and must be a whole number. The extender schedules by
 //! `PodRequestReader` and the agent hands out devices by it, so this table pins both.
+// A test or bench states what it expects with unwrap/expect: a panic here is a failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use k8s_openapi::api::core::v1::Pod;
 use kubesched_core::request::{GpuDemand, ResourceNames};

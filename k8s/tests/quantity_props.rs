@@ -1,6 +1,8 @@
 //! Property tests of the quantity parser: no input panics, every error stays a line long
 //! whatever the input's length, and a sign in front behaves as the API server's does (`+`
 //! changes nothing, `-` leaves only zero usable).
+// A test or bench states what it expects with unwrap/expect: a panic here is a failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use kubesched_k8s::quantity::{MAX_LEN, Quantity, QuantityError};
 use proptest::prelude::*;

@@ -6,6 +6,9 @@
 /// Device plugin API v1beta1: `Registration` (served by the kubelet) and `DevicePlugin`
 /// (served by each plugin).
 pub mod deviceplugin {
+    /// The `v1beta1` package, generated from `proto/proto/deviceplugin/v1beta1/api.proto` (the
+    /// messages carry that file's comments; fields it leaves undocumented are the kubelet's).
+    #[allow(missing_docs)]
     pub mod v1beta1 {
         tonic::include_proto!("v1beta1");
 
@@ -24,6 +27,8 @@ pub mod deviceplugin {
 
 /// PodResources API v1: which devices, CPUs and memory each container holds.
 pub mod podresources {
+    /// The `v1` package, generated from `proto/proto/podresources/v1/api.proto`.
+    #[allow(missing_docs)]
     pub mod v1 {
         tonic::include_proto!("v1");
 

@@ -1,5 +1,7 @@
 //! Pins the wire format: each message is compared against protobuf bytes encoded by hand
 //! from the kubelet's field numbers, in both directions (encode and decode).
+// A test or bench states what it expects with unwrap/expect: a panic here is a failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 

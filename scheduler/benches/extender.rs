@@ -6,6 +6,10 @@
 //! and prints p50/p99/max, since the targets are stated as p99.
 //! "steady" changes one node between cycles (as one bind does); "cold"
 //! asks for a new request shape every cycle, so no per-node memo helps.
+// A test or bench states what it expects with unwrap/expect: a panic here is a failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+// `criterion_main!` generates an undocumented `main`.
+#![allow(missing_docs)]
 
 #[path = "../tests/common/mod.rs"]
 mod common;

@@ -15,6 +15,8 @@ use crate::extender::api_client::{BindError, Binder, PodRef};
 use crate::extender::reflectors::pod_record;
 use crate::snapshot::Snapshot;
 
+/// In-memory stand-in for the API server: binds and annotations change a copy of the
+/// snapshot's pods and send each changed pod to the update stream.
 pub struct OfflineBinder {
     pods: Mutex<HashMap<(String, String), Pod>>,
     updates: UnboundedSender<Pod>,

@@ -15,38 +15,63 @@ use kubesched_k8s::pod_key;
 use crate::extender::Extender;
 use crate::extender::reflectors::{node_base, pod_record};
 
+/// Newest snapshot file format this build reads and the one it writes.
 pub const SNAPSHOT_VERSION: u32 = 1;
 
+/// Largest snapshot file read: a whole cluster's Nodes and Pods (about 10 KB a node with its
+/// pods), far beyond the annotation limit, bounded so a wrong file cannot exhaust memory.
+pub const MAX_SNAPSHOT_BYTES: usize = 1 << 30;
+
+/// A saved cluster: every Node and Pod object as the API server listed them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Snapshot {
+    /// File format version ([`SNAPSHOT_VERSION`] when written); newer ones are refused.
     pub version: u32,
+    /// Every Node object, GPU node or not.
     #[serde(default)]
     pub nodes: Vec<Node>,
+    /// Every Pod object, from all namespaces.
     #[serde(default)]
     pub pods: Vec<Pod>,
 }
 
+/// Why a snapshot could not be read or taken.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
+    /// The snapshot file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
+        /// Path of the snapshot file.
         path: String,
+        /// The I/O error from reading it.
         source: std::io::Error,
     },
+    /// The file is not a snapshot this build understands: too large, malformed JSON,
+    /// no `version`, or a newer version.
     #[error(transparent)]
     Document(#[from] VersionedError),
+    /// Listing Nodes or Pods from the API server failed.
     #[error("listing {what} from the API server: {source}")]
     Api {
+        /// What was being listed: `nodes` or `pods`.
         what: &'static str,
+        /// The API client's error.
         source: kube::Error,
     },
 }
 
 impl Snapshot {
+    /// Parses a snapshot document; `Err` if it is malformed, too large or of a newer version.
     pub fn from_json(text: &str) -> Result<Self, SnapshotError> {
-        Ok(versioned::parse(text, "snapshot", SNAPSHOT_VERSION)?)
+        Ok(versioned::parse_at_most(
+            text,
+            "snapshot",
+            SNAPSHOT_VERSION,
+            MAX_SNAPSHOT_BYTES,
+        )?)
     }
 
+    /// Reads and parses the snapshot file at `path`.
     pub fn read(path: &Path) -> Result<Self, SnapshotError> {
         let text = std::fs::read_to_string(path).map_err(|source| SnapshotError::Read {
             path: path.display().to_string(),
@@ -55,6 +80,7 @@ impl Snapshot {
         Self::from_json(&text)
     }
 
+    /// The snapshot as pretty-printed JSON, the format [`Snapshot::read`] loads.
     pub fn to_json(&self) -> String {
         // Kubernetes objects serialise to JSON without failure.
         serde_json::to_string_pretty(self).unwrap_or_default()

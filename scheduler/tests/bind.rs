@@ -1,6 +1,8 @@
 //! Bind through the real code path with a fake API: hundreds of concurrent
 //! binds never hand one MIG position or GPU to two pods, and a failed API
 //! call releases the reservation.
+// A test or bench states what it expects with unwrap/expect: a panic here is a failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,6 +1,8 @@
 //! The Grafana dashboard in deploy/ must only query metrics the extender
 //! exports: every `kubesched_extender_*` name in its expressions is checked
 //! against the `# TYPE` lines of a real `/metrics` encoding.
+// A test or bench states what it expects with unwrap/expect: a panic here is a failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use kubesched_core::catalogue::mig_geometry;
 use kubesched_core::fragmentation::Workload;

@@ -1,5 +1,7 @@
 //! Golden tests: request bodies exactly as kube-scheduler (v1.20+, with
 //! `nodeCacheCapable: true`) sends them, and the exact bytes we answer.
+// A test or bench states what it expects with unwrap/expect: a panic here is a failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

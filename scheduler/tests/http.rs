@@ -1,5 +1,7 @@
 //! The server over real HTTP on loopback: bad input is a 400 with a
 //! message and the server keeps serving; health, readiness and metrics.
+// A test or bench states what it expects with unwrap/expect: a panic here is a failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

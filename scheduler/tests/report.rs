@@ -3,6 +3,8 @@
 //! GPUs; bound and pending pods). The table and JSON are pinned as goldens:
 //! regenerate with `UPDATE_GOLDEN=1 cargo test -p kubesched-scheduler --test report`
 //! after an intended change, and review the diff.
+// A test or bench states what it expects with unwrap/expect: a panic here is a failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -107,4 +109,26 @@ fn what_if_places_the_pending_pods_that_fit() {
     // The 4g takes the only empty GPU (NUMA 1, 8 CPUs free); then neither
     // a 7g nor two whole GPUs fit anywhere.
     assert_eq!(outcomes, vec![true, false, false]);
+}
+
+#[test]
+fn a_snapshot_of_a_large_cluster_is_read_beyond_the_annotation_limit() {
+    let (snapshot, _) = loaded();
+    // Hundreds of copies of the fixture's nodes: megabytes, as a real cluster's snapshot is.
+    let mut big = snapshot.clone();
+    for i in 0..1000 {
+        for node in &snapshot.nodes {
+            let mut copy = node.clone();
+            copy.metadata.name = Some(format!("copy-{i}-{}", node.metadata.name.clone().unwrap()));
+            big.nodes.push(copy);
+        }
+    }
+    let text = big.to_json();
+    assert!(
+        text.len() > kubesched_core::versioned::MAX_DOCUMENT_BYTES * 4,
+        "{}",
+        text.len()
+    );
+    let read = Snapshot::from_json(&text).expect("a large snapshot is read");
+    assert_eq!(read.nodes.len(), snapshot.nodes.len() * 1001);
 }

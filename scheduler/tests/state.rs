@@ -1,6 +1,8 @@
 //! The cluster state as the watches feed it: occupancy rebuilt from pod
 //! annotations after a (re)list, unusable inventories, NUMA rejections, and
 //! reservations that the watch never confirms.
+// A test or bench states what it expects with unwrap/expect: a panic here is a failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

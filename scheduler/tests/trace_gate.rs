@@ -1,8 +1,11 @@
 //! The reproduction gate: on the Alibaba trace (default pod list), our FGD
 //! and best-fit must land within 0.3 points of the published unallocated
 //! GPU % at 100% arrived load (FGD 4.77, BestFit 7.14; USENIX ATC '23).
-//! The trace is research data that is never shipped: without it the test
-//! says so and passes.
+//! The trace is research data that is never shipped, so the gate is ignored by
+//! default; asked for (`--ignored`, as `scripts/test.sh` does when the trace is on the
+//! machine) without the trace, it fails.
+// A test or bench states what it expects with unwrap/expect: a panic here is a failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use kubesched_core::replay::ReplayConfig;
 use kubesched_core::scoring;
@@ -11,12 +14,10 @@ use kubesched_scheduler::simulate::{self, Scenario, summary, trace};
 const SEEDS: std::ops::Range<u64> = 42..45;
 
 #[test]
+#[ignore = "needs the Alibaba GPU trace (KUBESCHED_TRACE_DIR); run with --ignored"]
 fn fgd_and_best_fit_reproduce_the_published_figures() {
     let Some(dir) = trace::default_dir() else {
-        eprintln!(
-            "trace not found (set KUBESCHED_TRACE_DIR to cluster-trace-gpu-v2023/csv): reproduction gate skipped"
-        );
-        return;
+        panic!("trace not found: set KUBESCHED_TRACE_DIR to cluster-trace-gpu-v2023/csv");
     };
     let nodes = trace::load_nodes(&dir.join("openb_node_list_gpu_node.csv")).expect("node list");
     let pods = trace::load_pods(&dir.join("openb_pod_list_default.csv")).expect("pod list");

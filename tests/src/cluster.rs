@@ -14,7 +14,7 @@ pub const ENV_KUBECONFIG: &str = "KUBESCHED_E2E_KUBECONFIG";
 pub const ENV_E2E: &str = "KUBESCHED_E2E";
 /// `1`: leave the cluster (and the work folder) in place at the end.
 pub const ENV_KEEP: &str = "KUBESCHED_E2E_KEEP";
-/// Node whose kubelet runs on this machine [localhost].
+/// Node whose kubelet runs on this machine (`localhost`).
 pub const ENV_NODE: &str = "KUBESCHED_E2E_NODE";
 /// That kubelet's device-plugin folder [/var/lib/kubelet/device-plugins].
 pub const ENV_PLUGIN_DIR: &str = "KUBESCHED_E2E_DEVICE_PLUGIN_DIR";
@@ -34,11 +34,15 @@ fn env_flag(name: &str) -> bool {
 /// A cluster to test against, with an admin client (for setting up and checking only: our
 /// binaries get service-account credentials, see [`crate::rbac`]).
 pub struct Cluster {
+    /// Admin kubeconfig of the cluster (given, or written by `cluster.sh`).
     pub kubeconfig: PathBuf,
+    /// API client with admin credentials, for setting up and checking scenarios.
     pub client: kube::Client,
     /// The node with a real kubelet on this machine.
     pub node: String,
+    /// That kubelet's device-plugin folder, given to the agent for its plugin sockets.
     pub device_plugin_dir: PathBuf,
+    /// That kubelet's PodResources socket, given to the agent and queried by the scenarios.
     pub pod_resources_socket: PathBuf,
     /// Scratch folder of this run: kubeconfigs, fixtures, logs.
     pub work_dir: PathBuf,

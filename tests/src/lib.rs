@@ -7,9 +7,11 @@
 //!   node whose kubelet's device-plugin folder is on this machine for the agent tests).
 //! - `KUBESCHED_E2E=1`: `scripts/cluster.sh build` + `up` (root; Debian packages only), and
 //!   `down` at the end unless `KUBESCHED_E2E_KEEP=1`. A cluster already up is reused and left up.
-//! - neither: every test prints why it is skipped and passes.
+//! - neither: no cluster; the tests are `#[ignore]`d, and asked for with `--ignored` they fail.
 //!
 //! See `tests/README.md` for the variables and how to run against kind or k3s.
+// A test or bench states what it expects with unwrap/expect: a panic here is a failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod cluster;
 pub mod http;

@@ -52,6 +52,7 @@ pub fn pod(
     }))?)
 }
 
+/// The Pod API of the test namespace ([`NAMESPACE`]), through `client`.
 pub fn api(client: &kube::Client) -> Api<Pod> {
     Api::namespaced(client.clone(), NAMESPACE)
 }
@@ -67,6 +68,7 @@ pub fn devices(pod: &Pod, prefix: &str) -> anyhow::Result<Option<DevicesAnnotati
         .transpose()
 }
 
+/// The pod's `status.phase` (`Pending`, `Running`, ...), or `""` before it has a status.
 pub fn phase(pod: &Pod) -> &str {
     pod.status
         .as_ref()
@@ -74,6 +76,7 @@ pub fn phase(pod: &Pod) -> &str {
         .unwrap_or("")
 }
 
+/// The node the pod is bound to (`spec.nodeName`), or `None` while unscheduled.
 pub fn node_name(pod: &Pod) -> Option<&str> {
     pod.spec.as_ref().and_then(|s| s.node_name.as_deref())
 }

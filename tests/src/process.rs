@@ -87,6 +87,7 @@ impl Proc {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// The process's OS id, or `None` once it has been stopped or killed.
     pub fn pid(&self) -> Option<u32> {
         self.child().as_ref().map(Child::id)
     }
@@ -111,6 +112,7 @@ impl Proc {
         )
     }
 
+    /// Path of the log file that holds the process's stdout and stderr.
     pub fn log_path(&self) -> &Path {
         &self.log
     }

@@ -10,9 +10,13 @@ use crate::request::{GpuDemand, PodRequest};
 /// Means over the pod events whose arrived load rounds to one percent.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
 pub struct Bucket {
+    /// Pod events (placements and failures) that fell in this percent.
     pub events: u32,
+    /// Allocated GPU share, in percent of the cluster's GPU capacity.
     pub alloc_pct: f64,
+    /// Fragmented GPU share (Σ_n F_n(M)), in percent of the cluster's GPU capacity.
     pub frag_amount_pct: f64,
+    /// Fragmented GPU share, in percent of the GPU share still unallocated.
     pub frag_ratio_pct: f64,
 }
 
@@ -46,6 +50,8 @@ impl FailedPods {
     }
 }
 
+/// The measurements of one replay: per-percent sums of the figures after each pod, and
+/// counts of placed and failed pods.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Curve {
     capacity_milli: u64,
@@ -58,6 +64,7 @@ pub struct Curve {
 }
 
 impl Curve {
+    /// An empty curve for a cluster of `capacity_milli` milli-GPU.
     pub fn new(capacity_milli: u64) -> Self {
         Curve {
             capacity_milli,
@@ -68,6 +75,8 @@ impl Curve {
         }
     }
 
+    /// Records the cluster's figures after `req` met `outcome`, under the percent of GPU
+    /// demand arrived so far.
     pub fn record(&mut self, replay: &Replay, req: &PodRequest, outcome: &Outcome) {
         let cap = self.capacity_milli.max(1) as f64;
         let arrived_pct = replay.arrived_milli() as f64 * 100.0 / cap;
@@ -117,18 +126,23 @@ impl Curve {
         self.sums.len().saturating_sub(1)
     }
 
+    /// Pods that could not be placed, by kind, over the whole replay.
     pub fn failed(&self) -> FailedPods {
         self.failed
     }
 
+    /// Pods that could not be placed, by kind, counting only failures while the GPU demand
+    /// arrived so far was at most 100% of capacity.
     pub fn failed_by_100(&self) -> FailedPods {
         self.failed_by_100
     }
 
+    /// Number of pods that could not be placed on any node.
     pub fn failed_pods(&self) -> u32 {
         self.failed.total()
     }
 
+    /// Number of pods placed.
     pub fn placed_pods(&self) -> u32 {
         self.placed
     }

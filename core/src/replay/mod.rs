@@ -16,12 +16,16 @@ use crate::request::PodRequest;
 use crate::rng::SplitMix64;
 use crate::scoring::{Choice, Policy, ScoreContext, TieBreak};
 
+/// Settings of one replay run.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ReplayConfig {
+    /// Seed of every random choice: the pod and node shuffles, the top-up sampling and tie breaks.
     pub seed: u64,
     /// Top the workload up (or trim it) to this multiple of GPU capacity.
     pub tune_ratio: f64,
+    /// Whether the pod stream is shuffled before it is topped up (the artifact does).
     pub shuffle_pods: bool,
+    /// Whether the node order is shuffled before the replay starts.
     pub shuffle_nodes: bool,
 }
 
@@ -77,10 +81,14 @@ pub fn tune_and_shuffle(
 pub enum Outcome {
     /// On `nodes()[node]`, with the policy's reason.
     Placed {
+        /// Position of the chosen node in `Replay::nodes`.
         node: usize,
+        /// The devices and NUMA node the pod got there.
         candidate: Candidate,
+        /// The policy's explanation of its choice.
         reason: String,
     },
+    /// No node could take the pod; it is dropped, not retried.
     Failed,
 }
 
@@ -99,6 +107,8 @@ pub struct Replay<'a> {
 }
 
 impl<'a> Replay<'a> {
+    /// Starts a replay of `policy` on `nodes` (shuffled if `cfg` asks), measuring fragmentation
+    /// against `workload`.
     pub fn new(
         mut nodes: Vec<NodeState>,
         policy: &'a dyn Policy,
@@ -131,18 +141,22 @@ impl<'a> Replay<'a> {
         }
     }
 
+    /// The nodes in replay order (after any shuffle), with their current occupancy.
     pub fn nodes(&self) -> &[NodeState] {
         &self.nodes
     }
 
+    /// Total GPU capacity of the cluster, in milli-GPU.
     pub fn capacity_milli(&self) -> u64 {
         self.capacity_milli
     }
 
+    /// GPU share allocated so far, including what was in use at the start, in milli-GPU.
     pub fn used_milli(&self) -> u64 {
         self.used_milli
     }
 
+    /// GPU demand of every pod stepped so far, placed or not, in milli-GPU.
     pub fn arrived_milli(&self) -> u64 {
         self.arrived_milli
     }

@@ -8,6 +8,8 @@ use crate::node::NodeState;
 use crate::placement::Candidate;
 use crate::request::PodRequest;
 
+/// The `best-fit` policy: the node left with the least CPU and GPU free wins (ATC '23
+/// artifact's scoring).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BestFit;
 

@@ -8,6 +8,8 @@ use crate::node::NodeState;
 use crate::placement::Candidate;
 use crate::request::PodRequest;
 
+/// The `dot-product` policy: the smallest product of the node's free (CPU, GPU) and the
+/// pod's request wins (ATC '23 artifact's baseline).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DotProduct;
 

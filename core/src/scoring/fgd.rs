@@ -7,6 +7,8 @@ use crate::node::NodeState;
 use crate::placement::Candidate;
 use crate::request::PodRequest;
 
+/// The `fgd` policy: the placement that adds the least expected fragmentation wins (ATC '23
+/// artifact's scoring).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Fgd;
 

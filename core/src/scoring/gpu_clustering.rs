@@ -30,6 +30,8 @@ fn affinity(d: &GpuDemand) -> Affinity {
     }
 }
 
+/// The `gpu-clustering` policy: pods go to nodes already running their GPU request class
+/// (ATC '23 artifact's scoring).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct GpuClustering;
 

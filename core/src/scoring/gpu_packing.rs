@@ -7,6 +7,8 @@ use crate::node::{GPU_MILLI, NodeState};
 use crate::placement::Candidate;
 use crate::request::PodRequest;
 
+/// The `gpu-packing` policy: shared GPUs are filled first, then free GPUs on used nodes, then
+/// idle nodes (ATC '23 artifact's scoring).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct GpuPacking;
 

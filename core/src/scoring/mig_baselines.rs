@@ -25,6 +25,8 @@ fn first_slot(cand: &Candidate) -> (usize, u8) {
 /// lowest start (`first-fit`) or the highest (`highest-start`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct InOrder {
+    /// Prefer the highest free start position on the GPU (`highest-start`) rather than the
+    /// lowest (`first-fit`).
     pub highest_start: bool,
 }
 
@@ -66,6 +68,8 @@ impl Policy for InOrder {
     }
 }
 
+/// The `mig-best-fit` policy: the GPU left with the least free share, then the node left with
+/// the least free GPU.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MigBestFit;
 

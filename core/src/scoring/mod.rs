@@ -40,6 +40,7 @@ pub struct ScoreContext<'a> {
 /// The placement a policy picked on one node.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Choice {
+    /// The placement chosen on the node: devices and NUMA node.
     pub candidate: Candidate,
     /// Higher is better; comparable across nodes for one pod and policy.
     pub score: f64,
@@ -47,7 +48,10 @@ pub struct Choice {
     pub reason: String,
 }
 
+/// A placement policy: scores a pod's candidate placements on one node so the caller can
+/// pick the node and devices.
 pub trait Policy: Send + Sync {
+    /// The policy's name as configured and reported (`kubesched`, `fgd`, `best-fit`, ...).
     fn name(&self) -> &'static str;
 
     /// Scores one feasible candidate on `node`.

@@ -19,6 +19,7 @@ use crate::node::NodeState;
 use crate::placement::{Candidate, DeviceChoice};
 use crate::request::{GpuDemand, PodRequest};
 
+/// Weights of the production policy's score terms.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ProductionWeights {
     /// Score steps per unit of sigmoid(-delta/1000) (FGD uses 100).
@@ -39,8 +40,11 @@ impl Default for ProductionWeights {
     }
 }
 
+/// The production policy (`kubesched`): FGD's fragmentation delta in whole steps, a step
+/// for NUMA alignment, and optional packing.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Production {
+    /// How much each score term counts.
     pub weights: ProductionWeights,
 }
 

@@ -8,6 +8,8 @@ use crate::node::NodeState;
 use crate::placement::Candidate;
 use crate::request::PodRequest;
 
+/// The `random` policy: a uniformly random feasible node and placement, reproducible from
+/// the per-pod seed.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Random;
 

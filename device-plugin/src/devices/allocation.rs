@@ -33,53 +33,98 @@ pub const VISIBLE_DEVICES_ENV: &str = "NVIDIA_VISIBLE_DEVICES";
 /// Why a GetPreferredAllocation or Allocate call is refused.
 #[derive(Debug, thiserror::Error)]
 pub enum AllocationError {
+    /// An id in the request is not a device (nor a dynamic-MIG slot) of the resource.
     #[error("unknown device id {id} for resource {resource}")]
-    UnknownDevice { resource: String, id: String },
+    UnknownDevice {
+        /// Resource name the request was for, e.g. `nvidia.com/mig-1g.10gb`.
+        resource: String,
+        /// The device id, quoted, that is not one of the resource's devices.
+        id: String,
+    },
+    /// Allocate named a device currently marked unhealthy (an XID fault not yet cleared).
     #[error("device {id} ({resource}) is unhealthy{reason}; refusing to hand it out")]
     Unhealthy {
+        /// Resource name the device is advertised under.
         resource: String,
+        /// The unhealthy device's id.
         id: String,
+        /// The recorded fault as ` (<fault>)`, or empty when none is recorded.
         reason: String,
     },
+    /// The same device id appears more than once in one request.
     #[error("device id {id} requested twice")]
-    Duplicate { id: String },
+    Duplicate {
+        /// The repeated device id, quoted.
+        id: String,
+    },
+    /// The kubelet's request is malformed: no device ids, an allocation size of zero or above the
+    /// available devices, or must-include devices that are not among the available ones.
     #[error("invalid request for {resource}: {message}")]
-    BadRequest { resource: String, message: String },
+    BadRequest {
+        /// Resource name the request was for.
+        resource: String,
+        /// What is wrong with the request.
+        message: String,
+    },
+    /// The kubelet offered or allocated devices other than those the scheduler's annotation
+    /// assigned to the pod being admitted.
     #[error(
         "the kubelet offers {offered:?} of {resource} but the scheduler assigned {assigned:?} to pod {pod}; refusing a different choice"
     )]
     AnnotationMismatch {
+        /// Resource name the request was for.
         resource: String,
+        /// Device ids the kubelet offered (GetPreferredAllocation) or allocated (Allocate).
         offered: Vec<String>,
+        /// The pod being admitted, as `namespace/name`.
         pod: String,
+        /// Device ids the pod's devices annotation names for this resource.
         assigned: Vec<String>,
     },
+    /// The pod being admitted has a devices annotation this agent cannot follow (malformed,
+    /// forged, for another node, or contradicting its request).
     #[error(
         "pod {pod} asks for {resource} but its devices annotation cannot be followed ({reason}); refusing to guess"
     )]
     UnreadableAnnotation {
+        /// Resource name the pod asks for.
         resource: String,
+        /// The pod being admitted, as `namespace/name`.
         pod: String,
+        /// Why the annotation cannot be followed.
         reason: String,
     },
+    /// The MIG instance of a dynamic-MIG slot could not be created (or found) at the slot's
+    /// placement, e.g. because the placement is no longer free.
     #[error(
         "cannot provide MIG slot {id} to {pod}: {source}; refusing to place it anywhere else (the pod must be scheduled again)"
     )]
     DynamicMig {
+        /// Device id of the dynamic slot.
         id: String,
+        /// The pod the slot was for, as `pod <namespace/name>`, or `a pod without annotation`
+        /// when no pod was matched.
         pod: String,
+        /// Why dynamic MIG refused the slot.
         source: Box<DynamicMigError>,
     },
+    /// A pod without annotation (or one not seen yet) would get a device another pod's devices
+    /// annotation promises: that pod would find its device taken.
     #[error(
         "device {id} of {resource} is promised to another pod by its devices annotation; refusing to hand it to {pod}"
     )]
     Promised {
+        /// Resource name the request was for, e.g. `nvidia.com/mig-1g.10gb`.
         resource: String,
+        /// The promised device id, quoted.
         id: String,
+        /// The pod the device would have gone to (`namespace/name`), or `a pod not seen yet`.
         pod: String,
     },
+    /// The blocking task creating or finding a dynamic-MIG instance panicked or was cancelled.
     #[error("the MIG instance task failed")]
     Task(#[source] tokio::task::JoinError),
+    /// The pods bound to this node could not be listed.
     #[error(transparent)]
     Pods(#[from] PodSourceError),
 }
@@ -142,6 +187,9 @@ pub struct Allocator {
 }
 
 impl Allocator {
+    /// An allocator for `manager`'s devices that learns about pods from `pods`; `inventory` is
+    /// what the default placement policy reasons about. Starts with the default annotation
+    /// prefix, no pod wait and no dynamic MIG.
     pub fn new(
         manager: Arc<ResourceManager>,
         pods: Arc<dyn PodSource>,
@@ -353,6 +401,9 @@ impl Allocator {
         }
     }
 
+    /// Answers GetPreferredAllocation for one container: the devices the admitted pod's annotation
+    /// names or, for a pod without one, the placement policy's NUMA-aligned, least-fragmenting
+    /// choice, leaving out devices promised to other pods while enough others remain.
     pub async fn preferred(
         &self,
         resource: &str,
@@ -432,6 +483,10 @@ impl Allocator {
         })
     }
 
+    /// Answers Allocate for one container: checks `ids` against the annotation of the pod being
+    /// admitted and against devices promised to other pods, creates the instances of dynamic-MIG
+    /// slots, and records the hand-out. The response sets `NVIDIA_VISIBLE_DEVICES` (MIG UUIDs in
+    /// place of dynamic slots) and names the pod when its annotation assigned the devices.
     pub async fn allocate(
         &self,
         resource: &str,

@@ -22,18 +22,23 @@ pub const ALL_INSTANCES: u32 = u32::MAX;
 /// One XID event as the event source reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct XidEvent {
+    /// UUID of the GPU the error was reported on (`GPU-...`), the parent GPU for a MIG slice.
     pub gpu_uuid: String,
     /// The GPU instance the error happened in; `None` or [`ALL_INSTANCES`] for the whole GPU.
     pub gpu_instance_id: Option<u32>,
+    /// The XID error code (e.g. 79, the GPU fell off the bus).
     pub xid: u64,
 }
 
+/// Whether `xid` marks devices unhealthy: every XID but the [`APPLICATION_XIDS`].
 pub fn is_critical(xid: u64) -> bool {
     !APPLICATION_XIDS.contains(&xid)
 }
 
 /// Asks whether a GPU works again (NVML answers for it), before a fault is cleared.
 pub trait HealthProbe: Send + Sync {
+    /// Whether the GPU with UUID `gpu_uuid` answers a simple query again; `false` keeps its
+    /// devices' faults in place.
     fn gpu_ok(&self, gpu_uuid: &str) -> bool;
 }
 
@@ -46,6 +51,8 @@ pub struct HealthTracker {
 }
 
 impl HealthTracker {
+    /// A tracker of `manager`'s devices, clearing a fault once no critical XID arrived for
+    /// `quiet_period` and the probe passes.
     pub fn new(manager: Arc<ResourceManager>, quiet_period: Duration) -> Self {
         HealthTracker {
             manager,

@@ -17,7 +17,9 @@ pub type DeviceList = Arc<[AdvertisedDevice]>;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("advertised resources changed from {old:?} to {new:?}")]
 pub struct ResourceSetChanged {
+    /// Resource names advertised now.
     pub old: Vec<String>,
+    /// Resource names the new discovery would advertise.
     pub new: Vec<String>,
 }
 
@@ -28,6 +30,8 @@ struct State {
     faults: BTreeMap<String, String>,
 }
 
+/// The devices of every advertised resource with their effective health (discovered health
+/// with XID faults overlaid), watched by each resource's ListAndWatch stream.
 #[derive(Debug)]
 pub struct ResourceManager {
     channels: BTreeMap<String, watch::Sender<DeviceList>>,
@@ -35,6 +39,8 @@ pub struct ResourceManager {
 }
 
 impl ResourceManager {
+    /// A manager advertising `plan`'s resources, with no faults; the set of resource names is
+    /// fixed for its lifetime.
     pub fn new(plan: ResourcePlan) -> Self {
         let state = State {
             plan,
@@ -58,6 +64,8 @@ impl ResourceManager {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// The advertised resource names (e.g. `nvidia.com/gpu`, `nvidia.com/mig-1g.10gb`), sorted:
+    /// one device plugin server each.
     pub fn resource_names(&self) -> Vec<String> {
         self.channels.keys().cloned().collect()
     }
@@ -67,6 +75,8 @@ impl ResourceManager {
         self.channels.get(resource).map(watch::Sender::subscribe)
     }
 
+    /// The current device list of `resource`, with effective health; `None` for a resource not
+    /// advertised.
     pub fn snapshot(&self, resource: &str) -> Option<DeviceList> {
         self.channels.get(resource).map(|tx| tx.borrow().clone())
     }

@@ -16,7 +16,10 @@ use kubesched_core::request::ResourceNames;
 /// Where a MIG slice sits on its GPU.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MigSlice {
+    /// MIG profile of the slice, e.g. `1g.10gb` or `1g.10gb+me`.
     pub profile: String,
+    /// Start of the GPU instance's placement on its GPU, in memory slices (NVML's placement
+    /// start).
     pub start: u8,
     /// NVML GPU instance id, when known (XID events name it).
     pub gpu_instance_id: Option<u32>,
@@ -25,14 +28,22 @@ pub struct MigSlice {
 /// One device as the kubelet sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdvertisedDevice {
-    /// GPU UUID, or MIG UUID for a slice.
+    /// GPU UUID, MIG UUID for a slice, or `<gpu>::<profile>@<start>` for a dynamic-MIG slot
+    /// (the instance is created on Allocate).
     pub id: String,
+    /// Resource name the device is advertised under, e.g. `nvidia.com/mig-1g.10gb`.
     pub resource: String,
+    /// NUMA node of the GPU (a slice inherits its GPU's); `None` without NUMA affinity. The
+    /// kubelet gets it as the device's topology hint.
     pub numa_node: Option<u32>,
     /// Health as discovered (the manager overlays XID health on top).
     pub healthy: bool,
+    /// UUID of the GPU the device is on: the device itself for a whole GPU, the parent GPU for a
+    /// slice.
     pub gpu_uuid: String,
+    /// NVML index of the GPU the device is on (`nvidia-smi` numbering).
     pub gpu_index: u32,
+    /// Where the slice sits on its GPU; `None` for a whole GPU.
     pub mig: Option<MigSlice>,
 }
 

@@ -16,12 +16,16 @@ use crate::topology::{HostTopology, TopologyError};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FakeFixture {
+    /// NVIDIA driver version reported as discovered; `None` shows as unknown.
     #[serde(default)]
     pub driver_version: Option<String>,
+    /// The kubelet topology manager policy of the simulated node; `none` when absent.
     #[serde(default)]
     pub topology_policy: TopologyPolicy,
+    /// NUMA nodes with their CPUs and memory, served as the host topology.
     #[serde(default)]
     pub numa_nodes: Vec<NumaNodeInfo>,
+    /// The simulated GPUs, with their MIG mode and instances; PCI bus ids are normalised on load.
     #[serde(default)]
     pub gpus: Vec<GpuInfo>,
 }
@@ -40,6 +44,7 @@ impl FakeInventory {
         Ok(inventory)
     }
 
+    /// The fixture file this inventory reads on every discovery.
     pub fn path(&self) -> &Path {
         &self.path
     }

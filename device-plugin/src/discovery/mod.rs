@@ -19,12 +19,14 @@ use kubesched_core::inventory::GpuInfo;
 pub struct Discovered {
     /// NVIDIA driver version, when known.
     pub driver_version: Option<String>,
+    /// The node's GPUs with their MIG mode and instances (NVML index order on real nodes).
     pub gpus: Vec<GpuInfo>,
     /// GPU instance id of each MIG device (by MIG UUID): XID events name the GPU instance,
     /// not the MIG UUID, so health attribution needs this map.
     pub gpu_instance_ids: BTreeMap<String, u32>,
 }
 
+/// Why GPU discovery failed, on real NVML or on a fixture.
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoveryError {
     /// The NVML library could not be loaded at all.
@@ -55,22 +57,37 @@ pub enum DiscoveryError {
     /// The blocking discovery task panicked.
     #[error("the discovery task failed")]
     Task(#[source] tokio::task::JoinError),
+    /// The fake inventory fixture file could not be read.
     #[error("cannot read fake inventory {path}: {source}")]
     FixtureIo {
+        /// The fixture file.
         path: String,
+        /// The read error.
         source: std::io::Error,
     },
+    /// The fake inventory fixture is not valid JSON of the fixture layout.
     #[error("malformed fake inventory {path}: {source}")]
     FixtureFormat {
+        /// The fixture file.
         path: String,
+        /// The JSON error.
         source: serde_json::Error,
     },
+    /// The fake inventory fixture parses but is inconsistent.
     #[error("fake inventory {path}: {message}")]
-    FixtureInvalid { path: String, message: String },
+    FixtureInvalid {
+        /// The fixture file (`fake MIG backend` for the MIG fixture).
+        path: String,
+        /// What is wrong: a bad PCI bus id, a duplicate UUID, a MIG instance off the geometry.
+        message: String,
+    },
 }
 
 /// A source of the node's GPUs. Calls may block (NVML); run them off the async runtime.
 pub trait GpuInventory: Send + Sync {
+    /// Finds the node's GPUs with their MIG instances and health (the agent fills in missing
+    /// NUMA nodes from the host topology). Err when an NVML call fails or the fixture cannot
+    /// be read.
     fn discover(&self) -> Result<Discovered, DiscoveryError>;
     /// Short name for logs and `doctor` ("nvml", "fake").
     fn kind(&self) -> &'static str;

@@ -64,6 +64,8 @@ pub(crate) fn gi_profiles(device: &Device<'_>) -> Vec<GiProfile> {
         .collect()
 }
 
+/// The node's GPUs as NVML sees them: the [`GpuInventory`] and [`HealthProbe`] of a node with
+/// an NVIDIA driver, and the source of its XID events.
 pub struct NvmlInventory {
     nvml: Arc<Nvml>,
 }
@@ -84,6 +86,7 @@ impl NvmlInventory {
         }
     }
 
+    /// The NVIDIA driver version NVML reports (e.g. `550.54.15`); Err when the query fails.
     pub fn driver_version(&self) -> Result<String, DiscoveryError> {
         self.nvml
             .sys_driver_version()
@@ -344,6 +347,7 @@ fn xid_loop(nvml: &Nvml, tx: &mpsc::Sender<XidEvent>) {
 /// An NVML event as `nvmlEventSetWait_v2` reports it, reduced to plain data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RawEvent {
+    /// NVML event type bits (`nvmlEventType*`); only XID critical errors become health events.
     pub event_type: u64,
     /// The XID number for XID events.
     pub event_data: u64,

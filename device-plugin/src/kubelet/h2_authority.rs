@@ -100,6 +100,7 @@ impl Default for AuthorityRewriter {
 }
 
 impl AuthorityRewriter {
+    /// A rewriter at the start of a connection, expecting the HTTP/2 client preface.
     pub fn new() -> Self {
         AuthorityRewriter {
             mode: Mode::Preface(0),
@@ -452,6 +453,7 @@ pub struct ConnectionSlots {
 }
 
 impl ConnectionSlots {
+    /// Room for `max` connections open at once (capped at the semaphore's maximum).
     pub fn new(max: usize) -> Self {
         let max = max.min(Semaphore::MAX_PERMITS);
         ConnectionSlots {
@@ -490,6 +492,8 @@ pub struct AuthorityFix<S> {
 }
 
 impl<S> AuthorityFix<S> {
+    /// Wraps `inner` with the default [`BLOCK_DEADLINE`], not counted against any connection
+    /// limit (use [`AuthorityFix::admit`] for that).
     pub fn new(inner: S) -> Self {
         AuthorityFix {
             inner,

@@ -47,6 +47,8 @@ pub struct DevicePluginService {
 }
 
 impl DevicePluginService {
+    /// The service for `resource`, serving `manager`'s devices and deciding through `allocator`;
+    /// its ListAndWatch streams end when `shutdown` is cancelled.
     pub fn new(
         resource: String,
         manager: Arc<ResourceManager>,
@@ -148,11 +150,15 @@ impl DevicePlugin for DevicePluginService {
     }
 }
 
+/// Why a device plugin server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    /// The plugin socket could not be bound, or a stale file in its place could not be removed.
     #[error("cannot listen on {path}: {source}")]
     Bind {
+        /// The socket path.
         path: String,
+        /// The I/O error from removing the stale file or binding.
         source: std::io::Error,
     },
 }
@@ -204,6 +210,7 @@ impl PluginServer {
         })
     }
 
+    /// The Unix socket this server listens on, in the kubelet's device plugin folder.
     pub fn socket(&self) -> &Path {
         &self.socket
     }

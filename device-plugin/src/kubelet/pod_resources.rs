@@ -22,15 +22,23 @@ use super::uds;
 const MEMORY: &str = "memory";
 const MIB: u64 = 1024 * 1024;
 
+/// Why the kubelet's PodResources API could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum PodResourcesError {
+    /// The socket does not exist (the kubelet is down, or its pod-resources folder is not
+    /// mounted); holds the path.
     #[error("kubelet PodResources socket {0} does not exist")]
     Missing(String),
+    /// The socket exists but no gRPC channel could be opened on it.
     #[error(transparent)]
     Connect(#[from] uds::ConnectError),
+    /// A PodResources call returned an error (a kubelet that does not offer
+    /// `GetAllocatableResources` is tolerated, not an error).
     #[error("kubelet PodResources {call} failed: {status}")]
     Call {
+        /// The call, `List` or `GetAllocatableResources`.
         call: &'static str,
+        /// The gRPC status the kubelet answered with.
         status: tonic::Status,
     },
 }
@@ -38,20 +46,27 @@ pub enum PodResourcesError {
 /// Memory of one container (or allocatable on the node) on a set of NUMA nodes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NumaMemory {
+    /// The NUMA nodes the memory is on; several when the Memory Manager spreads it.
     pub numa_nodes: Vec<u32>,
+    /// Size in bytes.
     pub bytes: u64,
 }
 
 /// What one container holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerHolding {
+    /// Namespace of the container's pod.
     pub namespace: String,
+    /// Name of the container's pod.
     pub pod: String,
+    /// The container's name.
     pub container: String,
     /// (resource name, device id) pairs.
     pub devices: Vec<(String, String)>,
     /// Exclusive CPUs (empty unless the CPU manager's static policy pinned some).
     pub cpus: Vec<u32>,
+    /// Memory the Memory Manager assigned the container, by NUMA nodes (ordinary memory only,
+    /// not hugepages); empty unless its policy is Static.
     pub memory: Vec<NumaMemory>,
 }
 
@@ -64,6 +79,7 @@ pub struct NodeUsage {
     pub allocatable_cpus: BTreeSet<u32>,
     /// Memory the Memory Manager may hand out (empty unless its policy is Static).
     pub allocatable_memory: Vec<NumaMemory>,
+    /// What every container the kubelet knows of holds, as `List` reports it.
     pub containers: Vec<ContainerHolding>,
 }
 
@@ -239,6 +255,8 @@ pub struct UsageReader {
 }
 
 impl UsageReader {
+    /// A reader of the PodResources socket at `socket`; `timeout` bounds the connect and each
+    /// call. It starts out assuming the kubelet answers.
     pub fn new(socket: impl Into<PathBuf>, timeout: Duration) -> Self {
         UsageReader {
             socket: socket.into(),

@@ -12,13 +12,19 @@ use super::uds;
 /// How long one registration may take before it counts as failed.
 pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Why registering a resource with the kubelet failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistrationError {
+    /// The kubelet's Registration socket could not be reached.
     #[error(transparent)]
     Connect(#[from] uds::ConnectError),
+    /// The `Register` call failed: the kubelet rejected it (an unsupported version or resource
+    /// name) or did not answer in time.
     #[error("kubelet refused registration of {resource}: {status}")]
     Refused {
+        /// Resource name we tried to register, e.g. `nvidia.com/gpu`.
         resource: String,
+        /// The gRPC status of the failed `Register` call.
         status: tonic::Status,
     },
 }

@@ -6,10 +6,14 @@ use std::time::Duration;
 use hyper_util::rt::TokioIo;
 use tonic::transport::{Channel, Endpoint, Uri};
 
+/// A gRPC channel to a kubelet Unix socket could not be opened (no listener, refused, or
+/// timed out).
 #[derive(Debug, thiserror::Error)]
 #[error("cannot connect to {path}: {source}")]
 pub struct ConnectError {
+    /// The Unix socket that could not be reached.
     pub path: String,
+    /// The transport error from dialling the socket or the HTTP/2 handshake.
     #[source]
     pub source: tonic::transport::Error,
 }

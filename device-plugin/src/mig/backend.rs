@@ -1,13 +1,15 @@
 //! The [`MigBackend`] trait: create and destroy MIG GPU instances (each with one compute
 //! instance spanning it) at exact placements, list them, and report what makes a GPU unsafe to
 //! touch (processes, a pending MIG mode change). NVML implements it on real nodes
-//! (`discovery::nvml_mig`), an in-memory fake with the same rules and errors in tests and
-//! `--fake-inventory` runs (`discovery::fake_mig`). Calls may block: run them off the runtime.
+//! (`mig::nvml`), an in-memory fake with the same rules and errors in tests and
+//! `--fake-inventory` runs (`mig::fake`). Calls may block: run them off the runtime.
 
 /// One GPU instance on a GPU.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveInstance {
+    /// MIG profile of the instance, e.g. `1g.10gb`.
     pub profile: String,
+    /// Start position of the instance on its GPU, in memory slices (NVML's placement start).
     pub start: u8,
     /// The MIG device UUID; `None` for a GPU instance without a compute instance (a creation
     /// interrupted half-way), which still occupies its positions.
@@ -17,6 +19,7 @@ pub struct LiveInstance {
 /// A process running on a GPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GpuProcess {
+    /// The process id, as NVML reports it.
     pub pid: u32,
     /// Start position of the GPU instance it runs in; `None` when it runs on the whole GPU.
     pub start: Option<u8>,
@@ -27,20 +30,35 @@ pub struct GpuProcess {
 pub struct GpuCondition {
     /// MIG mode will change at the next GPU reset: the geometry is about to go away.
     pub pending_mode_change: bool,
+    /// Compute processes running on the GPU, in MIG instances or on the whole GPU.
     pub processes: Vec<GpuProcess>,
 }
 
+/// Why a MIG backend call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MigBackendError {
+    /// No GPU with this UUID is known to the backend (NVML finds none, or the fake holds none);
+    /// holds the UUID.
     #[error("GPU {0} is not known to the MIG backend")]
     UnknownGpu(String),
+    /// The GPU offers no MIG profile of that name.
     #[error("GPU {gpu} has no MIG profile {profile}")]
-    UnknownProfile { gpu: String, profile: String },
+    UnknownProfile {
+        /// UUID of the GPU.
+        gpu: String,
+        /// The MIG profile asked for, e.g. `5g.50gb`.
+        profile: String,
+    },
+    /// The profile cannot start at that position on this GPU (not one of its placements).
     #[error("{profile} cannot start at position {start} on GPU {gpu} (allowed: {allowed:?})")]
     InvalidPlacement {
+        /// UUID of the GPU.
         gpu: String,
+        /// The MIG profile asked for, e.g. `3g.40gb`.
         profile: String,
+        /// The start position asked for.
         start: u8,
+        /// The start positions the GPU allows for this profile.
         allowed: Vec<u8>,
     },
     /// NVML's `NVML_ERROR_INSUFFICIENT_RESOURCES`: the placement (or the GPU's compute slices,
@@ -49,17 +67,40 @@ pub enum MigBackendError {
         "insufficient resources to create {profile} at position {start} on GPU {gpu}: {detail}"
     )]
     InsufficientResources {
+        /// UUID of the GPU.
         gpu: String,
+        /// The MIG profile asked for, e.g. `1g.10gb`.
         profile: String,
+        /// The start position asked for.
         start: u8,
+        /// What NVML or the fake's occupancy check said was taken.
         detail: String,
     },
+    /// No GPU instance starts at the position asked to destroy.
     #[error("no GPU instance starts at position {start} on GPU {gpu}")]
-    NoInstance { gpu: String, start: u8 },
+    NoInstance {
+        /// UUID of the GPU.
+        gpu: String,
+        /// The start position where an instance was expected.
+        start: u8,
+    },
+    /// The instance cannot be destroyed because a process runs in it (NVML's
+    /// `NVML_ERROR_IN_USE`).
     #[error("the GPU instance at position {start} on GPU {gpu} is in use")]
-    InUse { gpu: String, start: u8 },
+    InUse {
+        /// UUID of the GPU.
+        gpu: String,
+        /// Start position of the busy instance.
+        start: u8,
+    },
+    /// An NVML call failed, or the driver does not export a function the backend needs.
     #[error("NVML call {call} failed: {message}")]
-    Nvml { call: &'static str, message: String },
+    Nvml {
+        /// The NVML function.
+        call: &'static str,
+        /// What went wrong: NVML's error or return code, or a symbol the driver lacks.
+        message: String,
+    },
 }
 
 /// Creates, destroys and lists MIG instances of the node's GPUs (by GPU UUID).
@@ -71,6 +112,8 @@ pub trait MigBackend: Send + Sync {
     fn create(&self, gpu: &str, profile: &str, start: u8) -> Result<LiveInstance, MigBackendError>;
     /// Destroys the instance starting at `start` (its compute instances first).
     fn destroy(&self, gpu: &str, start: u8) -> Result<(), MigBackendError>;
+    /// What makes the GPU unsafe to touch: a pending MIG mode change and the compute processes
+    /// running on it. Err for a GPU the backend does not know or a failed NVML call.
     fn condition(&self, gpu: &str) -> Result<GpuCondition, MigBackendError>;
     /// Short name for logs and `doctor` ("nvml", "fake").
     fn kind(&self) -> &'static str;

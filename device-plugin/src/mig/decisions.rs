@@ -20,6 +20,7 @@ pub type SlotKey = (String, u8);
 /// A pod's claim on a placement.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claim {
+    /// MIG profile the pod claims at the placement, e.g. `1g.10gb`.
     pub profile: String,
     /// `namespace/name`.
     pub pod: String,
@@ -31,7 +32,9 @@ pub struct Claim {
 /// One dynamic GPU as the backend reports it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GpuSnapshot {
+    /// The GPU's live instances, lowest start first.
     pub instances: Vec<LiveInstance>,
+    /// The GPU's pending MIG mode change and running processes, which can block it.
     pub condition: GpuCondition,
 }
 

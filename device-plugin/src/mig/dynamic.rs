@@ -22,11 +22,14 @@ use kubesched_k8s::PodRef;
 /// Which MIG-enabled GPUs are dynamic: `all` or a comma-separated list of GPU UUIDs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DynamicSelection {
+    /// Every MIG-enabled GPU of the node.
     All,
+    /// Only the GPUs with these UUIDs.
     Gpus(BTreeSet<String>),
 }
 
 impl DynamicSelection {
+    /// Whether the GPU with UUID `gpu_uuid` is selected for dynamic MIG.
     pub fn selects(&self, gpu_uuid: &str) -> bool {
         match self {
             DynamicSelection::All => true,
@@ -55,21 +58,43 @@ impl FromStr for DynamicSelection {
     }
 }
 
+/// Why a dynamic-MIG slot's instance could not be provided.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DynamicMigError {
+    /// The GPU (UUID held) is not a dynamic-MIG GPU on this node.
     #[error("GPU {0} is not in dynamic MIG mode on this node")]
     NotDynamic(String),
+    /// The GPU is left alone, so nothing is created on it.
     #[error("GPU {gpu} is left alone: {reason}")]
-    Blocked { gpu: String, reason: String },
+    Blocked {
+        /// UUID of the GPU.
+        gpu: String,
+        /// Why it is left alone: processes outside pod instances, a pending MIG mode change.
+        reason: String,
+    },
+    /// The instance at the placement belongs to another pod (or the request cannot show it is
+    /// the same pod).
     #[error("{profile} at position {start} on GPU {gpu} already belongs to pod {holder}")]
     Taken {
+        /// UUID of the GPU.
         gpu: String,
+        /// MIG profile of the instance, e.g. `1g.10gb`.
         profile: String,
+        /// Start position of the placement.
         start: u8,
+        /// The pod that owns the instance, as `namespace/name`.
         holder: String,
     },
+    /// The GPU instance at the placement has no compute instance, so no MIG UUID to hand out
+    /// (a creation interrupted half-way).
     #[error("the GPU instance at position {start} on GPU {gpu} has no compute instance")]
-    Incomplete { gpu: String, start: u8 },
+    Incomplete {
+        /// UUID of the GPU.
+        gpu: String,
+        /// Start position of the instance.
+        start: u8,
+    },
+    /// The MIG backend refused or failed the call.
     #[error(transparent)]
     Backend(#[from] MigBackendError),
 }
@@ -109,17 +134,25 @@ impl State {
 /// What one clean-up pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CleanupReport {
+    /// MIG UUIDs of the instances created ahead of Allocate for annotated pods.
     pub created: Vec<String>,
+    /// Instances destroyed, as `<gpu uuid>@<start>`.
     pub destroyed: Vec<String>,
+    /// Errors of the creations and destructions that failed; the next pass tries again.
     pub failed: Vec<String>,
+    /// What the pass decided, including blocked GPUs and orphans still in their grace period.
     pub decisions: Decisions,
 }
 
 /// One dynamic GPU as `doctor` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DynamicGpuStatus {
+    /// UUID of the GPU.
     pub gpu: String,
+    /// The GPU's live instances as last read, lowest start first.
     pub instances: Vec<LiveInstance>,
+    /// Why the agent leaves the GPU alone (processes outside pod instances, a pending MIG mode
+    /// change); `None` when it may be touched.
     pub blocked: Option<String>,
 }
 
@@ -158,6 +191,7 @@ impl DynamicMig {
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
+    /// Short name of the MIG backend for logs and `doctor` ("nvml", "fake").
     pub fn backend_kind(&self) -> &'static str {
         self.backend.kind()
     }
@@ -219,6 +253,8 @@ impl DynamicMig {
         }
     }
 
+    /// Whether `gpu` (a GPU UUID) is tracked as a dynamic-MIG GPU: selected, MIG-enabled and of
+    /// a known geometry at the last [`DynamicMig::track`].
     pub fn is_dynamic(&self, gpu: &str) -> bool {
         self.state().geometries.contains_key(gpu)
     }

@@ -81,11 +81,14 @@ struct RawInstance {
     start: u8,
 }
 
+/// The [`MigBackend`] of real nodes: creates and destroys GPU instances at exact placements
+/// through NVML's raw calls, which the safe wrapper does not expose.
 pub struct NvmlMigBackend {
     nvml: Arc<Nvml>,
 }
 
 impl NvmlMigBackend {
+    /// A backend over an initialised NVML, shared with discovery.
     pub fn new(nvml: Arc<Nvml>) -> Self {
         NvmlMigBackend { nvml }
     }
@@ -157,10 +160,8 @@ impl NvmlMigBackend {
             };
             let mut id: c_uint = 0;
             // SAFETY: the symbol exists; `mig` is a live MIG device handle.
-            check(
-                unsafe { gi_of(mig.handle(), &mut id) },
-                "nvmlDeviceGetGpuInstanceId",
-            )?;
+            let code = unsafe { gi_of(mig.handle(), &mut id) };
+            check(code, "nvmlDeviceGetGpuInstanceId")?;
             out.insert(id, mig.uuid().map_err(wrapped("nvmlDeviceGetUUID"))?);
         }
         Ok(out)
@@ -229,17 +230,15 @@ impl NvmlMigBackend {
         // SAFETY: a zeroed info struct (integers only) is a valid out-parameter.
         let mut info: nvmlComputeInstanceProfileInfo_t = unsafe { std::mem::zeroed() };
         // SAFETY: the symbols exist; `gi` is the GPU instance just created.
-        check(
-            unsafe {
-                profile_info(
-                    gi,
-                    index,
-                    NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED,
-                    &mut info,
-                )
-            },
-            "nvmlGpuInstanceGetComputeInstanceProfileInfo",
-        )?;
+        let code = unsafe {
+            profile_info(
+                gi,
+                index,
+                NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED,
+                &mut info,
+            )
+        };
+        check(code, "nvmlGpuInstanceGetComputeInstanceProfileInfo")?;
         let mut ci: nvmlComputeInstance_t = std::ptr::null_mut();
         // SAFETY: as above.
         check(
@@ -282,17 +281,15 @@ impl MigBackend for NvmlMigBackend {
         let mut count: c_uint = 0;
         // SAFETY: the symbols exist; the device handle is live; the buffer holds more
         // placements than a GPU has memory positions.
-        check(
-            unsafe {
-                possible(
-                    device.handle(),
-                    chosen.id,
-                    placements.as_mut_ptr(),
-                    &mut count,
-                )
-            },
-            "nvmlDeviceGetGpuInstancePossiblePlacements_v2",
-        )?;
+        let code = unsafe {
+            possible(
+                device.handle(),
+                chosen.id,
+                placements.as_mut_ptr(),
+                &mut count,
+            )
+        };
+        check(code, "nvmlDeviceGetGpuInstancePossiblePlacements_v2")?;
         let placements = placements.get(..count as usize).unwrap_or_default();
         let Some(placement) = placements.iter().find(|p| p.start == u32::from(start)) else {
             return Err(MigBackendError::InvalidPlacement {

@@ -24,6 +24,9 @@ pub struct ArrivalOrder {
 }
 
 impl ArrivalOrder {
+    /// Records one pod watch event: a pod seen for the first time gets the next position (all
+    /// pods first seen in one (re)list share one), a deleted pod is forgotten, and pods missing
+    /// from a finished relist are dropped.
     pub fn observe(&mut self, event: &Event<Pod>) {
         match event {
             Event::Init => {

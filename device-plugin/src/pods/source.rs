@@ -31,6 +31,8 @@ pub struct PodView {
     pub id: PodRef,
     /// The pod's GPU request (whole GPUs or slices of one profile).
     pub demand: GpuDemand,
+    /// What the scheduler's devices annotation on the pod says: nothing, devices to follow, or
+    /// why it cannot be followed.
     pub devices: PodDevices,
     /// The kubelet has started it (a container status exists): its devices were handed out
     /// already, so it is not the pod an Allocate is for.

@@ -26,6 +26,8 @@ pub struct PublishError {
 /// Writes one annotation on this node.
 #[tonic::async_trait]
 pub trait NodeAnnotator: Send + Sync {
+    /// Sets annotation `key` to `value` on this node. Err when the API server refuses the patch
+    /// or cannot be reached.
     async fn annotate(&self, key: &str, value: &str) -> Result<(), PublishError>;
 }
 
@@ -36,6 +38,7 @@ pub struct KubeNodeAnnotator {
 }
 
 impl KubeNodeAnnotator {
+    /// An annotator of the Node named `node`, through `client`.
     pub fn new(client: kube::Client, node: impl Into<String>) -> Self {
         KubeNodeAnnotator {
             api: Api::all(client),
@@ -62,7 +65,9 @@ impl NodeAnnotator for KubeNodeAnnotator {
 /// Exponential back-off bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
+    /// The wait after a first failure; the delay returns to it after each success.
     pub initial: Duration,
+    /// The longest wait between retries; the delay doubles up to it.
     pub max: Duration,
 }
 

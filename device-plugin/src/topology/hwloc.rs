@@ -10,6 +10,8 @@ use kubesched_core::inventory::NumaNodeInfo;
 use super::{HostTopology, TopologyError};
 use crate::discovery::normalise_bus_id;
 
+/// The host topology as hwloc reports it (with PCI devices kept), the first choice of
+/// [`detect`](super::detect).
 pub struct HwlocTopology {
     topology: Topology,
 }

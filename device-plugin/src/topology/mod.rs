@@ -11,14 +11,25 @@ use std::path::Path;
 
 use kubesched_core::inventory::NumaNodeInfo;
 
+/// Why the host's NUMA topology could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TopologyError {
+    /// The topology cannot be read at all: hwloc does not load, a sysfs file is missing, or the
+    /// fixture is unreadable; holds why.
     #[error("topology unavailable: {0}")]
     Unavailable(String),
+    /// A topology file holds something that does not parse (e.g. a malformed CPU list).
     #[error("cannot parse {what}: {text:?}")]
-    Parse { what: String, text: String },
+    Parse {
+        /// What was being read, e.g. `cpu list`.
+        what: String,
+        /// The text that did not parse.
+        text: String,
+    },
 }
 
+/// The host's NUMA layout: nodes with their CPUs and memory, and the NUMA node of each PCI
+/// device (a GPU's NUMA affinity). Implemented by hwloc, sysfs and the fake fixture.
 pub trait HostTopology: Send + Sync {
     /// NUMA nodes with their CPUs and memory. A host without NUMA reports one node 0.
     fn numa_nodes(&self) -> Result<Vec<NumaNodeInfo>, TopologyError>;

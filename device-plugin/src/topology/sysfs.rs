@@ -8,12 +8,14 @@ use kubesched_core::inventory::NumaNodeInfo;
 use super::{HostTopology, TopologyError, parse_cpu_list};
 use crate::discovery::normalise_bus_id;
 
+/// The host topology read from the kernel's sysfs files, used when hwloc cannot load.
 #[derive(Debug, Clone)]
 pub struct SysfsTopology {
     root: PathBuf,
 }
 
 impl SysfsTopology {
+    /// Reads sysfs under `root` (`/sys` on a real node, a temporary tree in tests).
     pub fn new(root: impl Into<PathBuf>) -> Self {
         SysfsTopology { root: root.into() }
     }

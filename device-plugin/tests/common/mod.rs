@@ -18,7 +18,7 @@ use kubesched_device_plugin::discovery::FakeInventory;
 use kubesched_device_plugin::discovery::GpuInventory;
 use kubesched_device_plugin::kubelet;
 use kubesched_device_plugin::kubelet::{KubeletPaths, run_plugins};
-use kubesched_device_plugin::pods::{InMemoryPods, PodDevices, PodView};
+use kubesched_device_plugin::pods::{InMemoryPods, PodDevices, PodSource, PodView};
 use kubesched_k8s::PodRef;
 use kubesched_proto::deviceplugin::v1beta1::device_plugin_client::DevicePluginClient;
 use kubesched_proto::deviceplugin::v1beta1::registration_server::{
@@ -201,6 +201,14 @@ pub fn build_from_fixture(pods: Arc<InMemoryPods>) -> (Arc<ResourceManager>, Arc
 /// As [`build_from_fixture`], the allocator waiting up to `pod_wait` for the pod being admitted.
 pub fn build_waiting_from_fixture(
     pods: Arc<InMemoryPods>,
+    pod_wait: Duration,
+) -> (Arc<ResourceManager>, Arc<Allocator>) {
+    build_over_source(pods, pod_wait)
+}
+
+/// As [`build_waiting_from_fixture`], over any pod source.
+pub fn build_over_source(
+    pods: Arc<dyn PodSource>,
     pod_wait: Duration,
 ) -> (Arc<ResourceManager>, Arc<Allocator>) {
     let fake = FakeInventory::open(FIXTURE).unwrap();

@@ -95,7 +95,7 @@ struct SimulateArgs {
     /// Folder with the Alibaba GPU trace CSVs (cluster-trace-gpu-v2023/csv). Without it, the built-in scenario runs.
     #[arg(long)]
     trace_dir: Option<PathBuf>,
-    /// Pod list variant of the trace: `default`, `cpu050`, `multigpu20`, ... (file openb_pod_list_<NAME>.csv).
+    /// Pod list variant of the trace: `default`, `cpu050`, `multigpu20`, ... (file `openb_pod_list_<NAME>.csv`).
     #[arg(long, default_value = "default")]
     pods: String,
     /// Node list file inside --trace-dir.

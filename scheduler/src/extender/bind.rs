@@ -69,10 +69,7 @@ impl Extender {
                     message: format!("node {} does not exist", quote(node)),
                 });
             }
-            self.binder()
-                .bind(pod, node)
-                .await
-                .map_err(|e| api_refusal(e))?;
+            self.binder().bind(pod, node).await.map_err(api_refusal)?;
             return Ok(None);
         }
         let (annotation, write) = self.reserve(pod, node, &seen)?;
@@ -91,12 +88,9 @@ impl Extender {
                     &annotation,
                 )
                 .await
-                .map_err(|e| release(e))?;
+                .map_err(&release)?;
         }
-        self.binder()
-            .bind(pod, node)
-            .await
-            .map_err(|e| release(e))?;
+        self.binder().bind(pod, node).await.map_err(&release)?;
         Ok(Some(annotation))
     }
 

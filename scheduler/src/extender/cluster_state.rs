@@ -25,6 +25,7 @@ const MEMO_CAPACITY: usize = 32;
 /// A node's empty state, from its inventory.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeBase {
+    /// Free CPU, memory, NUMA and GPU capacity of the node with nothing running on it.
     pub state: NodeState,
     /// The agent reported free CPUs per NUMA node (from the kubelet), so the
     /// CPUs pinned by running pods are already subtracted there.
@@ -34,10 +35,13 @@ pub struct NodeBase {
 /// What the extender knows about a pod.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PodRecord {
+    /// Namespace the pod lives in.
     pub namespace: String,
+    /// Pod name within its namespace (`metadata.name`).
     pub name: String,
     /// `spec.nodeName`: set once bound.
     pub node: Option<String>,
+    /// The pod's CPU, memory and GPU request, as parsed from its spec.
     pub request: PodRequest,
     /// The devices annotation, parsed and its signature checked (or why it is unusable).
     pub devices: Option<Result<DevicesAnnotation, String>>,
@@ -60,16 +64,22 @@ pub enum NodeView<'a> {
     Unknown,
     /// The inventory is there but unusable.
     Invalid(&'a str),
+    /// The node was evaluated: the policy's chosen placement and score, or why
+    /// the pod does not fit.
     Evaluated(&'a Result<Choice, Unfit>),
 }
 
 /// Everything an evaluation depends on besides the node.
 pub struct EvalContext<'a> {
+    /// The scoring policy in force (FGD, best fit, ...), which picks a placement per node.
     pub policy: &'a dyn Policy,
+    /// The target workload that fragmentation is measured against.
     pub workload: Arc<Workload>,
     /// Changes whenever `workload` does, so memoised scores are dropped.
     pub workload_gen: u64,
+    /// The request of the pod being filtered or prioritised.
     pub request: &'a PodRequest,
+    /// Per-pod seed (derived from the pod UID) for policies that draw at random.
     pub seed: u64,
 }
 
@@ -93,6 +103,8 @@ struct NodeEntry {
 /// non-cryptographic hash is enough (the names come from the API server).
 type NodeMap = HashMap<String, NodeEntry, foldhash::fast::RandomState>;
 
+/// The extender's in-memory cluster picture: nodes, pods keyed by UID,
+/// which pods are bound where, and in-flight bind reservations.
 pub struct ClusterState {
     nodes: NodeMap,
     /// Every node the API server has, GPU node or not: a bind names one of these.
@@ -111,6 +123,7 @@ impl Default for ClusterState {
 }
 
 impl ClusterState {
+    /// An empty picture with no nodes or pods, knowing the catalogue's MIG profiles.
     pub fn new() -> Self {
         let known_profiles = catalogue::models()
             .iter()
@@ -133,10 +146,12 @@ impl ClusterState {
         self.known_profiles.contains(profile)
     }
 
+    /// Number of GPU nodes with an inventory annotation (usable or not).
     pub fn node_count(&self) -> usize {
         self.nodes.len()
     }
 
+    /// Number of binds reserved but not yet confirmed by the pod watch.
     pub fn reservation_count(&self) -> usize {
         self.reservations.len()
     }
@@ -176,6 +191,7 @@ impl ClusterState {
         self.rebuild(name);
     }
 
+    /// Forgets a deleted node, with its inventory and memoised results.
     pub fn remove_node(&mut self, name: &str) {
         self.nodes.remove(name);
         self.node_names.remove(name);
@@ -282,6 +298,7 @@ impl ClusterState {
         }
     }
 
+    /// The recorded pod with this UID, or `None` if the extender has not seen it.
     pub fn pod(&self, uid: &str) -> Option<&PodRecord> {
         self.pods.get(uid)
     }
@@ -326,6 +343,7 @@ impl ClusterState {
         Some(r)
     }
 
+    /// The in-flight reservation held by the pod with this UID, if any.
     pub fn reservation(&self, uid: &str) -> Option<&Reservation> {
         self.reservations.get(uid)
     }

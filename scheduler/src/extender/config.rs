@@ -14,22 +14,32 @@ use thiserror::Error;
 
 use super::workload::WorkloadMode;
 
+/// Why the extender's configuration could not be loaded.
 #[derive(Debug, Error)]
 pub enum ConfigError {
+    /// The configuration file could not be read.
     #[error("reading {path}: {source}")]
     Read {
+        /// Path of the configuration file.
         path: PathBuf,
+        /// The I/O error from reading it.
         source: std::io::Error,
     },
+    /// The configuration file is not valid YAML or does not match [`Config`]
+    /// (unknown or mistyped fields).
     #[error("parsing {path}: {source}")]
     Parse {
+        /// Path of the configuration file.
         path: PathBuf,
+        /// The YAML error, with its position in the file.
         source: serde_yaml::Error,
     },
+    /// The file parsed but a value is out of range or inconsistent (the message says which).
     #[error("invalid configuration: {0}")]
     Invalid(String),
 }
 
+/// The extender's configuration, as read from YAML (camelCase keys).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct Config {
@@ -41,7 +51,9 @@ pub struct Config {
     pub annotation_prefix: String,
     /// Domain of the GPU resource names (`<domain>/gpu`, `<domain>/mig-<profile>`).
     pub resource_domain: String,
+    /// Placement policy and its weights (`policy`).
     pub policy: PolicyConfig,
+    /// Target workload that fragmentation is measured against (`workload`).
     pub workload: WorkloadConfig,
     /// Largest request body accepted (5000 node names are about 100 KB).
     pub max_body_bytes: usize,
@@ -62,10 +74,13 @@ pub struct Config {
     pub signing_key_file: Option<PathBuf>,
 }
 
+/// Certificate and private key for serving HTTPS (`tls`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TlsConfig {
+    /// PEM file holding the server certificate (and any chain), `certFile`.
     pub cert_file: PathBuf,
+    /// PEM file holding the certificate's private key, `keyFile`.
     pub key_file: PathBuf,
 }
 
@@ -89,6 +104,7 @@ impl Default for Config {
     }
 }
 
+/// Which placement policy scores nodes (`policy` in the file).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct PolicyConfig {
@@ -107,11 +123,15 @@ impl Default for PolicyConfig {
     }
 }
 
+/// Weights of the production (`kubesched`) policy; all three must be given.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WeightsConfig {
+    /// Score steps per unit of sigmoid(-fragmentation delta / 1000) (FGD uses 100).
     pub fragmentation: f64,
+    /// Score steps won by a NUMA-aligned GPU placement.
     pub numa_alignment: f64,
+    /// Weight of the packing tie-breaker (below one step when < 1; 0 turns it off).
     pub packing: f64,
 }
 
@@ -120,10 +140,13 @@ pub struct WeightsConfig {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct WorkloadConfig {
+    /// Learn the workload from recent GPU pod arrivals (the default when neither is given).
     pub learn: Option<LearnConfig>,
+    /// Fixed task types with popularities, normalised to sum to 1 on load.
     pub fixed: Option<Vec<TaskType>>,
 }
 
+/// How the target workload is learned from recent GPU pod arrivals.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct LearnConfig {
@@ -224,6 +247,7 @@ impl Config {
         Ok(cfg)
     }
 
+    /// Parses a YAML document; an empty one gives the defaults.
     pub fn from_yaml(text: &str) -> Result<Self, serde_yaml::Error> {
         // An empty document is `null` to YAML: treat it as "all defaults".
         if text.trim().is_empty() {
@@ -232,6 +256,7 @@ impl Config {
         serde_yaml::from_str(text)
     }
 
+    /// Checks values are in range and consistent; [`ConfigError::Invalid`] says which is not.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         if !self.url_prefix.starts_with('/') {
@@ -266,6 +291,7 @@ impl Config {
         Ok(())
     }
 
+    /// The per-request timeout (`requestTimeoutSeconds`) as a [`std::time::Duration`].
     pub fn request_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.request_timeout_seconds)
     }
@@ -288,6 +314,8 @@ impl Config {
         }
     }
 
+    /// The target workload mode: the fixed task types, normalised so popularities
+    /// sum to 1, or else learning with the `learn` settings (defaults if absent).
     pub fn workload_mode(&self) -> WorkloadMode {
         match &self.workload.fixed {
             Some(types) => {

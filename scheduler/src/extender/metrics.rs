@@ -18,46 +18,67 @@ use super::outcome::{BindOutcome, FilterOutcome};
 
 type FGauge = Gauge<f64, AtomicU64>;
 
+/// Labels of the request latency histogram.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VerbLabels {
+    /// Extender verb served (`filter`, `prioritize`, `bind`).
     pub verb: &'static str,
 }
 
+/// Labels of the request counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
+    /// Extender verb served (`filter`, `prioritize`, `bind`).
     pub verb: &'static str,
+    /// HTTP status code of the response.
     pub code: u16,
 }
 
+/// Labels of the filter-node and bind counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
+    /// Filter outcome (`fits`, or why not) or bind result (`bound`, `conflict`, ...).
     pub outcome: &'static str,
 }
 
+/// Labels of the watch-list and task-restart counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResourceLabels {
+    /// Watched resource or background task (`nodes`, `pods`, `reservations`).
     pub resource: &'static str,
 }
 
+/// Labels of a per-GPU capacity gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GpuLabels {
+    /// Name of the node the GPU is on.
     pub node: String,
+    /// The GPU's index on its node.
     pub gpu: String,
 }
 
+/// Labels of a per-GPU, per-MIG-profile capacity gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GpuProfileLabels {
+    /// Name of the node the GPU is on.
     pub node: String,
+    /// The GPU's index on its node.
     pub gpu: String,
+    /// MIG profile name, e.g. `1g.10gb`.
     pub profile: String,
 }
 
+/// Labels of the stranded GPU share gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StrandedLabels {
+    /// Readable name of the target workload's task type (`mig 3g.40gb`, `2 gpu`, ...).
     pub task: String,
+    /// Why the idle GPU share is unusable for it (`too_small`, `mig_geometry`, ...).
     pub cause: String,
 }
 
+/// The extender's Prometheus registry and every metric it exports
+/// (prefixed `kubesched_extender_`).
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
@@ -89,6 +110,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Registers every metric, all at zero, in a fresh registry.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("kubesched_extender");
         let requests = Family::<RequestLabels, Counter>::default();
@@ -203,6 +225,7 @@ impl Metrics {
         }
     }
 
+    /// Counts one extender call by verb and HTTP status and records its latency in seconds.
     pub fn observe_request(&self, verb: &'static str, code: u16, seconds: f64) {
         self.requests
             .get_or_create(&RequestLabels { verb, code })
@@ -212,6 +235,7 @@ impl Metrics {
             .observe(seconds);
     }
 
+    /// Counts `nodes` nodes that filter judged with this outcome.
     pub fn filter_outcome(&self, outcome: FilterOutcome, nodes: u64) {
         self.filter_nodes
             .get_or_create(&OutcomeLabels {
@@ -220,6 +244,7 @@ impl Metrics {
             .inc_by(nodes);
     }
 
+    /// Counts one bind call by how it ended.
     pub fn bind_result(&self, outcome: BindOutcome) {
         self.binds
             .get_or_create(&OutcomeLabels {
@@ -228,6 +253,7 @@ impl Metrics {
             .inc();
     }
 
+    /// Sets the gauge of reservations held until the watch shows the bound pod.
     pub fn set_reservations(&self, n: usize) {
         self.reservations.set(i64::try_from(n).unwrap_or(i64::MAX));
     }

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 /// Highest score an extender may return; kube-scheduler multiplies it by
 /// its weight and by 10 (MaxNodeScore / MaxExtenderPriority).
 pub const MAX_EXTENDER_PRIORITY: i64 = 10;
+/// Lowest score an extender may return (`MinExtenderPriority`).
 pub const MIN_EXTENDER_PRIORITY: i64 = 0;
 
 /// Body of `filter` and `prioritize` calls.
@@ -22,10 +23,13 @@ pub const MIN_EXTENDER_PRIORITY: i64 = 0;
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct ExtenderArgs {
+    /// The pod being scheduled (`Pod`), as full Kubernetes JSON.
     #[serde(alias = "pod")]
     pub pod: Pod,
+    /// Full node objects (`Nodes`), sent only without `nodeCacheCapable`; skipped unread.
     #[serde(default, alias = "nodes", skip_serializing)]
     pub nodes: Option<serde::de::IgnoredAny>,
+    /// Names of the candidate nodes (`NodeNames`); `None` when kube-scheduler sent full nodes.
     #[serde(default, alias = "nodeNames", alias = "nodenames")]
     pub node_names: Option<Vec<String>>,
 }
@@ -38,8 +42,11 @@ pub struct ExtenderFilterResult {
     /// Always null: only the node-cache-capable mode is served.
     #[serde(default, alias = "nodes")]
     pub nodes: Option<serde_json::Value>,
+    /// Nodes the pod fits on (`NodeNames`), in the order given.
     #[serde(alias = "nodeNames", alias = "nodenames")]
     pub node_names: Vec<String>,
+    /// Nodes the pod does not fit, with the reason for each (`FailedNodes`);
+    /// preemption may still free them.
     #[serde(default, alias = "failedNodes", alias = "failednodes")]
     pub failed_nodes: BTreeMap<String, String>,
     /// Nodes where preemption cannot help (no inventory, wrong model, profile absent).
@@ -49,6 +56,8 @@ pub struct ExtenderFilterResult {
         alias = "failedandunresolvablenodes"
     )]
     pub failed_and_unresolvable_nodes: BTreeMap<String, String>,
+    /// Error that fails the whole filter call (`Error`); left empty here, as bad input
+    /// gets an HTTP 400 instead.
     #[serde(default, alias = "error")]
     pub error: String,
 }
@@ -57,8 +66,10 @@ pub struct ExtenderFilterResult {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct HostPriority {
+    /// Node name the score is for (`Host`).
     #[serde(alias = "host")]
     pub host: String,
+    /// Score from [`MIN_EXTENDER_PRIORITY`] to [`MAX_EXTENDER_PRIORITY`] (`Score`).
     #[serde(alias = "score")]
     pub score: i64,
 }
@@ -66,14 +77,17 @@ pub struct HostPriority {
 /// Body of `bind`: identifies the pod only, not its spec.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct ExtenderBindingArgs {
+    /// Name of the pod to bind (`PodName`).
     #[serde(rename = "PodName", alias = "podName", alias = "podname")]
     pub pod_name: String,
+    /// Namespace of the pod to bind (`PodNamespace`).
     #[serde(
         rename = "PodNamespace",
         alias = "podNamespace",
         alias = "podnamespace"
     )]
     pub pod_namespace: String,
+    /// UID of the pod to bind (`PodUID`); reservations and records are keyed by it.
     #[serde(
         rename = "PodUID",
         alias = "podUID",
@@ -81,6 +95,7 @@ pub struct ExtenderBindingArgs {
         alias = "poduid"
     )]
     pub pod_uid: String,
+    /// Node kube-scheduler chose for the pod (`Node`).
     #[serde(rename = "Node", alias = "node")]
     pub node: String,
 }
@@ -89,6 +104,7 @@ pub struct ExtenderBindingArgs {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct ExtenderBindingResult {
+    /// Why the bind failed (`Error`); empty on success.
     #[serde(default, alias = "error")]
     pub error: String,
 }

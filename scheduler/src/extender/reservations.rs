@@ -11,14 +11,21 @@ use kubesched_core::request::PodRequest;
 /// One in-flight placement, keyed by pod UID.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reservation {
+    /// Namespace of the pod being bound.
     pub namespace: String,
+    /// Name of the pod being bound, for logs.
     pub name: String,
+    /// Node the bind chose for the pod.
     pub node: String,
+    /// The pod's CPU, memory and GPU request, applied to the node with the candidate.
     pub request: PodRequest,
+    /// The devices (GPUs, MIG slots, NUMA node) chosen for the pod on that node.
     pub candidate: Candidate,
+    /// When the bind made it; reservations older than the TTL expire.
     pub created: Instant,
 }
 
+/// In-flight reservations, keyed by pod UID.
 #[derive(Debug, Default)]
 pub struct Reservations {
     by_uid: HashMap<String, Reservation>,
@@ -30,18 +37,22 @@ impl Reservations {
         self.by_uid.insert(uid.to_string(), r)
     }
 
+    /// Drops the pod's reservation (confirmed, released or the pod gone); returns it.
     pub fn remove(&mut self, uid: &str) -> Option<Reservation> {
         self.by_uid.remove(uid)
     }
 
+    /// The reservation held by the pod with this UID, if any.
     pub fn get(&self, uid: &str) -> Option<&Reservation> {
         self.by_uid.get(uid)
     }
 
+    /// Number of reservations held.
     pub fn len(&self) -> usize {
         self.by_uid.len()
     }
 
+    /// Whether no reservation is held.
     pub fn is_empty(&self) -> bool {
         self.by_uid.is_empty()
     }

@@ -25,17 +25,30 @@ use super::workload::WorkloadSource;
 /// Why a filter or prioritize request is refused (HTTP 400).
 #[derive(Debug, Error)]
 pub enum VerbError {
+    /// The call has no `NodeNames`: kube-scheduler is not configured with
+    /// `nodeCacheCapable: true`.
     #[error("request has no NodeNames: configure the extender with nodeCacheCapable: true")]
     MissingNodeNames,
+    /// The pod's resource requests cannot be read (bad quantity, conflicting GPU resources, ...).
     #[error("pod {pod}: {source}")]
     PodRequest {
+        /// The pod, as `namespace/name`.
         pod: String,
+        /// Why its requests cannot be read.
         source: PodRequestError,
     },
+    /// The pod asks for a MIG profile that no catalogue GPU model or known node offers.
     #[error("pod {pod}: no GPU model known to the extender offers MIG profile {profile}")]
-    UnknownProfile { pod: String, profile: String },
+    UnknownProfile {
+        /// The pod, as `namespace/name`.
+        pod: String,
+        /// The MIG profile it asks for, e.g. `1g.10gb`.
+        profile: String,
+    },
 }
 
+/// The extender behind the HTTP verbs: configuration, cluster state, policy, target workload,
+/// binder, metrics and readiness, shared by every request.
 pub struct Extender {
     config: Config,
     state: RwLock<ClusterState>,
@@ -52,6 +65,8 @@ pub struct Extender {
 }
 
 impl Extender {
+    /// Builds an extender from `config` (validated here), with an empty cluster state, not
+    /// ready and signing nothing; `Err` if the configuration or its policy is invalid.
     pub fn new(config: Config, binder: Arc<dyn Binder>) -> Result<Self, ConfigError> {
         config.validate()?;
         let policy = config.policy()?;
@@ -82,6 +97,7 @@ impl Extender {
         self
     }
 
+    /// The key that signs and checks devices annotations, if one was given.
     pub fn signer(&self) -> Option<&SigningKey> {
         self.signer.as_ref()
     }
@@ -96,26 +112,32 @@ impl Extender {
         Ok(annotation)
     }
 
+    /// The configuration the extender was built with.
     pub fn config(&self) -> &Config {
         &self.config
     }
 
+    /// The Prometheus metrics this extender records.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }
 
+    /// The target workload (fixed or learned) that fragmentation is measured against.
     pub fn workload(&self) -> &WorkloadSource {
         &self.workload
     }
 
+    /// The placement policy that scores nodes for filter, prioritize and bind.
     pub fn policy(&self) -> &dyn Policy {
         self.policy.as_ref()
     }
 
+    /// Reads pods' CPU, memory and GPU requests under the configured resource domain.
     pub fn reader(&self) -> &PodRequestReader {
         &self.reader
     }
 
+    /// Makes the API calls bind needs (annotate the pod, create the binding).
     pub fn binder(&self) -> &dyn Binder {
         self.binder.as_ref()
     }
@@ -136,11 +158,12 @@ impl Extender {
         self.state.read().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Write access to the cluster state (a poisoned lock is still usable, as for
+    /// [`Extender::state`]).
     pub fn state_mut(&self) -> RwLockWriteGuard<'_, ClusterState> {
         self.state.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Ready once the Node and Pod caches have their first full list.
     /// Replaces the picture of the pods (a relist, or a snapshot). The pods
     /// already there count as arrivals a learning target workload has seen,
     /// so a restarted extender does not start from an empty workload.
@@ -151,10 +174,13 @@ impl Extender {
         self.state_mut().reset_pods(pods);
     }
 
+    /// Marks the extender ready (`/readyz` answers 200) or not, as the Node and Pod
+    /// watches gain or lose their full lists.
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Release);
     }
 
+    /// Whether the Node and Pod caches have their first full list (`/readyz` answers 200).
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
     }

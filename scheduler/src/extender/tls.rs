@@ -16,12 +16,26 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use super::server::router;
 use super::service::Extender;
 
+/// Why the HTTPS server configuration could not be built.
 #[derive(Debug, Error)]
 pub enum TlsError {
+    /// The certificate file is unreadable, not PEM, or holds no certificate.
     #[error("reading certificate {path}: {detail}")]
-    Cert { path: String, detail: String },
+    Cert {
+        /// Path of the certificate file.
+        path: String,
+        /// What went wrong reading it.
+        detail: String,
+    },
+    /// The private key file is unreadable or holds no PEM private key.
     #[error("reading private key {path}: {detail}")]
-    Key { path: String, detail: String },
+    Key {
+        /// Path of the key file.
+        path: String,
+        /// What went wrong reading it.
+        detail: String,
+    },
+    /// rustls rejected the certificate chain or key (e.g. an unsupported key type).
     #[error("TLS configuration: {0}")]
     Config(#[from] tokio_rustls::rustls::Error),
 }

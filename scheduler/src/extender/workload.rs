@@ -11,9 +11,12 @@ use kubesched_core::request::PodRequest;
 /// Most task types kept when learning: each one costs a little per node.
 pub const MAX_LEARNED_TYPES: usize = 16;
 
+/// Where the target workload comes from: configured task types, or learned from arrivals.
 #[derive(Debug, Clone, PartialEq)]
 pub enum WorkloadMode {
+    /// Fixed task types from the configuration, popularities summing to 1.
     Fixed(Workload),
+    /// Learned from the GPU pods that recently arrived, with these settings.
     Learn {
         /// Recent arrivals remembered.
         window: usize,
@@ -33,11 +36,14 @@ struct Inner {
     generation: u64,
 }
 
+/// The target workload in force, with a generation that changes whenever it does;
+/// shared by all requests.
 pub struct WorkloadSource {
     inner: Mutex<Inner>,
 }
 
 impl WorkloadSource {
+    /// Starts with the fixed workload, or an empty one to be learned; generation 1.
     pub fn new(mode: WorkloadMode) -> Self {
         let current = match &mode {
             WorkloadMode::Fixed(w) => Arc::new(w.clone()),

@@ -12,59 +12,90 @@ use serde::Serialize;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum Position {
+    /// No instance covers this position.
     Free,
     /// Held by an instance (in static mode: one handed to a pod).
     Used {
+        /// MIG profile of the instance, e.g. `3g.40gb`.
         profile: String,
+        /// Memory position the instance starts at.
         start: u8,
     },
     /// A static instance nobody uses yet.
     Idle {
+        /// MIG profile of the instance, e.g. `3g.40gb`.
         profile: String,
+        /// Memory position the instance starts at.
         start: u8,
     },
+    /// The GPU, or this static instance, is unhealthy.
     Unhealthy,
 }
 
+/// One GPU of a node as the report shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct GpuReport {
+    /// The GPU's index on its node.
     pub index: u32,
+    /// The GPU's device UUID.
     pub uuid: String,
+    /// GPU model, e.g. `H100-80GB`.
     pub model: String,
+    /// NUMA node the GPU is attached to, if known.
     pub numa: Option<u32>,
+    /// False when the node's inventory reports the GPU unhealthy (its positions then show
+    /// as unhealthy).
     pub healthy: bool,
     /// `whole`, `static` or `dynamic`.
     pub mode: String,
+    /// Free share of the GPU in milli-GPU (thousandths of a GPU).
     pub free_milli: u32,
     /// MIG GPUs only: one entry per memory position.
     pub positions: Vec<Position>,
+    /// Largest MIG profile that could still be placed on this GPU (`None` for whole GPUs or
+    /// when nothing fits).
     pub largest_placeable: Option<String>,
     /// (profile, how many more fit on this GPU).
     pub fits: Vec<(String, u32)>,
 }
 
+/// One node as the report shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NodeReport {
+    /// The node's Kubernetes name.
     pub name: String,
+    /// The kubelet Topology Manager policy on the node.
     pub topology_policy: TopologyPolicy,
+    /// Unallocated CPU in millicores.
     pub cpu_free_milli: u64,
+    /// Unallocated memory in MiB.
     pub memory_free_mib: u64,
+    /// The node's GPUs, in the order of its inventory.
     pub gpus: Vec<GpuReport>,
     /// Whole GPUs still free (non-MIG GPUs).
     pub whole_gpus_free: u32,
     /// Per profile: slices that could still be created on this node (each
     /// GPU on its own; profiles compete for the same positions).
     pub profile_fits: BTreeMap<String, u32>,
+    /// Why the Topology Manager may refuse pods that the free counts say fit (GPUs without a
+    /// NUMA node, free GPU share with no CPU left to pin beside it).
     pub numa_problems: Vec<String>,
 }
 
+/// Cluster-wide figures at the foot of the report.
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct ClusterTotals {
+    /// Number of nodes in the report.
     pub nodes: usize,
+    /// Number of GPUs across those nodes.
     pub gpus: usize,
+    /// Total GPU capacity in milli-GPU.
     pub capacity_milli: u64,
+    /// Unallocated GPU share in milli-GPU.
     pub unallocated_milli: u64,
+    /// Expected fragmentation (FGD) summed over nodes, in milli-GPU.
     pub fragment_milli: f64,
+    /// Fragmentation over the unallocated GPU share, in percent.
     pub fragmentation_ratio_pct: f64,
     /// Stranded milli-GPU by cause, weighted by the target workload.
     pub stranded_by_cause: BTreeMap<String, f64>,
@@ -72,9 +103,12 @@ pub struct ClusterTotals {
     pub stranded_by_task: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
+/// The capacity report: every node (sorted by name) and the cluster totals.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
+    /// Per-node reports, sorted by node name.
     pub nodes: Vec<NodeReport>,
+    /// Cluster-wide totals and stranded capacity.
     pub totals: ClusterTotals,
 }
 

@@ -30,6 +30,8 @@ fn map(positions: &[Position]) -> String {
     out
 }
 
+/// The report as terminal text: per node its free CPU, memory and whole GPUs, one line
+/// per GPU with its MIG map and what still fits, then the cluster totals.
 pub fn render(report: &Report) -> String {
     let mut s = String::new();
     for n in &report.nodes {

@@ -25,6 +25,8 @@ fn mean_curve(runs: &[&RunResult], max_pct: usize) -> Vec<(usize, f64)> {
         .collect()
 }
 
+/// An SVG chart of GPU allocation % against arrived GPU demand (0 to `max_pct` % of
+/// capacity), one line per policy averaged over its runs, titled `title`.
 pub fn allocation_svg(title: &str, runs: &[RunResult], max_pct: usize) -> String {
     let (w, h, left, top, right, bottom) = (720.0, 440.0, 60.0, 40.0, 150.0, 50.0);
     let (pw, ph) = (w - left - right, h - top - bottom);

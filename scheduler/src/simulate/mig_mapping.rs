@@ -17,9 +17,12 @@ use super::{Scenario, builtin};
 
 const MODEL: &str = "H100-80GB";
 
+/// How a fractional GPU share is mapped to an H100-80GB MIG profile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum MigMapping {
+    /// round(s·7/1000) compute slices, then up to the next profile size.
     Round,
+    /// ⌈s·7/1000⌉ compute slices, then up to the next profile size.
     Ceil,
 }
 
@@ -34,6 +37,8 @@ fn profile_for(slices: u32) -> &'static str {
     }
 }
 
+/// The MIG demand for a trace demand: a share becomes one slice of the mapped profile, each
+/// whole GPU a `7g.80gb`; other demands are returned unchanged.
 pub fn map_demand(d: &GpuDemand, mapping: MigMapping) -> GpuDemand {
     match d {
         GpuDemand::Share { milli } => {

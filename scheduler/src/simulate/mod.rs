@@ -21,7 +21,9 @@ use kubesched_core::scoring::Policy;
 /// What to replay.
 #[derive(Debug, Clone)]
 pub struct Scenario {
+    /// Scenario name, shown in the tables, the CSV and the chart title.
     pub name: String,
+    /// The cluster's nodes, empty, at the start of every replay.
     pub nodes: Vec<NodeState>,
     /// The original pod list (before tuning and shuffling).
     pub pods: Vec<PodRequest>,
@@ -55,10 +57,12 @@ impl Scenario {
         }
     }
 
+    /// Number of GPUs across the scenario's nodes.
     pub fn gpu_count(&self) -> usize {
         self.nodes.iter().map(|n| n.gpus.len()).sum()
     }
 
+    /// Total GPU capacity of the scenario's nodes, in milli-GPU.
     pub fn capacity_milli(&self) -> u64 {
         self.nodes.iter().map(NodeState::capacity_milli).sum()
     }
@@ -67,10 +71,15 @@ impl Scenario {
 /// One (policy, seed) replay.
 #[derive(Debug, Clone)]
 pub struct RunResult {
+    /// Name of the policy replayed.
     pub policy: String,
+    /// Replay seed: drives pod and node shuffling, resampling and random tie-breaks.
     pub seed: u64,
+    /// Allocation and fragmentation per percent of arrived load, and the failed pods.
     pub curve: Curve,
+    /// Number of pods in the replayed stream (after tuning and shuffling).
     pub pods: usize,
+    /// Wall-clock time the replay took.
     pub elapsed: Duration,
     /// Final state, for the stranded-capacity views.
     pub nodes: Vec<NodeState>,

@@ -4,6 +4,7 @@
 use std::io::{IsTerminal, Write};
 use std::time::Instant;
 
+/// A progress bar on stderr for one replay, drawn only when stderr is a terminal.
 pub struct Progress {
     label: String,
     enabled: bool,
@@ -12,6 +13,7 @@ pub struct Progress {
 }
 
 impl Progress {
+    /// A bar titled `label`, its clock started now.
     pub fn new(label: impl Into<String>) -> Self {
         Progress {
             label: label.into(),
@@ -21,6 +23,8 @@ impl Progress {
         }
     }
 
+    /// Redraws the bar for `done` of `total` pods, only when the whole percentage changes;
+    /// ends the line once all are done.
     pub fn update(&mut self, done: usize, total: usize) {
         let pct = done * 100 / total.max(1);
         if !self.enabled || pct == self.last_pct {

@@ -9,9 +9,12 @@ use super::RunResult;
 /// Arrived-load points of the summary table.
 pub const POINTS: [usize; 4] = [90, 95, 100, 130];
 
+/// Mean and standard deviation of one figure over a policy's seeds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stat {
+    /// Mean over the seeds.
     pub mean: f64,
+    /// Population standard deviation over the seeds.
     pub sd: f64,
 }
 
@@ -33,15 +36,23 @@ impl Stat {
 /// Summary of one policy over its seeds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PolicySummary {
+    /// Name of the policy these figures are for.
     pub policy: String,
+    /// Number of runs (seeds) summarised.
     pub seeds: usize,
     /// Unallocated GPU % at each of `POINTS`.
     pub unallocated: Vec<Option<Stat>>,
+    /// Fragmentation ratio (% of unallocated GPU share) at 80% arrived load.
     pub frag_ratio_80: Option<Stat>,
+    /// Fragmentation ratio (% of unallocated GPU share) at 90% arrived load.
     pub frag_ratio_90: Option<Stat>,
+    /// Fragmentation amount (% of GPU capacity) at 100% arrived load.
     pub frag_amount_100: Option<Stat>,
+    /// Mean number of pods that failed to place up to 100% arrived load.
     pub failed_100: f64,
+    /// Mean number of pods that failed to place over the whole stream.
     pub failed_all: f64,
+    /// Mean wall-clock seconds per replay.
     pub seconds_per_run: f64,
 }
 
@@ -57,6 +68,7 @@ pub fn by_policy(runs: &[RunResult]) -> Vec<(&str, Vec<&RunResult>)> {
     groups
 }
 
+/// Summarises the runs per policy (policies in the order they first ran) over their seeds.
 pub fn summarize(runs: &[RunResult]) -> Vec<PolicySummary> {
     by_policy(runs)
         .into_iter()
@@ -179,9 +191,13 @@ pub fn allocation_csv(
 /// host at the end (mean over seeds).
 #[derive(Debug, Clone, PartialEq)]
 pub struct MigSummary {
+    /// Name of the policy these figures are for.
     pub policy: String,
+    /// Pods placed by the end of the run (mean over seeds).
     pub placed: f64,
+    /// Pods that failed to place over the whole run (mean over seeds).
     pub failed: f64,
+    /// Free MIG memory positions across all MIG GPUs at the end (mean over seeds).
     pub free_positions: f64,
     /// Free positions the target workload's GPU task types cannot use,
     /// weighted by popularity (the fragmentation amount, in positions,
@@ -193,6 +209,8 @@ pub struct MigSummary {
 
 const SIZES: [u8; 5] = [7, 4, 3, 2, 1];
 
+/// The MIG view of each policy's runs (policies in the order they first ran), with
+/// stranded positions measured against `workload`.
 pub fn mig_summaries(
     runs: &[RunResult],
     workload: &kubesched_core::fragmentation::Workload,
@@ -243,6 +261,7 @@ pub fn mig_summaries(
         .collect()
 }
 
+/// A plain-text table of MIG summaries under `title`, one row per policy.
 pub fn mig_table(title: &str, rows: &[MigSummary]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{title}");

@@ -7,23 +7,42 @@ use std::path::{Path, PathBuf};
 use kubesched_core::node::{GpuState, NodeState};
 use kubesched_core::request::{GpuDemand, PodRequest};
 
+/// Why a trace CSV file could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum TraceError {
+    /// The file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
+        /// Path of the CSV file.
         path: PathBuf,
+        /// The I/O error from reading it.
         source: std::io::Error,
     },
+    /// The header line lacks a column the loader needs.
     #[error("{path}: missing column {column:?} in the header")]
-    MissingColumn { path: PathBuf, column: &'static str },
+    MissingColumn {
+        /// Path of the CSV file.
+        path: PathBuf,
+        /// Name of the missing column, e.g. `cpu_milli`.
+        column: &'static str,
+    },
+    /// A row is malformed: a quoted field, a value that is not a non-negative
+    /// integer, or more than 64 GPUs on one node.
     #[error("{path}:{line}: {detail}")]
     Bad {
+        /// Path of the CSV file.
         path: PathBuf,
+        /// Line number in the file, counting from 1.
         line: usize,
+        /// What is wrong with the row.
         detail: String,
     },
+    /// The file has no header or no data rows.
     #[error("{path}: no rows")]
-    Empty { path: PathBuf },
+    Empty {
+        /// Path of the CSV file.
+        path: PathBuf,
+    },
 }
 
 /// A parsed CSV with named columns (the trace has no quoted fields).

@@ -15,10 +15,13 @@ use crate::report::{self, Report};
 
 const PAGE: &str = include_str!("gpu_map.html");
 
+/// Serves the GPU map page (`/ui`), a single self-contained HTML file.
 pub async fn page() -> Html<&'static str> {
     Html(PAGE)
 }
 
+/// Serves `/ui/data`: the report JSON built from the extender's live cluster state and
+/// current target workload.
 pub async fn data(State(ext): State<Arc<Extender>>) -> Json<Report> {
     let (workload, _) = ext.workload().current();
     let state = ext.state();
