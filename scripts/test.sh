@@ -36,13 +36,14 @@ t0=$SECONDS
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
-cargo test --locked -p kubesched-scheduler --test ui_browser -- --ignored
+# By name, with --workspace as above: one feature set, so nothing is built twice.
+cargo test --workspace --locked --test ui_browser -- --ignored
 # The trace is research data kept beside the project, never in it: the gate runs
 # wherever the trace is, and says so loudly where it is not.
 trace_dir="${KUBESCHED_TRACE_DIR:-$PWD/../shared/data/alibaba-gpu-v2023/csv}"
 if [ -f "$trace_dir/openb_pod_list_default.csv" ]; then
   KUBESCHED_TRACE_DIR="$trace_dir" \
-    cargo test --locked -p kubesched-scheduler --test trace_gate -- --ignored
+    cargo test --workspace --locked --test trace_gate -- --ignored
 else
   echo "test.sh: NOT RUN: trace reproduction gate (no Alibaba trace at $trace_dir;" \
     "set KUBESCHED_TRACE_DIR)"

@@ -3,6 +3,11 @@
 //! and resets the stream, so ListAndWatch never starts. [`AuthorityFix`] wraps each accepted
 //! connection and rewrites that one header on the way in, before `h2` parses it.
 //!
+//! When it can go: once no supported kubelet is older than 1.26 (Kubernetes supports the
+//! three newest minors, so 1.26 fell out of support in 2024), or once `h2` accepts such an
+//! authority. Until then it is the only way a 1.20-1.25 kubelet (the test cluster's is 1.20)
+//! can talk to the plugin; `tests/old_kubelet_authority.rs` shows both sides.
+//!
 //! It follows the client-to-server byte stream: the 24-byte connection preface, then frames (a
 //! 9-byte header: 24-bit length, type, flags, 31-bit stream id). Frames other than HEADERS and
 //! their CONTINUATIONs pass through as they arrive. A header block is held until END_HEADERS,
