@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use kubesched_core::inventory::{GpuInfo, NumaNodeInfo};
+use kubesched_core::inventory::{GpuInfo, INVENTORY_VERSION, NodeInventory, NumaNodeInfo};
 use kubesched_core::numa::TopologyPolicy;
 use serde::{Deserialize, Serialize};
 
@@ -62,26 +62,28 @@ impl FakeInventory {
                 path: path.clone(),
                 source,
             })?;
-        let mut seen = std::collections::HashSet::new();
         for gpu in &mut fixture.gpus {
             gpu.pci_bus_id =
                 normalise_bus_id(&gpu.pci_bus_id).map_err(|e| DiscoveryError::FixtureInvalid {
                     path: path.clone(),
                     message: e.to_string(),
                 })?;
-            let mig_uuids = gpu
-                .mig
-                .iter()
-                .flat_map(|m| m.instances.iter().map(|i| i.uuid.clone()));
-            for uuid in std::iter::once(gpu.uuid.clone()).chain(mig_uuids) {
-                if !seen.insert(uuid.clone()) {
-                    return Err(DiscoveryError::FixtureInvalid {
-                        path,
-                        message: format!("duplicate device uuid {uuid}"),
-                    });
-                }
-            }
         }
+        // The rules every published inventory meets (unique, safe device ids; MIG instances
+        // inside their GPU), checked by the one implementation of them.
+        NodeInventory {
+            version: INVENTORY_VERSION,
+            node: "fixture".into(),
+            agent_version: String::new(),
+            topology_policy: fixture.topology_policy,
+            numa_nodes: fixture.numa_nodes.clone(),
+            gpus: fixture.gpus.clone(),
+        }
+        .validate()
+        .map_err(|e| DiscoveryError::FixtureInvalid {
+            path,
+            message: e.to_string(),
+        })?;
         Ok(fixture)
     }
 }
@@ -133,5 +135,43 @@ impl HostTopology for FakeInventory {
 
     fn kind(&self) -> &'static str {
         "fake"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(name: &str, gpus: &str) -> Result<FakeFixture, DiscoveryError> {
+        let path = std::env::temp_dir().join(format!("ks-fake-{}-{name}.json", std::process::id()));
+        std::fs::write(&path, format!(r#"{{"gpus": {gpus}}}"#)).unwrap();
+        let loaded = FakeInventory::open(&path).and_then(|fake| fake.load());
+        std::fs::remove_file(&path).unwrap();
+        loaded
+    }
+
+    const GPU: &str = r#"{"index": 0, "uuid": "GPU-0", "model": "H100-80GB", "pciBusId": "00000000:1B:00.0", "memoryMib": 81559, "healthy": true}"#;
+
+    #[test]
+    fn fixtures_meet_the_published_inventorys_rules() {
+        let ok = load("ok", &format!("[{GPU}]")).unwrap();
+        assert_eq!(ok.gpus[0].pci_bus_id, "0000:1b:00.0");
+        let twice = load(
+            "twice",
+            &format!("[{GPU}, {}]", GPU.replace("\"index\": 0", "\"index\": 1")),
+        );
+        assert!(
+            matches!(twice, Err(DiscoveryError::FixtureInvalid { .. })),
+            "{twice:?}"
+        );
+        // An id that would split NVIDIA_VISIBLE_DEVICES is refused like in a published one.
+        let comma = load(
+            "comma",
+            &format!("[{}]", GPU.replace("GPU-0", "GPU-0,GPU-1")),
+        );
+        assert!(
+            matches!(comma, Err(DiscoveryError::FixtureInvalid { .. })),
+            "{comma:?}"
+        );
     }
 }
