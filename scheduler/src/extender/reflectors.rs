@@ -95,22 +95,31 @@ pub fn pod_record(ext: &Extender, pod: &Pod) -> Option<(String, PodRecord)> {
 /// How long a task that ended waits before it starts again.
 const RESTART_DELAY: Duration = Duration::from_secs(1);
 
-/// Which watches are running and have loaded a full list.
-#[derive(Default)]
+/// Which watches are running and have loaded a full list: one flag per watched kind, ready
+/// when all are set.
 struct Listed {
-    nodes: AtomicBool,
-    pods: AtomicBool,
+    flags: [(&'static str, AtomicBool); 2],
+}
+
+impl Default for Listed {
+    fn default() -> Self {
+        Listed {
+            flags: [Nodes::KIND, Pods::KIND].map(|kind| (kind, AtomicBool::new(false))),
+        }
+    }
 }
 
 impl Listed {
     fn set(&self, ext: &Extender, kind: &'static str, listed: bool) {
-        let flag = if kind == Nodes::KIND {
-            &self.nodes
-        } else {
-            &self.pods
-        };
-        flag.store(listed, Ordering::Release);
-        let ready = self.nodes.load(Ordering::Acquire) && self.pods.load(Ordering::Acquire);
+        for (watched, flag) in &self.flags {
+            if *watched == kind {
+                flag.store(listed, Ordering::Release);
+            }
+        }
+        let ready = self
+            .flags
+            .iter()
+            .all(|(_, flag)| flag.load(Ordering::Acquire));
         if ready != ext.is_ready() {
             ext.set_ready(ready);
             tracing::info!(ready, nodes = ext.state().node_count(), "readiness changed");
