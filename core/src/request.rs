@@ -131,6 +131,15 @@ pub enum RequestError {
         "the pod asks for more than one kind of GPU resource ({0} and {1}); one kind per pod is supported"
     )]
     MixedGpuResources(String, String),
+    /// More devices of one resource than can be counted (over 2^32 - 1): no node has them,
+    /// and reading the count as any other number would misreport the request.
+    #[error("the pod asks for {count} of {resource}, more than any node can have")]
+    TooMany {
+        /// The resource name.
+        resource: String,
+        /// The count asked for.
+        count: u64,
+    },
 }
 
 /// One GPU resource kind as named in a pod spec.
@@ -231,17 +240,19 @@ impl ResourceNames {
                     name.to_string(),
                 ));
             }
-            let count = u32::try_from(count).unwrap_or(u32::MAX);
-            demand = match (kind, demand) {
-                (GpuResource::Whole, GpuDemand::Whole { count: c }) => GpuDemand::Whole {
-                    count: c.saturating_add(count),
+            let total = u32::try_from(count)
+                .ok()
+                .and_then(|n| n.checked_add(demand.count()))
+                .ok_or_else(|| RequestError::TooMany {
+                    resource: name.to_string(),
+                    count: count.saturating_add(u64::from(demand.count())),
+                })?;
+            demand = match kind {
+                GpuResource::Whole => GpuDemand::Whole { count: total },
+                GpuResource::Mig(profile) => GpuDemand::Mig {
+                    profile,
+                    count: total,
                 },
-                (GpuResource::Whole, _) => GpuDemand::Whole { count },
-                (GpuResource::Mig(p), GpuDemand::Mig { count: c, .. }) => GpuDemand::Mig {
-                    profile: p,
-                    count: c.saturating_add(count),
-                },
-                (GpuResource::Mig(p), _) => GpuDemand::Mig { profile: p, count },
             };
             seen = Some(name.to_string());
         }

@@ -69,3 +69,26 @@ fn each_container_asks_for_whole_gpus_even_when_the_halves_add_up() {
         "container a: resource nvidia.com/mig-1g.10gb must be a whole number, got \"500m\""
     );
 }
+
+/// Found by the `quantity` fuzz target: `9Gi` GPUs was read as 4294967295 (saturated), so
+/// messages named a count the pod never asked for.
+#[test]
+fn a_count_beyond_any_node_is_refused_not_saturated() {
+    let reader = PodRequestReader::new(ResourceNames::default(), "kubesched.ai");
+    let pod = |count: &str| -> Pod {
+        serde_json::from_value(serde_json::json!({"spec": {"containers": [
+            {"name": "a", "resources": {"limits": {"nvidia.com/gpu": count}}},
+            {"name": "b", "resources": {"limits": {"nvidia.com/gpu": "4294967295"}}}
+        ]}}))
+        .unwrap()
+    };
+    let error = reader.read(&pod("9Gi")).unwrap_err().to_string();
+    assert!(error.contains("13958643711 of nvidia.com/gpu"), "{error}");
+    // Two counts that fit alone but not together.
+    let error = reader.read(&pod("1")).unwrap_err().to_string();
+    assert!(error.contains("more than any node can have"), "{error}");
+    assert_eq!(
+        reader.read(&pod("0")).map(|r| r.gpu),
+        Ok(GpuDemand::Whole { count: u32::MAX })
+    );
+}
