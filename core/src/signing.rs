@@ -10,7 +10,7 @@
 
 use ring::hmac;
 
-use crate::annotation::DevicesAnnotation;
+use crate::annotation::{AnnotationError, DevicesAnnotation};
 
 /// Prefix of a signature value, naming the scheme so it can change later.
 pub const SIGNATURE_SCHEME: &str = "hmac-sha256:";
@@ -30,6 +30,31 @@ pub enum SignatureError {
     /// and the key.
     #[error("the devices annotation's signature does not match this pod and these devices")]
     Mismatch,
+}
+
+/// Why a devices annotation is not one to trust.
+#[derive(Debug, thiserror::Error)]
+pub enum UntrustedAnnotation {
+    /// It does not parse, or is of a newer version.
+    #[error(transparent)]
+    Document(#[from] AnnotationError),
+    /// Its signature is missing or does not check out.
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
+}
+
+/// A pod's devices annotation as both the extender and the agent trust it: parsed and, when
+/// there is a key, signed by the extender for the pod with UID `pod_uid`.
+pub fn read_trusted(
+    text: &str,
+    pod_uid: &str,
+    key: Option<&SigningKey>,
+) -> Result<DevicesAnnotation, UntrustedAnnotation> {
+    let annotation = DevicesAnnotation::from_json(text)?;
+    if let Some(key) = key {
+        key.verify(&annotation, pod_uid)?;
+    }
+    Ok(annotation)
 }
 
 /// The shared key. Its bytes are never printed.
@@ -185,5 +210,28 @@ mod tests {
             SigningKey::from_bytes(b"  short \n").err(),
             Some(SignatureError::ShortKey(5))
         );
+    }
+
+    #[test]
+    fn both_binaries_trust_an_annotation_only_when_it_parses_and_is_signed_for_the_pod() {
+        let k = key("a test key of thirty-two bytes!!");
+        let mut signed = annotation();
+        k.sign(&mut signed, "uid-1");
+        let text = signed.to_json();
+        assert_eq!(read_trusted(&text, "uid-1", Some(&k)).unwrap(), signed);
+        assert!(matches!(
+            read_trusted(&text, "uid-2", Some(&k)),
+            Err(UntrustedAnnotation::Signature(SignatureError::Mismatch))
+        ));
+        let plain = annotation().to_json();
+        assert!(matches!(
+            read_trusted(&plain, "uid-1", Some(&k)),
+            Err(UntrustedAnnotation::Signature(SignatureError::Missing))
+        ));
+        assert_eq!(read_trusted(&plain, "uid-1", None).unwrap(), annotation());
+        assert!(matches!(
+            read_trusted("{oops", "uid-1", None),
+            Err(UntrustedAnnotation::Document(_))
+        ));
     }
 }

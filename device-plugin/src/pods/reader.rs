@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use k8s_openapi::api::core::v1::Pod;
 use kubesched_core::annotation::{self, DEVICES_ANNOTATION, DevicesAnnotation};
 use kubesched_core::request::{GpuDemand, ResourceNames};
-use kubesched_core::signing::SigningKey;
+use kubesched_core::signing::{SigningKey, read_trusted};
 use kubesched_core::text::quote;
 use kubesched_k8s::{PodRef, PodRequestReader, is_terminal};
 
@@ -98,18 +98,14 @@ impl PodReader {
         demand: &GpuDemand,
     ) -> Result<DevicesAnnotation, String> {
         let key = &self.annotation_key;
-        let annotation = DevicesAnnotation::from_json(text).map_err(|e| format!("{key}: {e}"))?;
+        let annotation =
+            read_trusted(text, uid, self.signer.as_ref()).map_err(|e| format!("{key}: {e}"))?;
         if annotation.node != self.node {
             return Err(format!(
                 "{key} names node {}, but the pod is bound to {}",
                 quote(&annotation.node),
                 self.node
             ));
-        }
-        if let Some(signer) = &self.signer {
-            signer
-                .verify(&annotation, uid)
-                .map_err(|e| format!("{key}: {e}"))?;
         }
         let named = quote(&annotation.resource);
         match self.requests.names.for_demand(demand) {

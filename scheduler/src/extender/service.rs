@@ -11,7 +11,7 @@ use kubesched_core::annotation::{self, DEVICES_ANNOTATION, DevicesAnnotation};
 use kubesched_core::inventory::INVENTORY_ANNOTATION;
 use kubesched_core::request::{GpuDemand, PodRequest, ResourceNames};
 use kubesched_core::scoring::Policy;
-use kubesched_core::signing::SigningKey;
+use kubesched_core::signing::{SigningKey, read_trusted};
 use thiserror::Error;
 
 use kubesched_k8s::{PodRequestError, PodRequestReader, pod_label};
@@ -105,11 +105,7 @@ impl Extender {
     /// A pod's devices annotation as the state keeps it: parsed, and, with a key, only when
     /// this extender signed it for the pod with UID `uid`.
     pub fn read_devices(&self, text: &str, uid: &str) -> Result<DevicesAnnotation, String> {
-        let annotation = DevicesAnnotation::from_json(text).map_err(|e| e.to_string())?;
-        if let Some(key) = &self.signer {
-            key.verify(&annotation, uid).map_err(|e| e.to_string())?;
-        }
-        Ok(annotation)
+        read_trusted(text, uid, self.signer.as_ref()).map_err(|e| e.to_string())
     }
 
     /// The configuration the extender was built with.
