@@ -66,6 +66,7 @@ async fn scenarios(cluster: &Cluster) -> anyhow::Result<()> {
     })
     .await?;
     scheduling::cleanup_devices_pods(cluster).await?;
+    scheduling::wait_node_free_in_extender(cluster, &stack.extender).await?;
     run(
         "forged_devices_annotation_refused_others_undisturbed",
         || hostile::forged_annotations_are_refused(cluster),

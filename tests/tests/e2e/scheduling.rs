@@ -597,6 +597,45 @@ pub async fn cleanup_devices_pods(cluster: &Cluster) -> anyhow::Result<()> {
     pods::delete_scenario(&cluster.client, SCENARIO_A).await
 }
 
+/// Waits until the extender's picture of the real node (its `/ui/data`) holds no device, so
+/// the next scenario meets an extender that has seen the deleted pods go. After an API
+/// server outage its pod watch may still be listing again (seconds), and a pod that 1.20's
+/// kube-scheduler finds unschedulable meanwhile is parked for 60 s.
+pub async fn wait_node_free_in_extender(
+    cluster: &Cluster,
+    extender: &Extender,
+) -> anyhow::Result<()> {
+    let node = cluster.node.as_str();
+    poll(
+        "the extender to see every device of the node free",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || async move {
+            let (status, body) = http::get(&extender.metrics_addr, "/ui/data").await?;
+            anyhow::ensure!(status == 200, "/ui/data {status}: {body}");
+            let report: serde_json::Value = serde_json::from_str(&body)?;
+            let gpus = report["nodes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|n| n["name"] == node)
+                .and_then(|n| n["gpus"].as_array().cloned())
+                .with_context(|| format!("node {node} is not in the extender's report"))?;
+            let held: Vec<String> = gpus
+                .iter()
+                .filter(|g| g["free_milli"] != 1000)
+                .map(|g| g["uuid"].to_string())
+                .collect();
+            if held.is_empty() {
+                Ok(Some(()))
+            } else {
+                anyhow::bail!("the extender still counts devices held on {held:?}")
+            }
+        },
+    )
+    .await
+}
+
 /// A cpulist such as `1-3,6`.
 fn parse_cpulist(text: &str) -> anyhow::Result<BTreeSet<u32>> {
     let mut cpus = BTreeSet::new();
