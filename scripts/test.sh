@@ -63,5 +63,15 @@ fi
 bash scripts/cluster.sh build
 echo "test.sh: binaries and cluster build in $((SECONDS - t1)) s"
 t2=$SECONDS
-KUBESCHED_E2E=1 cargo test --workspace --locked --test e2e -- --ignored --nocapture
+# A failure's cause is printed last, where a CI log's tail shows it: the scenarios run
+# and the error chain (backtraces off: they would push it out of the tail).
+e2e_log=target/e2e.log
+if ! RUST_BACKTRACE=0 RUST_LIB_BACKTRACE=0 KUBESCHED_E2E=1 \
+  cargo test --workspace --locked --test e2e -- --ignored --nocapture 2>&1 | tee "$e2e_log"; then
+  echo "test.sh: end-to-end tests FAILED (full output in $e2e_log). Scenarios:"
+  grep -E '^\[e2e\] === ' "$e2e_log" | tail -12 || true
+  echo "test.sh: the error:"
+  sed -n '/^Error: /,/^test result/p' "$e2e_log" | grep -v '^\[cluster' | head -30 || true
+  exit 1
+fi
 echo "test.sh: end-to-end tests in $((SECONDS - t2)) s (total $((SECONDS - t0)) s)"

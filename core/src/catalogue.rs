@@ -38,6 +38,19 @@ impl MigProfile {
         let shifted = bits.checked_shl(u32::from(start)).unwrap_or(0);
         (shifted & 0xff) as u8
     }
+
+    /// Memory of one instance in MiB, read from the name (`<N>g.<M>gb`, `+me` allowed:
+    /// `M` GiB). `None` when the name does not have that shape.
+    pub fn memory_mib(&self) -> Option<u64> {
+        let base = self.name.strip_suffix("+me").unwrap_or(self.name.as_str());
+        let (compute, memory) = base.split_once("g.")?;
+        let memory = memory.strip_suffix("gb")?;
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        if !digits(compute) || !digits(memory) {
+            return None;
+        }
+        memory.parse::<u64>().ok()?.checked_mul(1024)
+    }
 }
 
 /// The MIG layout rules of one GPU model.
@@ -62,6 +75,19 @@ impl MigGeometry {
                 profile: name.to_string(),
                 known: self.profiles.iter().map(|p| p.name.clone()).collect(),
             })
+    }
+
+    /// The smallest profile whose memory holds `memory_mib` MiB: fewest compute slices,
+    /// then least memory (the first listed on a tie). Media-extension (`+me`) variants and
+    /// profiles whose name gives no memory are left out. `None` when no profile is large
+    /// enough.
+    pub fn smallest_holding(&self, memory_mib: u64) -> Option<&MigProfile> {
+        self.profiles
+            .iter()
+            .filter(|p| !p.is_media_extension())
+            .filter_map(|p| p.memory_mib().filter(|&m| m >= memory_mib).map(|m| (p, m)))
+            .min_by_key(|(p, m)| (p.compute_slices, *m))
+            .map(|(p, _)| p)
     }
 
     /// Mask with every memory position set.
@@ -373,6 +399,46 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn profile_memory_comes_from_the_name() {
+        let g = mig_geometry("H100-80GB").unwrap();
+        let mem = |n: &str| g.profile(n).unwrap().1.memory_mib();
+        assert_eq!(mem("1g.10gb"), Some(10 * 1024));
+        assert_eq!(mem("1g.10gb+me"), Some(10 * 1024));
+        assert_eq!(mem("7g.80gb"), Some(80 * 1024));
+        let odd = MigProfile {
+            name: "big".into(),
+            compute_slices: 1,
+            width: 1,
+            starts: vec![0],
+            max_count: 1,
+        };
+        assert_eq!(odd.memory_mib(), None);
+        let odd = MigProfile {
+            name: "1g.gb".into(),
+            ..odd
+        };
+        assert_eq!(odd.memory_mib(), None);
+    }
+
+    #[test]
+    fn smallest_profile_holding_a_memory_size() {
+        let g = mig_geometry("H100-80GB").unwrap();
+        let name = |mib: u64| g.smallest_holding(mib).map(|p| p.name.clone());
+        assert_eq!(name(9000).as_deref(), Some("1g.10gb"));
+        assert_eq!(name(10 * 1024).as_deref(), Some("1g.10gb"));
+        assert_eq!(name(10 * 1024 + 1).as_deref(), Some("1g.20gb"));
+        assert_eq!(name(20 * 1024 + 1).as_deref(), Some("3g.40gb"));
+        assert_eq!(name(80 * 1024).as_deref(), Some("7g.80gb"));
+        assert_eq!(name(81 * 1024), None);
+        let a30 = mig_geometry("A30").unwrap();
+        assert_eq!(
+            a30.smallest_holding(1).map(|p| p.name.as_str()),
+            Some("1g.6gb"),
+            "+me variants are left out"
+        );
     }
 
     #[test]

@@ -13,6 +13,8 @@
 //! - `fragmentation`: the FGD measure, its MIG form, cluster aggregates
 //! - `scoring`: placement policies behind one trait
 //! - `replay`: trace replay for the simulator (one policy, one seed)
+//! - `timed`: timed replay with departures (churn), its metrics and built-in workloads
+//! - `stats`: means and confidence intervals over seeds
 //! - `rng`: a small seedable random generator
 //! - `signing`: the extender's signature on a devices annotation
 //! - `text`: quoting outside text in messages, cut short
@@ -30,5 +32,7 @@ pub mod request;
 pub mod rng;
 pub mod scoring;
 pub mod signing;
+pub mod stats;
 pub mod text;
+pub mod timed;
 pub mod versioned;

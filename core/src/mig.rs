@@ -11,6 +11,21 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalogue::{MigGeometry, MigProfile};
 
+/// The longest run of consecutive set bits in `mask`: with a free-positions mask, the widest
+/// stretch of memory positions still free.
+pub fn longest_free_run(mask: u8) -> u32 {
+    let (mut best, mut run) = (0, 0);
+    for bit in 0..8 {
+        if mask & (1 << bit) != 0 {
+            run += 1;
+            best = best.max(run);
+        } else {
+            run = 0;
+        }
+    }
+    best
+}
+
 /// One MIG instance on a GPU: which profile, from which memory position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct MigSlot {

@@ -80,20 +80,24 @@ impl MigSlots {
 
     /// Memory positions not given to any pod (static: not under an allocated instance).
     pub fn free_positions(&self) -> u32 {
-        match self.mode {
-            MigMode::Dynamic => self.gpu.free_positions(),
-            MigMode::Static => {
-                let geometry = self.gpu.geometry();
-                let taken = self
-                    .gpu
-                    .slots()
-                    .iter()
-                    .filter(|s| self.allocated & (1 << s.start) != 0)
-                    .filter_map(|s| geometry.profiles.get(s.profile).map(|p| p.mask_at(s.start)))
-                    .fold(0u8, |a, m| a | m);
-                (geometry.full_mask() & !taken).count_ones()
-            }
-        }
+        self.free_mask().count_ones()
+    }
+
+    /// Bit `p` set: memory position `p` is not given to any pod (dynamic: under no live
+    /// instance; static: under no allocated instance).
+    pub fn free_mask(&self) -> u8 {
+        let geometry = self.gpu.geometry();
+        let held = match self.mode {
+            MigMode::Dynamic => self.gpu.used_mask(),
+            MigMode::Static => self
+                .gpu
+                .slots()
+                .iter()
+                .filter(|s| self.allocated & (1 << s.start) != 0)
+                .filter_map(|s| geometry.profiles.get(s.profile).map(|p| p.mask_at(s.start)))
+                .fold(0u8, |a, m| a | m),
+        };
+        geometry.full_mask() & !held
     }
 }
 
@@ -160,6 +164,10 @@ pub struct NodeState {
     pub cpu_free_milli: u64,
     /// Allocatable memory not yet requested by pods, in MiB.
     pub memory_free_mib: u64,
+    /// Allocatable CPU of the node, in millicores (what `cpu_free_milli` starts from).
+    pub cpu_allocatable_milli: u64,
+    /// Allocatable memory of the node, in MiB.
+    pub memory_allocatable_mib: u64,
     /// The node's GPUs, in inventory order; placements refer to them by position here.
     pub gpus: Vec<GpuState>,
     /// Free CPUs and memory per NUMA node; empty when the node reports no NUMA layout.
@@ -208,6 +216,8 @@ impl NodeState {
             name: name.into(),
             cpu_free_milli: cpu_milli,
             memory_free_mib: memory_mib,
+            cpu_allocatable_milli: cpu_milli,
+            memory_allocatable_mib: memory_mib,
             gpus: Vec::new(),
             numa: Vec::new(),
             policy: TopologyPolicy::None,

@@ -172,7 +172,6 @@ impl<'a> Replay<'a> {
         self.pod_seq += 1;
         let seed = self.rng.next_u64();
         let mut feasible: Vec<(usize, Choice)> = Vec::new();
-        let mut scores: Vec<f64> = Vec::new();
         for (i, node) in self.nodes.iter().enumerate() {
             let ctx = ScoreContext {
                 workload: self.workload,
@@ -180,49 +179,18 @@ impl<'a> Replay<'a> {
                 frag: Some(&self.frag[i]),
             };
             if let Ok(choice) = self.policy.choose(node, req, &ctx) {
-                scores.push(choice.score);
                 feasible.push((i, choice));
             }
         }
-        if feasible.is_empty() {
+        let Some((node, choice)) = pick(self.policy, &mut self.rng, feasible) else {
             return Outcome::Failed;
-        }
-        self.policy.normalize(&mut scores);
-        let pick = match self.policy.tie_break() {
-            TieBreak::Random => self.pick_best(&scores),
-            // First maximal score: `max_by` keeps the last of equals, so reverse.
-            TieBreak::First => scores
-                .iter()
-                .enumerate()
-                .rev()
-                .max_by(|a, b| a.1.total_cmp(b.1))
-                .map_or(0, |(i, _)| i),
         };
-        let (node, choice) = feasible.swap_remove(pick);
         self.commit(node, req, &choice.candidate);
         Outcome::Placed {
             node,
             candidate: choice.candidate,
             reason: choice.reason,
         }
-    }
-
-    /// Index of a maximal score, uniformly among ties (kube-scheduler's rule).
-    fn pick_best(&mut self, scores: &[f64]) -> usize {
-        let mut best = 0;
-        let mut ties = 0;
-        for (i, &s) in scores.iter().enumerate() {
-            if s > scores[best] {
-                best = i;
-                ties = 1;
-            } else if s == scores[best] {
-                ties += 1;
-                if self.rng.below(ties) == 0 {
-                    best = i;
-                }
-            }
-        }
-        best
     }
 
     fn commit(&mut self, i: usize, req: &PodRequest, cand: &Candidate) {
@@ -237,6 +205,47 @@ impl<'a> Replay<'a> {
         self.frag_value[i] =
             self.frag[i].value(node.cpu_free_milli, node.memory_free_mib, self.workload);
     }
+}
+
+/// The node a policy takes among the feasible ones (in node order, with the policy's
+/// choice on each): scores normalised as the policy asks, the best taken, ties broken by
+/// the policy's rule (uniformly at random with `rng`, as kube-scheduler does, or the first).
+pub(crate) fn pick(
+    policy: &dyn Policy,
+    rng: &mut SplitMix64,
+    mut feasible: Vec<(usize, Choice)>,
+) -> Option<(usize, Choice)> {
+    if feasible.is_empty() {
+        return None;
+    }
+    let mut scores: Vec<f64> = feasible.iter().map(|(_, c)| c.score).collect();
+    policy.normalize(&mut scores);
+    let best = match policy.tie_break() {
+        TieBreak::Random => {
+            let mut best = 0;
+            let mut ties = 0;
+            for (i, &s) in scores.iter().enumerate() {
+                if s > scores[best] {
+                    best = i;
+                    ties = 1;
+                } else if s == scores[best] {
+                    ties += 1;
+                    if rng.below(ties) == 0 {
+                        best = i;
+                    }
+                }
+            }
+            best
+        }
+        // First maximal score: `max_by` keeps the last of equals, so reverse.
+        TieBreak::First => scores
+            .iter()
+            .enumerate()
+            .rev()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map_or(0, |(i, _)| i),
+    };
+    Some(feasible.swap_remove(best))
 }
 
 /// Replays `pods` in order and returns the curve of the run.
@@ -351,14 +360,7 @@ mod tests {
             shuffle_nodes: false,
             ..Default::default()
         };
-        let mut replay = Replay::new(
-            nodes,
-            &crate::scoring::InOrder {
-                highest_start: false,
-            },
-            &workload,
-            &cfg,
-        );
+        let mut replay = Replay::new(nodes, &crate::scoring::FirstFit, &workload, &cfg);
         for expected in [0, 0, 1, 1, 2] {
             match replay.step(&whole) {
                 Outcome::Placed { node, .. } => assert_eq!(node, expected),

@@ -5,19 +5,28 @@
 
 mod best_fit;
 mod dot_product;
+mod dra;
 mod fgd;
+mod first_fit;
 mod gpu_clustering;
 mod gpu_packing;
-mod mig_baselines;
+mod hami;
+mod hami_legacy;
+mod mig_best_fit;
+mod mig_layout;
 mod production;
 mod random;
 
 pub use best_fit::BestFit;
 pub use dot_product::DotProduct;
+pub use dra::NvidiaDra;
 pub use fgd::Fgd;
+pub use first_fit::FirstFit;
 pub use gpu_clustering::GpuClustering;
 pub use gpu_packing::GpuPacking;
-pub use mig_baselines::{InOrder, MigBestFit};
+pub use hami::Hami;
+pub use hami_legacy::HamiLegacy;
+pub use mig_best_fit::MigBestFit;
 pub use production::{Production, ProductionWeights};
 pub use random::Random;
 
@@ -63,12 +72,6 @@ pub trait Policy: Send + Sync {
         ctx: &ScoreContext,
     ) -> (f64, String);
 
-    /// Breaks ties between equally scored candidates on one node (higher
-    /// wins; the first candidate when equal). Never compared across nodes.
-    fn prefer(&self, _cand: &Candidate) -> u32 {
-        0
-    }
-
     /// The best candidate on `node`, or why none fits.
     fn choose(
         &self,
@@ -76,30 +79,7 @@ pub trait Policy: Send + Sync {
         req: &PodRequest,
         ctx: &ScoreContext,
     ) -> Result<Choice, Unfit> {
-        let mut best: Option<(Choice, u32)> = None;
-        for candidate in placement::candidates(node, req)? {
-            let (score, reason) = self.score(node, req, &candidate, ctx);
-            let prefer = self.prefer(&candidate);
-            let better = best
-                .as_ref()
-                .is_none_or(|(b, bp)| score > b.score || (score == b.score && prefer > *bp));
-            if better {
-                best = Some((
-                    Choice {
-                        candidate,
-                        score,
-                        reason,
-                    },
-                    prefer,
-                ));
-            }
-        }
-        // `candidates` never returns an empty list without an error; stay total anyway.
-        best.map(|(c, _)| c).ok_or(Unfit::NoGpu {
-            need: 1,
-            free: 0,
-            what: "placement".into(),
-        })
+        default_choose(self, node, req, ctx)
     }
 
     /// Rescales one pod's scores across nodes, as a kube-scheduler score
@@ -109,6 +89,38 @@ pub trait Policy: Send + Sync {
     /// How the caller breaks ties between equally scored nodes.
     fn tie_break(&self) -> TieBreak {
         TieBreak::Random
+    }
+}
+
+/// The candidate with the best score on `node` (the first of equals), or why none fits: what
+/// `Policy::choose` does unless a policy ranks candidates otherwise.
+pub(crate) fn default_choose<P: Policy + ?Sized>(
+    policy: &P,
+    node: &NodeState,
+    req: &PodRequest,
+    ctx: &ScoreContext,
+) -> Result<Choice, Unfit> {
+    let mut best: Option<Choice> = None;
+    for candidate in placement::candidates(node, req)? {
+        let (score, reason) = policy.score(node, req, &candidate, ctx);
+        if best.as_ref().is_none_or(|b| score > b.score) {
+            best = Some(Choice {
+                candidate,
+                score,
+                reason,
+            });
+        }
+    }
+    best.ok_or_else(no_candidate)
+}
+
+/// `placement::candidates` never returns an empty list without an error; this keeps the
+/// policies total anyway.
+pub(crate) fn no_candidate() -> Unfit {
+    Unfit::NoGpu {
+        need: 1,
+        free: 0,
+        what: "placement".into(),
     }
 }
 
@@ -134,21 +146,19 @@ const POLICIES: &[(&str, MakePolicy)] = &[
     ("gpu-clustering", || Box::new(GpuClustering)),
     ("dot-product", || Box::new(DotProduct)),
     ("random", || Box::new(Random)),
-    ("first-fit", || {
-        Box::new(InOrder {
-            highest_start: false,
-        })
-    }),
-    ("highest-start", || {
-        Box::new(InOrder {
-            highest_start: true,
-        })
-    }),
+    ("first-fit", || Box::new(FirstFit)),
+    ("hami-legacy", || Box::new(HamiLegacy)),
+    ("hami", || Box::new(Hami)),
+    ("nvidia-dra", || Box::new(NvidiaDra)),
     ("mig-best-fit", || Box::new(MigBestFit)),
 ];
 
 /// Older spellings `by_name` still accepts, with the name they stand for.
-const ALIASES: &[(&str, &str)] = &[("production", "kubesched"), ("bestfit", "best-fit")];
+const ALIASES: &[(&str, &str)] = &[
+    ("production", "kubesched"),
+    ("bestfit", "best-fit"),
+    ("highest-start", "hami-legacy"),
+];
 
 /// Policies by name (or alias), for configuration and the simulator's `--policies`.
 pub fn by_name(name: &str) -> Option<Box<dyn Policy>> {
@@ -223,6 +233,17 @@ pub(crate) fn tightness(node: &NodeState, cand: &Candidate) -> f64 {
     }
 }
 
+/// (GPU position, start) of a candidate's first MIG slice, or its first GPU (start 0): the
+/// device the in-order rules (`first-fit`, `hami-legacy`, `nvidia-dra`) rank a candidate by.
+pub(crate) fn first_slot(cand: &Candidate) -> (usize, u8) {
+    match &cand.choice {
+        DeviceChoice::Mig(p) => p.first().map_or((0, 0), |p| (p.gpu, p.start)),
+        DeviceChoice::Share { gpu, .. } => (*gpu, 0),
+        DeviceChoice::Gpus(g) => (g.first().copied().unwrap_or(0), 0),
+        DeviceChoice::None => (0, 0),
+    }
+}
+
 /// Drops the within-node bonus: nodes compare on integer scores, as
 /// kube-scheduler score plugins return them, and ties are broken at random.
 pub(crate) fn truncate(scores: &mut [f64]) {
@@ -237,6 +258,73 @@ pub(crate) fn mix(mut x: u64) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     x ^ (x >> 31)
+}
+
+/// Small H100 MIG nodes and requests the MIG baselines' tests share.
+#[cfg(test)]
+pub(crate) mod mig_test {
+    use super::{Choice, Policy, ScoreContext};
+    use crate::catalogue::mig_geometry;
+    use crate::fragmentation::Workload;
+    use crate::node::{GpuState, NodeState};
+    use crate::placement::{self, Candidate, DeviceChoice, MigPick};
+    use crate::request::{GpuDemand, PodRequest};
+
+    /// `count` slices of `profile`, with 1 CPU and 1 GiB.
+    pub(crate) fn slice(profile: &str, count: u32) -> PodRequest {
+        PodRequest::cpu_only(1000, 1024).with_gpu(GpuDemand::Mig {
+            profile: profile.into(),
+            count,
+        })
+    }
+
+    /// A node with 32 CPUs, 64 GiB and `gpus` empty dynamic-MIG H100-80GB, all on NUMA node 0.
+    pub(crate) fn h100_node(name: &str, gpus: u32) -> NodeState {
+        let mut node = NodeState::new(name, 32_000, 65_536);
+        for i in 0..gpus {
+            node.gpus.push(GpuState::dynamic_mig(
+                i,
+                &format!("M{i}"),
+                "H100-80GB",
+                Some(0),
+                mig_geometry("H100-80GB").unwrap(),
+            ));
+        }
+        node
+    }
+
+    /// Places one `profile` slice at `start` on GPU position `gpu`, as a pod would hold it.
+    pub(crate) fn put(node: &mut NodeState, gpu: usize, profile: &str, start: u8) {
+        let profile_idx = placement::profile_on(&node.gpus[gpu], profile).unwrap();
+        let cand = Candidate {
+            choice: DeviceChoice::Mig(vec![MigPick {
+                gpu,
+                profile: profile_idx,
+                start,
+            }]),
+            numa: None,
+        };
+        placement::apply(node, &slice(profile, 1), &cand).unwrap();
+    }
+
+    /// What `policy` chooses for `req` on `node`.
+    pub(crate) fn pick(policy: &dyn Policy, node: &NodeState, req: &PodRequest) -> Choice {
+        let workload = Workload::from_counts(vec![(req.clone(), 1)]);
+        let ctx = ScoreContext {
+            workload: &workload,
+            seed: 0,
+            frag: None,
+        };
+        policy.choose(node, req, &ctx).unwrap()
+    }
+
+    /// (GPU position, start) of each slice of a MIG choice.
+    pub(crate) fn slots(choice: &Choice) -> Vec<(usize, u8)> {
+        match &choice.candidate.choice {
+            DeviceChoice::Mig(p) => p.iter().map(|p| (p.gpu, p.start)).collect(),
+            other => panic!("not a MIG choice: {other:?}"),
+        }
+    }
 }
 
 #[cfg(test)]

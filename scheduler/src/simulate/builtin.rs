@@ -34,7 +34,7 @@ const STATIC_LAYOUTS: [&[(&str, u8)]; 3] = [
 ];
 
 /// (request, relative frequency): an inference-heavy mix.
-fn mix() -> Vec<(PodRequest, u32)> {
+pub fn mix() -> Vec<(PodRequest, u32)> {
     let mig = |p: &str, count, cpu, exclusive| PodRequest {
         exclusive_cpus: exclusive,
         ..PodRequest::cpu_only(cpu, 16_384).with_gpu(GpuDemand::Mig {

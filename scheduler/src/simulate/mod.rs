@@ -4,10 +4,14 @@
 
 pub mod builtin;
 pub mod chart;
+pub mod cluster_spec;
 pub mod explain;
+pub mod jobs;
 pub mod mig_mapping;
 pub mod progress;
 pub mod summary;
+pub mod timed;
+pub mod timed_table;
 pub mod trace;
 
 use std::time::{Duration, Instant};

@@ -265,7 +265,9 @@ pub async fn apiserver_restart(cluster: &Cluster, stack: &Stack) -> anyhow::Resu
         let api_ref = &api;
         let pod = poll(
             "the pod created after the restart to be bound to the fake node",
-            Duration::from_secs(60),
+            // kube-scheduler 1.20 parks a pod found unschedulable for 60 s, looked at every
+            // 30 s: a pod tried while the extender was still catching up waits up to 90 s.
+            Duration::from_secs(120),
             Duration::from_millis(100),
             || async move {
                 let pod = api_ref.get("e-fake-after-restart").await?;

@@ -262,7 +262,9 @@ impl Extender {
 
     pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
         let this = self;
-        poll(
+        // On a timeout the extender's own last words say why: they go into the error, which
+        // is what a CI log's tail shows.
+        let ready = poll(
             "the extender's /readyz",
             timeout,
             Duration::from_millis(100),
@@ -276,7 +278,8 @@ impl Extender {
                 }
             },
         )
-        .await
+        .await;
+        ready.with_context(|| format!("extender log tail:\n{}", this.proc.log_tail(20)))
     }
 }
 

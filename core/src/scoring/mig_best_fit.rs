@@ -1,72 +1,11 @@
-//! MIG placement rules other schedulers use, as baselines for the MIG track:
-//!
-//! - `first-fit`: the first node in order, the lowest GPU and start position;
-//! - `highest-start`: the first node in order, and on it the highest free
-//!   start position (the rule HAMi's dynamic MIG uses);
-//! - `mig-best-fit`: the GPU left with the fewest free positions, on the node
-//!   left with the least free GPU.
+//! `mig-best-fit`, the best-fit MIG baseline (churn.md §3, "Best fit"), which this file owns:
+//! the GPU left with the least free share, then the node left with the least free GPU. It
+//! models the textbook best-fit rule rather than one project's code.
 
-use super::{Policy, ScoreContext, TieBreak};
+use super::{Policy, ScoreContext};
 use crate::node::NodeState;
-use crate::placement::{Candidate, DeviceChoice};
+use crate::placement::Candidate;
 use crate::request::PodRequest;
-
-/// (GPU position, start) of a candidate's first slice or GPU.
-fn first_slot(cand: &Candidate) -> (usize, u8) {
-    match &cand.choice {
-        DeviceChoice::Mig(p) => p.first().map_or((0, 0), |p| (p.gpu, p.start)),
-        DeviceChoice::Share { gpu, .. } => (*gpu, 0),
-        DeviceChoice::Gpus(g) => (g.first().copied().unwrap_or(0), 0),
-        DeviceChoice::None => (0, 0),
-    }
-}
-
-/// The first node in order and the lowest GPU on it; within that GPU the
-/// lowest start (`first-fit`) or the highest (`highest-start`).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct InOrder {
-    /// Prefer the highest free start position on the GPU (`highest-start`) rather than the
-    /// lowest (`first-fit`).
-    pub highest_start: bool,
-}
-
-impl Policy for InOrder {
-    fn name(&self) -> &'static str {
-        if self.highest_start {
-            "highest-start"
-        } else {
-            "first-fit"
-        }
-    }
-
-    fn score(
-        &self,
-        _node: &NodeState,
-        _req: &PodRequest,
-        cand: &Candidate,
-        _ctx: &ScoreContext,
-    ) -> (f64, String) {
-        let (gpu, start) = first_slot(cand);
-        let within = if self.highest_start {
-            f64::from(start)
-        } else {
-            -f64::from(start)
-        };
-        (
-            -(gpu as f64) * 8.0 + within,
-            format!("{}: GPU #{gpu} position {start}", self.name()),
-        )
-    }
-
-    /// Nodes are not ranked: the first one in order that fits wins.
-    fn normalize(&self, scores: &mut [f64]) {
-        scores.fill(0.0);
-    }
-
-    fn tie_break(&self) -> TieBreak {
-        TieBreak::First
-    }
-}
 
 /// The `mig-best-fit` policy: the GPU left with the least free share, then the node left with
 /// the least free GPU.
@@ -106,7 +45,7 @@ mod tests {
     use crate::catalogue::mig_geometry;
     use crate::fragmentation::Workload;
     use crate::node::GpuState;
-    use crate::placement::{self, MigPick};
+    use crate::placement::{self, DeviceChoice, MigPick};
     use crate::request::GpuDemand;
 
     fn slice(profile: &str) -> PodRequest {

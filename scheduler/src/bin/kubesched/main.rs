@@ -1,0 +1,166 @@
+//! `kubesched`: the capacity planner's command line. `simulate` replays a
+//! trace (or the built-in scenario, or a cluster snapshot's pending pods)
+//! under several placement policies; `report` shows where GPU capacity is
+//! stranded; `snapshot` saves a cluster's state for offline use.
+
+mod simulate;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use kubesched_scheduler::extender::Extender;
+use kubesched_scheduler::extender::config::{Config, Overrides};
+use kubesched_scheduler::offline::OfflineBinder;
+use kubesched_scheduler::report;
+use kubesched_scheduler::simulate::timed_table;
+use kubesched_scheduler::snapshot::Snapshot;
+
+use simulate::SimulateArgs;
+
+#[derive(Parser)]
+#[command(
+    name = "kubesched",
+    version,
+    about = "GPU-aware scheduling for Kubernetes: capacity planning tools"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Replay a workload on a simulated cluster under several placement policies.
+    Simulate(SimulateArgs),
+    /// Per node and GPU: MIG occupancy, free positions, what still fits, NUMA problems, stranded capacity by cause.
+    Report(ReportArgs),
+    /// Save the cluster's Nodes and Pods to a file for offline `report` and `simulate --cluster`.
+    Snapshot(SnapshotArgs),
+}
+
+#[derive(Args)]
+struct ClusterSource {
+    /// Read a saved snapshot instead of the live cluster.
+    #[arg(long)]
+    snapshot: Option<PathBuf>,
+    /// Kubeconfig of the live cluster (default: KUBECONFIG, ~/.kube/config or in-cluster).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Annotation key prefix the agents and extender use.
+    #[arg(long)]
+    annotation_prefix: Option<String>,
+    /// Resource name domain (nvidia.com/gpu, nvidia.com/mig-...).
+    #[arg(long)]
+    resource_domain: Option<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    #[command(flatten)]
+    source: ClusterSource,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    output: Output,
+}
+
+#[derive(Args)]
+struct SnapshotArgs {
+    /// Kubeconfig of the cluster (default: KUBECONFIG, ~/.kube/config or in-cluster).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// File to write.
+    #[arg(long, short)]
+    output: PathBuf,
+}
+
+fn main() -> anyhow::Result<()> {
+    // The timed metrics' definitions come from the one table the report prints from.
+    let command = Cli::command().mut_subcommand("simulate", |c| {
+        c.after_long_help(timed_table::metrics_help())
+    });
+    let cli = Cli::from_arg_matches(&command.get_matches())?;
+    match cli.command {
+        Command::Simulate(args) => simulate::simulate_cmd(args),
+        Command::Report(args) => report_cmd(args),
+        Command::Snapshot(args) => snapshot_cmd(args),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+async fn client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("finding a kubeconfig (give --kubeconfig or --snapshot)")?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
+
+fn snapshot_cmd(args: SnapshotArgs) -> anyhow::Result<()> {
+    let snapshot = runtime()?.block_on(async {
+        Ok::<_, anyhow::Error>(Snapshot::take(client(args.kubeconfig.as_deref()).await?).await?)
+    })?;
+    std::fs::write(&args.output, snapshot.to_json())
+        .with_context(|| format!("writing {}", args.output.display()))?;
+    println!(
+        "saved {} nodes and {} pods to {}",
+        snapshot.nodes.len(),
+        snapshot.pods.len(),
+        args.output.display()
+    );
+    Ok(())
+}
+
+/// The snapshot (read or taken live) and an extender state loaded from it.
+fn load_cluster(source: &ClusterSource) -> anyhow::Result<(Snapshot, Arc<Extender>)> {
+    let snapshot = match &source.snapshot {
+        Some(path) => Snapshot::read(path)?,
+        None => runtime()?.block_on(async {
+            Ok::<_, anyhow::Error>(
+                Snapshot::take(client(source.kubeconfig.as_deref()).await?).await?,
+            )
+        })?,
+    };
+    let overrides = Overrides {
+        annotation_prefix: source.annotation_prefix.clone(),
+        resource_domain: source.resource_domain.clone(),
+        ..Default::default()
+    };
+    let (binder, _updates) = OfflineBinder::new(&snapshot);
+    let ext = Arc::new(Extender::new(Config::load(None, &overrides)?, binder)?);
+    snapshot.load_into(&ext);
+    Ok((snapshot, ext))
+}
+
+fn report_cmd(args: ReportArgs) -> anyhow::Result<()> {
+    let (_, ext) = load_cluster(&args.source)?;
+    let workload = ext.workload().current().0;
+    let state = ext.state();
+    let rep = report::build(state.node_states(), &workload);
+    match args.output {
+        Output::Table => print!("{}", report::render(&rep)),
+        Output::Json => println!("{}", serde_json::to_string_pretty(&rep)?),
+    }
+    Ok(())
+}
+

@@ -1,0 +1,143 @@
+//! The `simulate` command's timed replays: a cluster and a timed workload
+//! (a job file, the Alibaba trace with its own timing, or a built-in seeded
+//! generator) replayed under several policies and seeds with the core's
+//! timed engine.
+
+use std::time::{Duration, Instant};
+
+use kubesched_core::fragmentation::Workload;
+use kubesched_core::node::NodeState;
+use kubesched_core::request::{GpuDemand, PodRequest};
+use kubesched_core::scoring::Policy;
+use kubesched_core::timed::{
+    Generator, Job, MixEntry, SeriesPoint, TimedConfig, TimedMetrics, TimedReplay,
+};
+
+/// Where a timed scenario's jobs come from.
+#[derive(Debug, Clone)]
+pub enum JobSource {
+    /// The same jobs for every seed (a job file, the trace); the seed moves node order
+    /// and tie-breaks only.
+    Fixed(Vec<Job>),
+    /// A new draw per seed.
+    Generated(Generator),
+}
+
+/// A cluster and a timed workload.
+#[derive(Debug, Clone)]
+pub struct TimedScenario {
+    /// Scenario name, shown in the tables and files.
+    pub name: String,
+    /// The cluster's nodes, empty, at the start of every replay.
+    pub nodes: Vec<NodeState>,
+    /// The jobs.
+    pub jobs: JobSource,
+    /// Share of jobs the target workload's task types cover (FGD's "typical pods").
+    pub coverage: f64,
+}
+
+impl TimedScenario {
+    /// The jobs of one seed.
+    pub fn jobs(&self, seed: u64) -> Vec<Job> {
+        match &self.jobs {
+            JobSource::Fixed(jobs) => jobs.clone(),
+            JobSource::Generated(g) => Generator {
+                seed,
+                ..g.clone()
+            }
+            .generate(),
+        }
+    }
+
+    /// Number of GPUs across the scenario's nodes.
+    pub fn gpu_count(&self) -> usize {
+        self.nodes.iter().map(|n| n.gpus.len()).sum()
+    }
+}
+
+/// The target workload of a job list: its task types (memory left out, as FGD does).
+pub fn workload_of(jobs: &[Job], coverage: f64) -> Workload {
+    let types: Vec<PodRequest> = jobs
+        .iter()
+        .map(|j| PodRequest {
+            memory_mib: 0,
+            ..j.request.clone()
+        })
+        .collect();
+    Workload::from_requests(&types, coverage)
+}
+
+/// The compute a request holds, in whole GPUs, on the cluster's MIG geometry (a 3g of
+/// 7 slices is 3/7).
+pub fn compute_share(req: &PodRequest, nodes: &[NodeState]) -> f64 {
+    match &req.gpu {
+        GpuDemand::None => 0.0,
+        GpuDemand::Share { milli } => f64::from(*milli) / 1000.0,
+        GpuDemand::Whole { count } => f64::from(*count),
+        GpuDemand::Mig { profile, count } => nodes
+            .iter()
+            .flat_map(|n| &n.gpus)
+            .find_map(|g| match &g.slots {
+                kubesched_core::node::GpuSlots::Mig(m) => {
+                    let geometry = m.gpu.geometry();
+                    geometry.profile(profile).ok().map(|(_, p)| {
+                        f64::from(*count) * f64::from(p.compute_slices)
+                            / f64::from(geometry.compute_slices)
+                    })
+                }
+                kubesched_core::node::GpuSlots::Plain { .. } => None,
+            })
+            .unwrap_or(0.0),
+    }
+}
+
+/// A generator's mix from (request, weight) pairs on `nodes`.
+pub fn mix_on(pairs: &[(PodRequest, u32)], nodes: &[NodeState]) -> Vec<MixEntry> {
+    pairs
+        .iter()
+        .map(|(request, weight)| MixEntry {
+            share: compute_share(request, nodes),
+            request: request.clone(),
+            weight: f64::from(*weight),
+        })
+        .collect()
+}
+
+/// One (policy, seed) timed replay.
+#[derive(Debug, Clone)]
+pub struct TimedResult {
+    /// Name of the policy replayed.
+    pub policy: String,
+    /// Seed of the run.
+    pub seed: u64,
+    /// Jobs replayed.
+    pub jobs: usize,
+    /// The measured window's figures.
+    pub metrics: TimedMetrics,
+    /// Cluster figures over time.
+    pub series: Vec<SeriesPoint>,
+    /// Wall-clock time the replay took.
+    pub elapsed: Duration,
+}
+
+/// Replays the scenario once; `progress` gets (jobs arrived, jobs total).
+pub fn run_one(
+    scenario: &TimedScenario,
+    policy: &dyn Policy,
+    cfg: &TimedConfig,
+    progress: impl FnMut(usize, usize),
+) -> TimedResult {
+    let start = Instant::now();
+    let jobs = scenario.jobs(cfg.seed);
+    let workload = workload_of(&jobs, scenario.coverage);
+    let run = TimedReplay::new(scenario.nodes.clone(), &jobs, policy, &workload, cfg)
+        .finish(progress);
+    TimedResult {
+        policy: policy.name().to_string(),
+        seed: cfg.seed,
+        jobs: jobs.len(),
+        metrics: run.metrics,
+        series: run.series,
+        elapsed: start.elapsed(),
+    }
+}
