@@ -25,8 +25,12 @@ fn h100_node(name: &str, gpus: u32, plain: u32) -> NodeState {
         ));
     }
     for i in 0..plain {
-        node.gpus
-            .push(GpuState::plain(gpus + i, &format!("{name}-p{i}"), "L40S", None));
+        node.gpus.push(GpuState::plain(
+            gpus + i,
+            &format!("{name}-p{i}"),
+            "L40S",
+            None,
+        ));
     }
     node
 }
@@ -42,9 +46,7 @@ fn job(id: &str, arrival_s: u64, seconds: u64, request: PodRequest) -> Job {
     Job {
         id: id.into(),
         arrival_ms: arrival_s * 1000,
-        length: Length::Duration {
-            ms: seconds * 1000,
-        },
+        length: Length::Duration { ms: seconds * 1000 },
         request,
     }
 }
@@ -78,7 +80,11 @@ fn a_waiting_job_does_not_hold_up_the_ones_behind_it() {
     );
     assert_eq!(run.records[2].end_ms, Some(251_000));
     assert_eq!(run.metrics.never_placed, 0);
-    assert!((run.metrics.makespan_s - 303.0).abs() < 1e-9, "{:?}", run.metrics);
+    assert!(
+        (run.metrics.makespan_s - 303.0).abs() < 1e-9,
+        "{:?}",
+        run.metrics
+    );
 }
 
 #[test]
@@ -102,10 +108,17 @@ fn work_runs_for_as_long_as_the_granted_share_needs_and_delays_hold_the_slice() 
     let run = TimedReplay::new(nodes, &jobs, &FirstFit, &workload, &cfg).finish(|_, _| {});
     let w = &run.records[0];
     // 3000 ms of whole-GPU work on 3/7 of a GPU: 7000 ms, after 500 ms of creation.
-    assert_eq!((w.placed_ms, w.end_ms, w.released_ms), (Some(0), Some(7500), Some(9500)));
+    assert_eq!(
+        (w.placed_ms, w.end_ms, w.released_ms),
+        (Some(0), Some(7500), Some(9500))
+    );
     // The 7g waits until the 3g's instance is destroyed.
     assert_eq!(run.records[1].placed_ms, Some(9500));
-    assert!(run.metrics.request_fragmented_pct == 0.0, "{:?}", run.metrics);
+    assert!(
+        run.metrics.request_fragmented_pct == 0.0,
+        "{:?}",
+        run.metrics
+    );
 }
 
 #[test]
@@ -132,8 +145,12 @@ fn a_fragmented_gpu_is_measured_and_its_waiting_job_counted() {
     assert!(run.metrics.wait_p99_s >= 980.0, "{:?}", run.metrics);
 }
 
+/// One GPU's occupancy: plain milli in use, MIG instances (start, profile) sorted, and the
+/// allocated mask.
+type GpuKey = (u32, Vec<(u8, usize)>, u8);
+
 /// A node's occupancy, independent of the order instances were made in.
-fn canonical(node: &NodeState) -> (u64, u64, Vec<(u32, Vec<(u8, usize)>, u8)>, Vec<String>) {
+fn canonical(node: &NodeState) -> (u64, u64, Vec<GpuKey>, Vec<String>) {
     let gpus = node
         .gpus
         .iter()

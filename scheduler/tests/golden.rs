@@ -112,14 +112,14 @@ fn bind_writes_the_devices_annotation_then_the_binding() {
         .unwrap();
     let result = rt.block_on(ext.bind(&bind));
     assert_eq!(serde_json::to_string(&result).unwrap(), r#"{"Error":""}"#);
-    // The slot is the production policy's choice on an empty GPU (the
-    // highest start, keeping low positions for larger profiles).
+    // The slot is the production policy's choice on an empty GPU: at an edge (start 0),
+    // where it costs the GPU's free run one position; at 6 it would cost two.
     assert_eq!(
         binder
             .annotation_of("5b1e0c2a-0000-4000-8000-000000000001")
             .as_deref(),
         Some(
-            r#"{"version":1,"node":"gpu-a-002","resource":"nvidia.com/mig-1g.10gb","devices":[{"gpuUuid":"GPU-gpu-a-002-0","gpuIndex":0,"mig":{"profile":"1g.10gb","start":6}}],"numaNode":0}"#
+            r#"{"version":1,"node":"gpu-a-002","resource":"nvidia.com/mig-1g.10gb","devices":[{"gpuUuid":"GPU-gpu-a-002-0","gpuIndex":0,"mig":{"profile":"1g.10gb","start":0}}],"numaNode":0}"#
         )
     );
     assert_eq!(

@@ -102,5 +102,4 @@ mod tests {
         );
         assert_eq!(Hami.tie_break(), TieBreak::First);
     }
-
 }

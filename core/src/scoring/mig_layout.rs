@@ -28,6 +28,26 @@ pub(crate) fn leaves(node: &NodeState, cand: &Candidate) -> (u32, u32) {
         .fold((0, 0), |(run, left), (r, l)| (run + r, left + l))
 }
 
+/// What placing `cand` costs the GPUs it touches: (free run lost, placements lost).
+pub(crate) fn loses(node: &NodeState, cand: &Candidate) -> (u32, u32) {
+    let DeviceChoice::Mig(picks) = &cand.choice else {
+        return (0, 0);
+    };
+    let mut touched: Vec<usize> = picks.iter().map(|p| p.gpu).collect();
+    touched.sort_unstable();
+    touched.dedup();
+    let before = touched
+        .iter()
+        .filter_map(|&g| node.gpus.get(g))
+        .map(gpu_leaves)
+        .fold((0, 0), |(run, left), (r, l)| (run + r, left + l));
+    let after = leaves(node, cand);
+    (
+        before.0.saturating_sub(after.0),
+        before.1.saturating_sub(after.1),
+    )
+}
+
 fn gpu_leaves(g: &GpuState) -> (u32, u32) {
     let GpuSlots::Mig(m) = &g.slots else {
         return (0, 0);

@@ -100,6 +100,7 @@ pub struct TimedReplay<'a> {
     shape: Vec<usize>,
     requests: Vec<PodRequest>,
     failed_at: Vec<Option<usize>>,
+    placeable: Vec<bool>,
     freed: Vec<usize>,
     meter: Meter,
     node_occupancy: Vec<Occupancy>,
@@ -135,6 +136,12 @@ impl<'a> TimedReplay<'a> {
                 })
             })
             .collect();
+        // A shape no node can take as the replay starts would wait forever: it is left out
+        // on arrival.
+        let placeable = requests
+            .iter()
+            .map(|r| nodes.iter().any(|n| placement::candidates(n, r).is_ok()))
+            .collect();
         let mut meter = Meter::default();
         let node_occupancy: Vec<Occupancy> = nodes.iter().map(|n| meter.node(n)).collect();
         let node_free: Vec<FreeTotals> = nodes.iter().map(FreeTotals::of).collect();
@@ -161,6 +168,7 @@ impl<'a> TimedReplay<'a> {
             pending: Vec::new(),
             records: vec![JobRecord::default(); jobs.len()],
             failed_at: vec![None; requests.len()],
+            placeable,
             shape,
             requests,
             order,
@@ -226,6 +234,9 @@ impl<'a> TimedReplay<'a> {
             && self.jobs[job].arrival_ms == t
         {
             self.next_arrival += 1;
+            if !self.placeable[self.shape[job]] {
+                continue;
+            }
             if !self.try_place(job) {
                 self.pending.push(job);
             }
@@ -305,7 +316,10 @@ impl<'a> TimedReplay<'a> {
                     seed,
                     frag: Some(&self.frag[i]),
                 };
-                self.policy.choose(&self.nodes[i], req, &ctx).ok().map(|c| (i, c))
+                self.policy
+                    .choose(&self.nodes[i], req, &ctx)
+                    .ok()
+                    .map(|c| (i, c))
             })
             .collect()
     }
@@ -347,8 +361,12 @@ impl<'a> TimedReplay<'a> {
             return;
         };
         let node = holding.node;
-        if placement::release(&mut self.nodes[node], &self.jobs[job].request, &holding.candidate)
-            .is_err()
+        if placement::release(
+            &mut self.nodes[node],
+            &self.jobs[job].request,
+            &holding.candidate,
+        )
+        .is_err()
         {
             return;
         }
@@ -375,9 +393,9 @@ fn holds_dynamic_mig(node: &NodeState, choice: &DeviceChoice) -> bool {
         return false;
     };
     picks.iter().any(|p| {
-        node.gpus.get(p.gpu).is_some_and(
-            |g| matches!(&g.slots, GpuSlots::Mig(m) if m.mode == MigMode::Dynamic),
-        )
+        node.gpus
+            .get(p.gpu)
+            .is_some_and(|g| matches!(&g.slots, GpuSlots::Mig(m) if m.mode == MigMode::Dynamic))
     })
 }
 

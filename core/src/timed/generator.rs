@@ -106,19 +106,28 @@ impl Generator {
         } else {
             1.0 / self.mean_runtime_ms.max(1.0)
         };
-        let small: Vec<MixEntry> = mix.iter().filter(|m| m.share <= 2.0 / 7.0 + 1e-9).cloned().collect();
-        let large: Vec<MixEntry> = mix.iter().filter(|m| m.share > 2.0 / 7.0 + 1e-9).cloned().collect();
+        let small: Vec<MixEntry> = mix
+            .iter()
+            .filter(|m| m.share <= 2.0 / 7.0 + 1e-9)
+            .cloned()
+            .collect();
+        let large: Vec<MixEntry> = mix
+            .iter()
+            .filter(|m| m.share > 2.0 / 7.0 + 1e-9)
+            .cloned()
+            .collect();
         let mut jobs = Vec::with_capacity(self.jobs);
         let mut t = 0.0f64;
         let mut prefill = 0.0f64;
         let mut burst_left = 0usize;
         for k in 0..self.jobs {
-            let pool: &[MixEntry] = match self.arrivals {
-                Arrivals::Adversarial if !small.is_empty() && !large.is_empty() => {
-                    if k % 2 == 0 { &small } else { &large }
-                }
-                _ => &mix,
-            };
+            let pool: &[MixEntry] =
+                match self.arrivals {
+                    Arrivals::Adversarial if !small.is_empty() && !large.is_empty() => {
+                        if k % 2 == 0 { &small } else { &large }
+                    }
+                    _ => &mix,
+                };
             let Some(entry) = draw(pool, &mut rng) else {
                 break;
             };

@@ -81,7 +81,7 @@ pub struct TimedMetrics {
     pub completed_per_hour: f64,
     /// From the first arrival to the last completion, seconds.
     pub makespan_s: f64,
-    /// Jobs never placed (they fit nowhere, not even on the drained cluster).
+    /// Jobs never placed: they fit no node even when it is empty, and are left out on arrival.
     pub never_placed: usize,
     /// Share of the window with at least one job waiting, %.
     pub queue_nonempty_pct: f64,
@@ -139,10 +139,9 @@ impl Recorder {
             if pending > 0 {
                 self.queue_ms += dt;
             }
-            self.peak_compute = self.peak_compute.max(share(
-                self.occupancy.compute_used,
-                self.occupancy.gpus,
-            ));
+            self.peak_compute = self
+                .peak_compute
+                .max(share(self.occupancy.compute_used, self.occupancy.gpus));
         }
         while self.next_sample_ms <= t && self.series.len() < 100_000 {
             let o = &self.occupancy;
@@ -176,7 +175,8 @@ impl Recorder {
             {
                 completed += 1;
             }
-            if !w.contains(job.arrival_ms, end_ms) {
+            // Jobs left out on arrival (they fit nowhere) count only as never placed.
+            if !w.contains(job.arrival_ms, end_ms) || record.placed_ms.is_none() {
                 continue;
             }
             arrived += 1;
@@ -187,7 +187,11 @@ impl Recorder {
         }
         waits.sort_by(f64::total_cmp);
         let first = jobs.iter().map(|j| j.arrival_ms).min().unwrap_or(0);
-        let last_end = records.iter().filter_map(|r| r.end_ms).max().unwrap_or(first);
+        let last_end = records
+            .iter()
+            .filter_map(|r| r.end_ms)
+            .max()
+            .unwrap_or(first);
         TimedMetrics {
             compute_util_pct: share(i.compute_used, gpus * length),
             memory_util_pct: share(i.memory_used, gpus * length),

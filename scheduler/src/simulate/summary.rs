@@ -1,36 +1,20 @@
-//! The summary of many runs: per policy, means and spreads over seeds at the
+//! The summary of many runs: per policy, means and 95% confidence intervals over seeds at the
 //! arrived-load points planners read (90/95/100/130%), as a table and as the
 //! artifact-compatible allocation CSV.
 
 use std::fmt::Write as _;
+
+use kubesched_core::stats::Estimate;
 
 use super::RunResult;
 
 /// Arrived-load points of the summary table.
 pub const POINTS: [usize; 4] = [90, 95, 100, 130];
 
-/// Mean and standard deviation of one figure over a policy's seeds.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Stat {
-    /// Mean over the seeds.
-    pub mean: f64,
-    /// Population standard deviation over the seeds.
-    pub sd: f64,
-}
-
-impl Stat {
-    fn of(values: &[f64]) -> Option<Stat> {
-        if values.is_empty() {
-            return None;
-        }
-        let n = values.len() as f64;
-        let mean = values.iter().sum::<f64>() / n;
-        let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
-        Some(Stat {
-            mean,
-            sd: var.sqrt(),
-        })
-    }
+/// Mean and 95% confidence interval of one figure over a policy's seeds; `None` when no
+/// seed measured it.
+fn estimate(values: &[f64]) -> Option<Estimate> {
+    (!values.is_empty()).then(|| Estimate::of(values.iter().copied()))
 }
 
 /// Summary of one policy over its seeds.
@@ -41,13 +25,13 @@ pub struct PolicySummary {
     /// Number of runs (seeds) summarised.
     pub seeds: usize,
     /// Unallocated GPU % at each of `POINTS`.
-    pub unallocated: Vec<Option<Stat>>,
+    pub unallocated: Vec<Option<Estimate>>,
     /// Fragmentation ratio (% of unallocated GPU share) at 80% arrived load.
-    pub frag_ratio_80: Option<Stat>,
+    pub frag_ratio_80: Option<Estimate>,
     /// Fragmentation ratio (% of unallocated GPU share) at 90% arrived load.
-    pub frag_ratio_90: Option<Stat>,
+    pub frag_ratio_90: Option<Estimate>,
     /// Fragmentation amount (% of GPU capacity) at 100% arrived load.
-    pub frag_amount_100: Option<Stat>,
+    pub frag_amount_100: Option<Estimate>,
     /// Mean number of pods that failed to place up to 100% arrived load.
     pub failed_100: f64,
     /// Mean number of pods that failed to place over the whole stream.
@@ -74,7 +58,7 @@ pub fn summarize(runs: &[RunResult]) -> Vec<PolicySummary> {
         .into_iter()
         .map(|(p, rs)| {
             let at = |pct: usize, f: fn(&kubesched_core::replay::Bucket) -> f64| {
-                Stat::of(
+                estimate(
                     &rs.iter()
                         .filter_map(|r| r.curve.bucket(pct))
                         .map(|b| f(&b))
@@ -108,9 +92,9 @@ pub fn summarize(runs: &[RunResult]) -> Vec<PolicySummary> {
         .collect()
 }
 
-fn cell(s: &Option<Stat>) -> String {
+fn cell(s: &Option<Estimate>) -> String {
     s.as_ref()
-        .map_or("-".into(), |s| format!("{:.2}±{:.2}", s.mean, s.sd))
+        .map_or("-".into(), |s| format!("{:.2}±{:.2}", s.mean, s.ci95))
 }
 
 /// A plain-text table, one row per policy.

@@ -41,11 +41,7 @@ impl TimedScenario {
     pub fn jobs(&self, seed: u64) -> Vec<Job> {
         match &self.jobs {
             JobSource::Fixed(jobs) => jobs.clone(),
-            JobSource::Generated(g) => Generator {
-                seed,
-                ..g.clone()
-            }
-            .generate(),
+            JobSource::Generated(g) => Generator { seed, ..g.clone() }.generate(),
         }
     }
 
@@ -130,8 +126,8 @@ pub fn run_one(
     let start = Instant::now();
     let jobs = scenario.jobs(cfg.seed);
     let workload = workload_of(&jobs, scenario.coverage);
-    let run = TimedReplay::new(scenario.nodes.clone(), &jobs, policy, &workload, cfg)
-        .finish(progress);
+    let run =
+        TimedReplay::new(scenario.nodes.clone(), &jobs, policy, &workload, cfg).finish(progress);
     TimedResult {
         policy: policy.name().to_string(),
         seed: cfg.seed,

@@ -125,7 +125,8 @@ pub const METRICS: &[Metric] = &[
         name: "never placed",
         better: Better::Lower,
         get: |m| m.never_placed as f64,
-        help: "Jobs that fit nowhere, not even on the drained cluster",
+        help: "Jobs that fit no node even when it is empty (left out on arrival: they \
+               neither wait nor count in the other figures)",
     },
 ];
 
@@ -222,7 +223,14 @@ pub fn runs_csv(scenario: &str, runs: &[TimedResult]) -> String {
     }
     out.push('\n');
     for r in runs {
-        let _ = write!(out, "{},{},{},{}", csv_field(scenario), r.policy, r.seed, r.jobs);
+        let _ = write!(
+            out,
+            "{},{},{},{}",
+            csv_field(scenario),
+            r.policy,
+            r.seed,
+            r.jobs
+        );
         for m in METRICS {
             let _ = write!(out, ",{:.4}", (m.get)(&r.metrics));
         }

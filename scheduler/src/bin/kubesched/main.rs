@@ -163,4 +163,3 @@ fn report_cmd(args: ReportArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
-

@@ -125,14 +125,17 @@ pub(crate) struct SimulateArgs {
     #[arg(long, value_enum, default_value = "poisson")]
     generate: Model,
     /// Timed, generated: number of jobs per seed.
-    #[arg(long, default_value_t = 3000)]
+    #[arg(long, default_value_t = 6000)]
     generate_jobs: usize,
     /// Timed, generated: offered load, the GPU compute arriving jobs ask for per unit of time as a share of the cluster's.
     #[arg(long, default_value_t = 0.95)]
     load: f64,
     /// Timed, generated: mean run time of a job, seconds (log-normal, σ = 1).
-    #[arg(long, default_value_t = 1800.0)]
+    #[arg(long, default_value_t = 600.0)]
     mean_runtime_s: f64,
+    /// Timed, from the trace: multiply the trace's arrival times by this (below 1 squeezes them: more load; lengths are kept).
+    #[arg(long, default_value_t = 1.0)]
+    time_scale: f64,
     /// Timed: creating a dynamic MIG instance holds its positions this long before the pod runs (assumed; real GPUs take seconds).
     #[arg(long, default_value_t = 2000)]
     create_delay_ms: u64,
@@ -140,7 +143,7 @@ pub(crate) struct SimulateArgs {
     #[arg(long, default_value_t = 1000)]
     destroy_delay_ms: u64,
     /// Timed: share of the arrival span left out of the measured window at its start (the drain after the last arrival is always left out).
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.25)]
     warmup: f64,
     /// Write the results here: allocation.csv and allocation.svg (fill), timed-runs.csv and timed-series.csv (timed).
     #[arg(long)]
@@ -399,6 +402,12 @@ fn to_mig_jobs(
 }
 
 fn timed_scenario(args: &SimulateArgs) -> anyhow::Result<TimedScenario> {
+    if !(args.load > 0.0 && args.load <= 10.0) {
+        bail!("--load must be above 0 and at most 10");
+    }
+    if !(args.time_scale > 0.0 && args.time_scale <= 1000.0) {
+        bail!("--time-scale must be above 0 and at most 1000");
+    }
     let nodes = timed_nodes(args)?;
     let (name, nodes, source) = if let Some(path) = &args.jobs {
         let jobs = jobs::read_jobs(path, cluster_geometry(&nodes).as_ref())?;
@@ -407,21 +416,26 @@ fn timed_scenario(args: &SimulateArgs) -> anyhow::Result<TimedScenario> {
     } else if let Some(dir) = &args.trace_dir {
         let path = dir.join(format!("openb_pod_list_{}.csv", args.pods));
         let jobs = trace::load_timed_pods(&path)?;
-        if args.mig {
-            let (name, nodes, jobs) = to_mig_jobs(args, nodes, jobs);
-            (format!("{name}, timed"), nodes, JobSource::Fixed(jobs))
+        let (name, nodes, mut jobs) = if args.mig {
+            to_mig_jobs(args, nodes, jobs)
         } else {
-            (format!("{}, timed", args.pods), nodes, JobSource::Fixed(jobs))
+            (args.pods.clone(), nodes, jobs)
+        };
+        // The pod list is a sample of the cluster's pods: on its own clock it keeps about 1%
+        // of the node list's GPUs busy. --time-scale squeezes its arrivals for a what-if.
+        if args.time_scale != 1.0 {
+            for job in &mut jobs {
+                job.arrival_ms = (job.arrival_ms as f64 * args.time_scale) as u64;
+            }
         }
+        let name = format!("{name}, timed (arrival times x{})", args.time_scale);
+        (name, nodes, JobSource::Fixed(jobs))
     } else {
         if args.mig {
             bail!("--mig maps a trace onto MIG GPUs: give --trace-dir");
         }
-        if !(args.load > 0.0 && args.load <= 10.0) {
-            bail!("--load must be above 0 and at most 10");
-        }
-        if !(args.mean_runtime_s >= 1.0) {
-            bail!("--mean-runtime-s must be at least 1");
+        if !(1.0..=1e9).contains(&args.mean_runtime_s) {
+            bail!("--mean-runtime-s must be at least 1 and at most 1e9");
         }
         // Only the kinds of job this cluster can run at all.
         let mix: Vec<_> = builtin::mix()
@@ -500,7 +514,11 @@ fn timed_cmd(args: &SimulateArgs, policies: &[Box<dyn Policy>]) -> anyhow::Resul
             .with_context(|| format!("writing {}", runs_path.display()))?;
         std::fs::write(&series_path, timed_table::series_csv(&runs))
             .with_context(|| format!("writing {}", series_path.display()))?;
-        println!("wrote {} and {}", runs_path.display(), series_path.display());
+        println!(
+            "wrote {} and {}",
+            runs_path.display(),
+            series_path.display()
+        );
     }
     Ok(())
 }
