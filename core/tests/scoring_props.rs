@@ -6,6 +6,8 @@ use kubesched_core::catalogue::mig_geometry;
 use kubesched_core::fragmentation::{
     NodeFrag, Workload, cluster_fragmentation, node_fragmentation,
 };
+use kubesched_core::inventory::MigMode;
+use kubesched_core::mig::longest_free_run;
 use kubesched_core::node::{GpuSlots, GpuState, NodeState};
 use kubesched_core::placement::{self, DeviceChoice};
 use kubesched_core::request::{GpuDemand, PodRequest};
@@ -158,7 +160,9 @@ proptest! {
     }
 
     #[test]
-    fn production_never_prefers_a_worse_fragmentation_step(n in node(), w in workload(), req in request()) {
+    fn production_never_prefers_a_worse_fragmentation_step_or_a_costlier_mig_layout(
+        n in node(), w in workload(), req in request()
+    ) {
         let ctx = ScoreContext { workload: &w, seed: 0, frag: None };
         let policy = scoring::by_name("kubesched").unwrap();
         // FGD's 0..100 score in whole steps, as the policy counts it.
@@ -167,11 +171,46 @@ proptest! {
             let frag = NodeFrag::new(&n, &w);
             let before = frag.value(n.cpu_free_milli, n.memory_free_mib, &w);
             let chosen = step(frag.value_after(&n, &w, &req, &choice.candidate).unwrap(), before);
-            // Other candidates with the same NUMA alignment never reach a
-            // better step (ties go to the higher MIG start).
+            let chosen_cost = layout_cost(&n, &choice.candidate.choice);
+            // Other candidates with the same NUMA alignment never cost the GPU less (MIG:
+            // its longest free run, then its legal placements) and, at equal cost, never
+            // reach a better fragmentation step.
             for c in cands.iter().filter(|c| c.numa.is_some() == choice.candidate.numa.is_some()) {
-                prop_assert!(chosen >= step(frag.value_after(&n, &w, &req, c).unwrap(), before));
+                let cost = layout_cost(&n, &c.choice);
+                prop_assert!(chosen_cost <= cost, "{chosen_cost:?} chosen, {cost:?} offered");
+                if cost == chosen_cost {
+                    prop_assert!(chosen >= step(frag.value_after(&n, &w, &req, c).unwrap(), before));
+                }
             }
         }
     }
+}
+
+/// What a MIG choice costs the GPUs it touches: (longest free run lost, legal placements
+/// lost); nothing for other choices.
+fn layout_cost(node: &NodeState, choice: &DeviceChoice) -> (u32, u32) {
+    let DeviceChoice::Mig(picks) = choice else {
+        return (0, 0);
+    };
+    let mut touched: Vec<usize> = picks.iter().map(|p| p.gpu).collect();
+    touched.sort_unstable();
+    touched.dedup();
+    let room = |g: &GpuState| match &g.slots {
+        GpuSlots::Mig(m) => {
+            let placements: usize = (0..m.gpu.geometry().profiles.len())
+                .filter(|&i| !m.gpu.geometry().profiles[i].is_media_extension())
+                .map(|i| match m.mode {
+                    MigMode::Dynamic => m.gpu.placements(i).len(),
+                    MigMode::Static => m.free_static(i).count(),
+                })
+                .sum();
+            (longest_free_run(m.free_mask()), placements as u32)
+        }
+        GpuSlots::Plain { .. } => (0, 0),
+    };
+    touched.iter().fold((0, 0), |(run, left), &g| {
+        let (r0, l0) = room(&node.gpus[g]);
+        let (r1, l1) = room(&placement::gpu_after(node, g, choice).unwrap());
+        (run + r0 - r1, left + l0 - l1)
+    })
 }

@@ -115,10 +115,7 @@ impl<'a> Replay<'a> {
         workload: &'a Workload,
         cfg: &ReplayConfig,
     ) -> Self {
-        let mut rng = SplitMix64::new(cfg.seed ^ 0x6e6f_6465);
-        if cfg.shuffle_nodes {
-            rng.shuffle(&mut nodes);
-        }
+        let rng = node_order(&mut nodes, cfg.seed, cfg.shuffle_nodes);
         let frag: Vec<NodeFrag> = nodes.iter().map(|n| NodeFrag::new(n, workload)).collect();
         let frag_value = nodes
             .iter()
@@ -205,6 +202,16 @@ impl<'a> Replay<'a> {
         self.frag_value[i] =
             self.frag[i].value(node.cpu_free_milli, node.memory_free_mib, self.workload);
     }
+}
+
+/// Puts `nodes` in the replay's order for `seed` (shuffled if asked: first-fit rules and
+/// fixed tie-breaks follow it) and returns the generator the replay's random choices use.
+pub(crate) fn node_order(nodes: &mut [NodeState], seed: u64, shuffle: bool) -> SplitMix64 {
+    let mut rng = SplitMix64::new(seed ^ 0x6e6f_6465);
+    if shuffle {
+        rng.shuffle(nodes);
+    }
+    rng
 }
 
 /// The node a policy takes among the feasible ones (in node order, with the policy's

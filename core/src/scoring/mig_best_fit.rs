@@ -42,78 +42,18 @@ impl Policy for MigBestFit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalogue::mig_geometry;
-    use crate::fragmentation::Workload;
-    use crate::node::GpuState;
-    use crate::placement::{self, DeviceChoice, MigPick};
-    use crate::request::GpuDemand;
-
-    fn slice(profile: &str) -> PodRequest {
-        PodRequest {
-            cpu_milli: 1000,
-            memory_mib: 1024,
-            gpu: GpuDemand::Mig {
-                profile: profile.into(),
-                count: 1,
-            },
-            exclusive_cpus: false,
-            gpu_models: vec![],
-        }
-    }
-
-    fn two_gpus() -> NodeState {
-        let mut node = NodeState::new("n", 32_000, 65_536);
-        for i in 0..2 {
-            node.gpus.push(GpuState::dynamic_mig(
-                i,
-                &format!("M{i}"),
-                "H100-80GB",
-                Some(0),
-                mig_geometry("H100-80GB").unwrap(),
-            ));
-        }
-        node
-    }
-
-    fn gpu_of(choice: &DeviceChoice) -> Vec<MigPick> {
-        match choice {
-            DeviceChoice::Mig(p) => p.clone(),
-            other => panic!("not a MIG choice: {other:?}"),
-        }
-    }
+    use crate::scoring::mig_test::{h100_node, pick, put, slice, slots};
 
     #[test]
     fn mig_best_fit_fills_the_fuller_gpu_first() {
-        let mut node = two_gpus();
-        // A 3g slice on one GPU: it is now the GPU with less left.
-        let three = slice("3g.40gb");
-        let first = placement::candidates(&node, &three).unwrap().remove(0);
-        let fuller = gpu_of(&first.choice)[0].gpu;
-        placement::apply(&mut node, &three, &first).unwrap();
-        // The empty GPU is offered too.
-        let one = slice("1g.10gb");
-        let offered: Vec<usize> = placement::candidates(&node, &one)
-            .unwrap()
-            .iter()
-            .map(|c| gpu_of(&c.choice)[0].gpu)
-            .collect();
-        assert!(offered.iter().any(|g| *g != fuller), "{offered:?}");
-        let workload = Workload::from_counts(vec![(one.clone(), 1)]);
-        let ctx = ScoreContext {
-            workload: &workload,
-            seed: 0,
-            frag: None,
-        };
-        let choice = MigBestFit.choose(&node, &one, &ctx).unwrap();
-        assert_eq!(
-            gpu_of(&choice.candidate.choice)[0].gpu,
-            fuller,
-            "{:?}",
-            choice.candidate
-        );
-        // The same slice on an empty pair of GPUs scores higher than on a fuller node.
-        let empty = two_gpus();
-        let on_empty = MigBestFit.choose(&empty, &one, &ctx).unwrap();
+        let mut node = h100_node("n", 2);
+        // A 3g slice on GPU 1: it is now the GPU with less left.
+        put(&mut node, 1, "3g.40gb", 4);
+        let one = slice("1g.10gb", 1);
+        let choice = pick(&MigBestFit, &node, &one);
+        assert_eq!(slots(&choice)[0].0, 1, "{:?}", choice.candidate);
+        // The same slice on an empty pair of GPUs scores lower than on the fuller node.
+        let on_empty = pick(&MigBestFit, &h100_node("e", 2), &one);
         assert!(
             choice.score > on_empty.score,
             "{} vs {}",

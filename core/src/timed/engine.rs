@@ -20,7 +20,7 @@ use crate::fragmentation::{NodeFrag, Workload};
 use crate::inventory::MigMode;
 use crate::node::{GpuSlots, NodeState};
 use crate::placement::{self, Candidate, DeviceChoice};
-use crate::replay::pick;
+use crate::replay::{node_order, pick};
 use crate::request::PodRequest;
 use crate::rng::SplitMix64;
 use crate::scoring::{Choice, Policy, ScoreContext};
@@ -119,10 +119,7 @@ impl<'a> TimedReplay<'a> {
         workload: &'a Workload,
         cfg: &TimedConfig,
     ) -> Self {
-        let mut rng = SplitMix64::new(cfg.seed ^ 0x6e6f_6465);
-        if cfg.shuffle_nodes {
-            rng.shuffle(&mut nodes);
-        }
+        let rng = node_order(&mut nodes, cfg.seed, cfg.shuffle_nodes);
         let mut order: Vec<usize> = (0..jobs.len()).collect();
         order.sort_by_key(|&j| jobs[j].arrival_ms);
         let mut requests: Vec<PodRequest> = Vec::new();

@@ -479,22 +479,6 @@ odd,1000,10,1,1000,,LS,Running,10,15,20
     }
 
     #[test]
-    fn the_published_default_list_loads_timed() {
-        let Some(dir) = default_dir() else {
-            return;
-        };
-        let path = dir.join("openb_pod_list_default.csv");
-        let jobs = load_timed_pods(&path).unwrap();
-        let pods = load_pods(&path).unwrap();
-        assert_eq!(jobs.len(), pods.len());
-        assert!(jobs.windows(2).all(|w| w[0].arrival_ms <= w[1].arrival_ms));
-        assert!(jobs.iter().all(|j| matches!(
-            j.length,
-            Length::Duration { ms } if ms >= MIN_TRACE_RUN_MS
-        )));
-    }
-
-    #[test]
     fn bad_rows_name_the_line() {
         let p = Path::new("t.csv");
         let err = parse_pods(
