@@ -166,3 +166,61 @@ fn help_defines_every_metric() {
         assert!(help.contains(flag), "--help lacks {flag}");
     }
 }
+
+#[test]
+fn a_snapshot_with_a_job_file_is_replayed_timed_on_the_cluster_as_it_is() {
+    let snapshot = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/snapshot.json");
+    let path = scratch("snapshot").join("jobs.jsonl");
+    let jobs: String = (0..20)
+        .map(|i| {
+            format!(
+                "{{\"id\": \"j{i}\", \"arrival_ms\": {}, \"duration_ms\": 60000, \"profile\": \"1g.10gb\"}}\n",
+                i * 5000
+            )
+        })
+        .collect();
+    std::fs::write(&path, jobs).unwrap();
+    let out = kubesched(&[
+        "simulate",
+        "--cluster",
+        snapshot.to_str().unwrap(),
+        "--jobs",
+        path.to_str().unwrap(),
+        "--seeds",
+        "1",
+        "--policies",
+        "kubesched,first-fit",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("20 jobs per seed"), "{stdout}");
+    let util = stdout
+        .lines()
+        .find(|l| l.starts_with("compute util %"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    // The snapshot's running pods hold devices from the start: the cluster is never idle.
+    let first: f64 = util
+        .split_whitespace()
+        .nth(3)
+        .unwrap()
+        .split('±')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(first > 0.0, "{util}");
+    // Alone, --cluster is still the what-if of the snapshot's pending pods.
+    let out = kubesched(&[
+        "simulate",
+        "--cluster",
+        snapshot.to_str().unwrap(),
+        "--policies",
+        "kubesched",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("pending pods"),
+        "{}",
+        text(&out.stdout)
+    );
+}

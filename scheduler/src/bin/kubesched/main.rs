@@ -56,6 +56,18 @@ struct ClusterSource {
     resource_domain: Option<String>,
 }
 
+impl ClusterSource {
+    /// A saved snapshot, with the default annotation prefix and resource domain.
+    fn snapshot(path: &Path) -> Self {
+        ClusterSource {
+            snapshot: Some(path.to_path_buf()),
+            kubeconfig: None,
+            annotation_prefix: None,
+            resource_domain: None,
+        }
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum Output {
     Table,

@@ -109,8 +109,8 @@ pub(crate) struct SimulateArgs {
     /// Fill: original pod count of the built-in scenario (before topping up).
     #[arg(long, default_value_t = 1000)]
     builtin_pods: usize,
-    /// What-if on a saved cluster: replay the snapshot's pending pods on its nodes (as they are now) under each policy.
-    #[arg(long, conflicts_with_all = ["trace_dir", "mig"])]
+    /// A saved cluster (`kubesched snapshot`). Alone: what-if, the snapshot's pending pods placed on its nodes as they are now, under each policy. With --jobs or --replay timed: the timed replay's cluster, its running pods holding what they hold.
+    #[arg(long, conflicts_with_all = ["trace_dir", "mig", "cluster_nodes"])]
     cluster: Option<PathBuf>,
     /// Fill: print the first N placements of the first policy and seed, with the policy's reasons.
     #[arg(long, default_value_t = 5)]
@@ -183,7 +183,10 @@ impl SimulateArgs {
 }
 
 pub(crate) fn simulate_cmd(args: SimulateArgs) -> anyhow::Result<()> {
-    if let Some(path) = &args.cluster {
+    if let Some(path) = &args.cluster
+        && args.replay.is_none()
+        && args.jobs.is_none()
+    {
         return what_if(path, &args.policies()?);
     }
     let policies = args.policies()?;
@@ -192,8 +195,11 @@ pub(crate) fn simulate_cmd(args: SimulateArgs) -> anyhow::Result<()> {
     }
     match args.kind() {
         ReplayKind::Fill => {
-            if args.jobs.is_some() || args.cluster_nodes.is_some() {
-                bail!("--jobs and --cluster-nodes are for the timed replay (--replay timed)");
+            if args.jobs.is_some() || args.cluster_nodes.is_some() || args.cluster.is_some() {
+                bail!(
+                    "--jobs, --cluster-nodes and --cluster with --replay are for the timed \
+                     replay (--replay timed)"
+                );
             }
             fill_cmd(&args, &policies)
         }
@@ -204,12 +210,7 @@ pub(crate) fn simulate_cmd(args: SimulateArgs) -> anyhow::Result<()> {
 /// Replays a snapshot's pending pods, in file order, on its nodes as they
 /// are, once per policy, and says which fit.
 fn what_if(path: &Path, policies: &[Box<dyn Policy>]) -> anyhow::Result<()> {
-    let source = ClusterSource {
-        snapshot: Some(path.to_path_buf()),
-        kubeconfig: None,
-        annotation_prefix: None,
-        resource_domain: None,
-    };
+    let source = ClusterSource::snapshot(path);
     let (snapshot, ext) = load_cluster(&source)?;
     let pending = snapshot.pending(&ext);
     let workload = ext.workload().current().0;
@@ -369,8 +370,14 @@ fn cluster_geometry(nodes: &[NodeState]) -> Option<MigGeometry> {
     counts.into_iter().max_by_key(|(_, n)| *n).map(|(g, _)| g)
 }
 
-/// The cluster of a timed replay: --cluster-nodes, the trace's nodes, or the built-in one.
+/// The cluster of a timed replay: a snapshot's nodes as they are (its running pods keep
+/// what they hold), --cluster-nodes, the trace's nodes, or the built-in one.
 fn timed_nodes(args: &SimulateArgs) -> anyhow::Result<Vec<NodeState>> {
+    if let Some(path) = &args.cluster {
+        let source = ClusterSource::snapshot(path);
+        let (_, ext) = load_cluster(&source)?;
+        return Ok(ext.state().node_states().cloned().collect());
+    }
     if let Some(spec) = &args.cluster_nodes {
         return Ok(cluster_spec::parse_node_spec(spec)?);
     }
