@@ -193,7 +193,9 @@ pub fn table(title: &str, runs: &[TimedResult]) -> String {
             });
         let _ = write!(out, "{:<18}", metric.name);
         for (_, e) in &row {
-            let mark = if Some(e.mean) == best { "*" } else { " " };
+            // Equal up to rounding noise in the last bits counts as equally best.
+            let is_best = best.is_some_and(|b| (e.mean - b).abs() <= 1e-9 * b.abs().max(1.0));
+            let mark = if is_best { "*" } else { " " };
             let _ = write!(out, " {:>16}", format!("{}{mark}", cell(e)));
         }
         let _ = writeln!(out);
