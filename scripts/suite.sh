@@ -33,6 +33,12 @@ for model in poisson bursts skewed adversarial saturated; do
 done
 run timed-saturated-static --mig-mode static --generate saturated --generate-jobs 6000 \
   --mean-runtime-s 600 --warmup 0.25 --policies "$timed_policies"
+# Saturated MIG churn under each arrival model: an all-MIG cluster offered 130% of its
+# compute (the saturated model prefills it and offers 1.5x).
+for model in poisson bursts skewed adversarial saturated; do
+  run "timed-mig-$model-130" --cluster-nodes 24x8xH100-80GB --generate "$model" --load 1.3 \
+    --generate-jobs 6000 --mean-runtime-s 600 --warmup 0.25 --policies "$timed_policies"
+done
 # The FGD protocol on the built-in scenario.
 for mode in dynamic static; do
   run "fill-builtin-$mode" --replay fill --mig-mode "$mode" --explain 0 \
