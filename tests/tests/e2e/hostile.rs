@@ -82,7 +82,10 @@ pub async fn forged_annotations_are_refused(cluster: &Cluster) -> anyhow::Result
             None,
         )?);
     }
-    let latency = pods::create_and_wait_running(&cluster.client, specs, Duration::from_secs(60))
+    // kube-scheduler 1.20 parks a pod it found unschedulable for 60 s (checked every 30 s):
+    // one judged while its caches still catch up after the API server restart before this
+    // scenario runs only after up to 90 s. On 1.30+ the back-off is 1-10 s.
+    let latency = pods::create_and_wait_running(&cluster.client, specs, Duration::from_secs(120))
         .await
         .context("the scheduled pods beside the forged one")?;
     let api = &api;
