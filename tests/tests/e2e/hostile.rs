@@ -136,12 +136,31 @@ pub async fn forged_annotations_are_refused(cluster: &Cluster) -> anyhow::Result
             anyhow::ensure!(handed.insert(id.clone()), "device {id} handed out twice");
         }
     }
-    // Before, a contradicting annotation held the node's admissions 15 s per call.
-    let slowest = latency.values().max().copied().unwrap_or_default();
-    anyhow::ensure!(
-        slowest < Duration::from_secs(20),
-        "scheduled pods took {slowest:?} to run beside the forged one"
-    );
+    // Before, a contradicting annotation held the node's admissions 15 s per call. What is
+    // timed is the node's part, from the binding to the container being ready (the API's
+    // condition times, in whole seconds), not how long kube-scheduler took to bind.
+    for (name, _) in &legit {
+        let pod = api.get(name).await?;
+        let since_bound = bound_to_ready(&pod)
+            .with_context(|| format!("pod {name} has no PodScheduled and Ready times"))?;
+        anyhow::ensure!(
+            since_bound < 20,
+            "pod {name} took {since_bound} s from its binding to ready beside the forged one"
+        );
+    }
     eprintln!("[e2e] scheduled pods ran in {latency:?} with their annotated devices {handed:?}");
     pods::delete_scenario(&cluster.client, SCENARIO).await
+}
+
+/// Seconds from a pod's `PodScheduled` condition to its `Ready` condition.
+fn bound_to_ready(pod: &Pod) -> Option<i64> {
+    let conditions = pod.status.as_ref()?.conditions.as_ref()?;
+    let at = |kind: &str| {
+        conditions
+            .iter()
+            .find(|c| c.type_ == kind && c.status == "True")
+            .and_then(|c| c.last_transition_time.as_ref())
+            .map(|t| t.0.as_second())
+    };
+    Some(at("Ready")? - at("PodScheduled")?)
 }
