@@ -273,3 +273,26 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn lengths_at_the_end_of_time_saturate_instead_of_overflowing() {
+    // A job file may say anything that fits a u64.
+    let nodes = vec![h100_node("n", 1, 0)];
+    let jobs = vec![
+        job("forever", 0, 1, mig("7g.80gb")),
+        job("late", 10, 1, mig("7g.80gb")),
+    ];
+    let mut jobs = jobs;
+    jobs[0].length = Length::Duration { ms: u64::MAX };
+    jobs[1].arrival_ms = u64::MAX - 5;
+    let workload = Workload::from_requests(jobs.iter().map(|j| &j.request), 1.0);
+    let cfg = TimedConfig {
+        create_delay_ms: 1000,
+        destroy_delay_ms: 1000,
+        ..in_order()
+    };
+    let run = TimedReplay::new(nodes, &jobs, &FirstFit, &workload, &cfg).finish(|_, _| {});
+    assert_eq!(run.records[0].end_ms, Some(u64::MAX));
+    assert_eq!(run.records[1].placed_ms, Some(u64::MAX));
+    assert!(run.series.len() <= 100_000);
+}

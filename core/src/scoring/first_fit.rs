@@ -6,7 +6,7 @@
 //! For several slices, `placement::candidates` offers greedy lowest-start fills; they are
 //! ranked by their first slice.
 
-use super::{Policy, ScoreContext, TieBreak, first_slot};
+use super::{Policy, ScoreContext, TieBreak, first_slot, in_order_score};
 use crate::node::NodeState;
 use crate::placement::Candidate;
 use crate::request::PodRequest;
@@ -28,9 +28,8 @@ impl Policy for FirstFit {
         _ctx: &ScoreContext,
     ) -> (f64, String) {
         let (gpu, start) = first_slot(cand);
-        // A start is below 8: the GPU position decides, then the start.
         (
-            -(gpu as f64) * 16.0 - f64::from(start),
+            in_order_score(gpu, start, false),
             format!("first fit: GPU #{gpu} position {start}"),
         )
     }

@@ -8,7 +8,7 @@
 //! For several slices, `placement::candidates` offers greedy lowest-start fills; they are
 //! ranked by their first slice.
 
-use super::{Policy, ScoreContext, TieBreak, first_slot};
+use super::{Policy, ScoreContext, TieBreak, first_slot, in_order_score};
 use crate::node::{GpuSlots, NodeState};
 use crate::placement::{Candidate, DeviceChoice};
 use crate::request::PodRequest;
@@ -52,14 +52,8 @@ impl Policy for HamiLegacy {
     ) -> (f64, String) {
         let (gpu, start) = first_slot(cand);
         let top = from_the_top(node, cand);
-        let within = if top {
-            f64::from(start)
-        } else {
-            -f64::from(start)
-        };
-        // A start is below 8: the GPU position decides, then the start.
         (
-            -(gpu as f64) * 16.0 + within,
+            in_order_score(gpu, start, top),
             format!(
                 "HAMi before #2855: GPU #{gpu} position {start} ({} free start)",
                 if top { "highest" } else { "lowest" }

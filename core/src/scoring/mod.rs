@@ -244,6 +244,17 @@ pub(crate) fn first_slot(cand: &Candidate) -> (usize, u8) {
     }
 }
 
+/// The in-order rules' score of a slot: the lowest GPU position first, then on it the lowest
+/// start (`from_top`: the highest). A start is below 8, so the GPU position decides.
+pub(crate) fn in_order_score(gpu: usize, start: u8, from_top: bool) -> f64 {
+    let within = if from_top {
+        f64::from(start)
+    } else {
+        -f64::from(start)
+    };
+    -(gpu as f64) * 16.0 + within
+}
+
 /// Drops the within-node bonus: nodes compare on integer scores, as
 /// kube-scheduler score plugins return them, and ties are broken at random.
 pub(crate) fn truncate(scores: &mut [f64]) {

@@ -334,8 +334,9 @@ impl<'a> TimedReplay<'a> {
         } else {
             (0, 0)
         };
-        let end = self.now + create + runtime;
-        let released = end + destroy;
+        // Lengths come from job files: a huge one saturates at the end of time.
+        let end = self.now.saturating_add(create).saturating_add(runtime);
+        let released = end.saturating_add(destroy);
         let record = &mut self.records[job];
         record.placed_ms = Some(self.now);
         record.end_ms = Some(end);

@@ -2,9 +2,10 @@
 //! runs once placed (a fixed duration, or compute work whose runtime follows
 //! from the compute share it was granted).
 
+use crate::catalogue::MigGeometry;
 use crate::node::{GPU_MILLI, GpuSlots, NodeState};
 use crate::placement::{Candidate, DeviceChoice};
-use crate::request::PodRequest;
+use crate::request::{GpuDemand, PodRequest};
 
 /// How long a job runs once its devices are ready.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,10 +68,75 @@ pub fn compute_share(node: &NodeState, choice: &DeviceChoice) -> f64 {
                 let GpuSlots::Mig(m) = &node.gpus.get(p.gpu)?.slots else {
                     return None;
                 };
-                let geometry = m.gpu.geometry();
-                let profile = geometry.profiles.get(p.profile)?;
-                Some(f64::from(profile.compute_slices) / f64::from(geometry.compute_slices))
+                profile_share(m.gpu.geometry(), p.profile)
             })
             .sum(),
+    }
+}
+
+/// Compute a demand asks for, in whole GPUs, with MIG profiles read on the first of `nodes`'
+/// MIG GPUs that offers the profile (0 when none does).
+pub fn demand_share(demand: &GpuDemand, nodes: &[NodeState]) -> f64 {
+    match demand {
+        GpuDemand::None => 0.0,
+        GpuDemand::Share { milli } => f64::from(*milli) / f64::from(GPU_MILLI),
+        GpuDemand::Whole { count } => f64::from(*count),
+        GpuDemand::Mig { profile, count } => nodes
+            .iter()
+            .flat_map(|n| &n.gpus)
+            .find_map(|g| match &g.slots {
+                GpuSlots::Mig(m) => {
+                    let (idx, _) = m.gpu.geometry().profile(profile).ok()?;
+                    profile_share(m.gpu.geometry(), idx)
+                }
+                GpuSlots::Plain { .. } => None,
+            })
+            .map_or(0.0, |share| f64::from(*count) * share),
+    }
+}
+
+/// One instance of profile `idx`'s share of its GPU's compute.
+fn profile_share(geometry: &MigGeometry, idx: usize) -> Option<f64> {
+    let profile = geometry.profiles.get(idx)?;
+    Some(f64::from(profile.compute_slices) / f64::from(geometry.compute_slices.max(1)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalogue::mig_geometry;
+    use crate::node::GpuState;
+    use crate::placement;
+
+    #[test]
+    fn a_demand_and_its_placement_hold_the_same_share() {
+        let mut node = NodeState::new("n", 64_000, 1 << 20);
+        node.gpus.push(GpuState::dynamic_mig(
+            0,
+            "G0",
+            "H100-80GB",
+            None,
+            mig_geometry("H100-80GB").unwrap(),
+        ));
+        node.gpus.push(GpuState::plain(1, "P1", "L40S", None));
+        let three = GpuDemand::Mig {
+            profile: "3g.40gb".into(),
+            count: 2,
+        };
+        let nodes = std::slice::from_ref(&node);
+        assert!((demand_share(&three, nodes) - 6.0 / 7.0).abs() < 1e-12);
+        assert_eq!(demand_share(&GpuDemand::Whole { count: 2 }, nodes), 2.0);
+        assert_eq!(demand_share(&GpuDemand::Share { milli: 250 }, nodes), 0.25);
+        let unknown = GpuDemand::Mig {
+            profile: "9g.900gb".into(),
+            count: 1,
+        };
+        assert_eq!(demand_share(&unknown, nodes), 0.0);
+        let one = PodRequest::cpu_only(0, 0).with_gpu(GpuDemand::Mig {
+            profile: "3g.40gb".into(),
+            count: 1,
+        });
+        let cand = placement::candidates(&node, &one).unwrap().remove(0);
+        assert!((compute_share(&node, &cand.choice) - 3.0 / 7.0).abs() < 1e-12);
     }
 }

@@ -22,7 +22,9 @@ impl Window {
     /// of that span.
     pub fn new(first_ms: u64, last_ms: u64, warmup: f64) -> Window {
         let span = last_ms.saturating_sub(first_ms);
-        let start_ms = first_ms + (span as f64 * warmup.clamp(0.0, 0.99)) as u64;
+        let start_ms = first_ms
+            .saturating_add((span as f64 * warmup.clamp(0.0, 0.99)) as u64)
+            .min(last_ms.max(first_ms));
         Window {
             start_ms,
             end_ms: (last_ms > start_ms).then_some(last_ms),
@@ -99,7 +101,7 @@ pub(crate) struct Recorder {
     queue_ms: f64,
     peak_compute: f64,
     sample_every_ms: u64,
-    next_sample_ms: u64,
+    next_sample_ms: Option<u64>,
     series: Vec<SeriesPoint>,
 }
 
@@ -118,7 +120,7 @@ impl Recorder {
             queue_ms: 0.0,
             peak_compute: 0.0,
             sample_every_ms: (last_arrival_ms / samples.max(1) as u64).max(1),
-            next_sample_ms: 0,
+            next_sample_ms: Some(0),
             series: Vec::new(),
         }
     }
@@ -143,16 +145,20 @@ impl Recorder {
                 .peak_compute
                 .max(share(self.occupancy.compute_used, self.occupancy.gpus));
         }
-        while self.next_sample_ms <= t && self.series.len() < 100_000 {
+        while let Some(at) = self.next_sample_ms
+            && at <= t
+            && self.series.len() < 100_000
+        {
             let o = &self.occupancy;
             self.series.push(SeriesPoint {
-                t_ms: self.next_sample_ms,
+                t_ms: at,
                 compute_pct: share(o.compute_used, o.gpus),
                 unallocated_gpu_pct: 100.0 - share(o.plain_used, o.plain_gpus),
                 stranded_pct: share(o.stranded, o.mig_gpus),
                 pending,
             });
-            self.next_sample_ms += self.sample_every_ms;
+            // Past the end of time there is no later sample.
+            self.next_sample_ms = at.checked_add(self.sample_every_ms);
         }
         self.last_ms = self.last_ms.max(t);
     }

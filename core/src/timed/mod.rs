@@ -19,7 +19,7 @@ mod totals;
 
 pub use engine::{Holding, JobRecord, TimedConfig, TimedReplay, TimedRun};
 pub use generator::{Arrivals, Generator, MixEntry};
-pub use job::{Job, Length, compute_share};
+pub use job::{Job, Length, compute_share, demand_share};
 pub use metrics::{SeriesPoint, TimedMetrics, Window};
 pub use occupancy::{Meter, Occupancy};
 pub use totals::FreeTotals;

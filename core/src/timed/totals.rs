@@ -93,9 +93,16 @@ impl FreeTotals {
 
     /// Adds `other` times `sign` (1 or −1).
     pub fn add(&mut self, other: &FreeTotals, sign: i64) {
-        self.cpu_milli += sign * other.cpu_milli;
-        self.memory_mib += sign * other.memory_mib;
-        self.plain_milli += sign * other.plain_milli;
+        // Node sizes come from Node objects and snapshots: sums saturate, never wrap.
+        self.cpu_milli = self
+            .cpu_milli
+            .saturating_add(sign.saturating_mul(other.cpu_milli));
+        self.memory_mib = self
+            .memory_mib
+            .saturating_add(sign.saturating_mul(other.memory_mib));
+        self.plain_milli = self
+            .plain_milli
+            .saturating_add(sign.saturating_mul(other.plain_milli));
         for m in &other.mig {
             self.add_mig(&m.geometry, sign * m.compute, sign * m.positions);
         }

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use super::RunResult;
-use super::summary::by_policy;
+use super::by_policy;
 
 const COLORS: [&str; 8] = [
     "#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",

@@ -72,6 +72,36 @@ impl Scenario {
     }
 }
 
+/// A run of one policy, as the summaries group them.
+pub trait PolicyRun {
+    /// Name of the policy the run replayed.
+    fn policy(&self) -> &str;
+}
+
+impl PolicyRun for RunResult {
+    fn policy(&self) -> &str {
+        &self.policy
+    }
+}
+
+impl PolicyRun for timed::TimedResult {
+    fn policy(&self) -> &str {
+        &self.policy
+    }
+}
+
+/// The runs of each policy, policies in the order they first ran.
+pub fn by_policy<R: PolicyRun>(runs: &[R]) -> Vec<(&str, Vec<&R>)> {
+    let mut groups: Vec<(&str, Vec<&R>)> = Vec::new();
+    for run in runs {
+        match groups.iter_mut().find(|(p, _)| *p == run.policy()) {
+            Some((_, rs)) => rs.push(run),
+            None => groups.push((run.policy(), vec![run])),
+        }
+    }
+    groups
+}
+
 /// One (policy, seed) replay.
 #[derive(Debug, Clone)]
 pub struct RunResult {

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use kubesched_core::stats::Estimate;
 
-use super::RunResult;
+use super::{RunResult, by_policy};
 
 /// Arrived-load points of the summary table.
 pub const POINTS: [usize; 4] = [90, 95, 100, 130];
@@ -38,18 +38,6 @@ pub struct PolicySummary {
     pub failed_all: f64,
     /// Mean wall-clock seconds per replay.
     pub seconds_per_run: f64,
-}
-
-/// The runs of each policy, policies in the order they first ran.
-pub fn by_policy(runs: &[RunResult]) -> Vec<(&str, Vec<&RunResult>)> {
-    let mut groups: Vec<(&str, Vec<&RunResult>)> = Vec::new();
-    for run in runs {
-        match groups.iter_mut().find(|(p, _)| *p == run.policy) {
-            Some((_, rs)) => rs.push(run),
-            None => groups.push((run.policy.as_str(), vec![run])),
-        }
-    }
-    groups
 }
 
 /// Summarises the runs per policy (policies in the order they first ran) over their seeds.

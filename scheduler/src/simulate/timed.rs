@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use kubesched_core::fragmentation::Workload;
 use kubesched_core::node::NodeState;
-use kubesched_core::request::{GpuDemand, PodRequest};
+use kubesched_core::request::PodRequest;
 use kubesched_core::scoring::Policy;
 use kubesched_core::timed::{
-    Generator, Job, MixEntry, SeriesPoint, TimedConfig, TimedMetrics, TimedReplay,
+    Generator, Job, MixEntry, SeriesPoint, TimedConfig, TimedMetrics, TimedReplay, demand_share,
 };
 
 /// Where a timed scenario's jobs come from.
@@ -63,36 +63,12 @@ pub fn workload_of(jobs: &[Job], coverage: f64) -> Workload {
     Workload::from_requests(&types, coverage)
 }
 
-/// The compute a request holds, in whole GPUs, on the cluster's MIG geometry (a 3g of
-/// 7 slices is 3/7).
-pub fn compute_share(req: &PodRequest, nodes: &[NodeState]) -> f64 {
-    match &req.gpu {
-        GpuDemand::None => 0.0,
-        GpuDemand::Share { milli } => f64::from(*milli) / 1000.0,
-        GpuDemand::Whole { count } => f64::from(*count),
-        GpuDemand::Mig { profile, count } => nodes
-            .iter()
-            .flat_map(|n| &n.gpus)
-            .find_map(|g| match &g.slots {
-                kubesched_core::node::GpuSlots::Mig(m) => {
-                    let geometry = m.gpu.geometry();
-                    geometry.profile(profile).ok().map(|(_, p)| {
-                        f64::from(*count) * f64::from(p.compute_slices)
-                            / f64::from(geometry.compute_slices)
-                    })
-                }
-                kubesched_core::node::GpuSlots::Plain { .. } => None,
-            })
-            .unwrap_or(0.0),
-    }
-}
-
 /// A generator's mix from (request, weight) pairs on `nodes`.
 pub fn mix_on(pairs: &[(PodRequest, u32)], nodes: &[NodeState]) -> Vec<MixEntry> {
     pairs
         .iter()
         .map(|(request, weight)| MixEntry {
-            share: compute_share(request, nodes),
+            share: demand_share(&request.gpu, nodes),
             request: request.clone(),
             weight: f64::from(*weight),
         })

@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use kubesched_core::stats::Estimate;
 use kubesched_core::timed::TimedMetrics;
 
+use super::by_policy;
 use super::timed::TimedResult;
 
 /// Which way a metric is better.
@@ -140,18 +141,6 @@ pub fn metrics_help() -> String {
         let _ = writeln!(out, "  {:<18} {}", m.name, m.help);
     }
     out
-}
-
-/// The runs of each policy, policies in the order they first ran.
-fn by_policy(runs: &[TimedResult]) -> Vec<(&str, Vec<&TimedResult>)> {
-    let mut groups: Vec<(&str, Vec<&TimedResult>)> = Vec::new();
-    for run in runs {
-        match groups.iter_mut().find(|(p, _)| *p == run.policy) {
-            Some((_, rs)) => rs.push(run),
-            None => groups.push((run.policy.as_str(), vec![run])),
-        }
-    }
-    groups
 }
 
 /// Each policy's estimate of `metric` over its seeds, policies in the order they first ran.
