@@ -8,7 +8,7 @@ mod common;
 use common::{extender, node, observe, plain_node};
 use kubesched_scheduler::extender::config::Config;
 use kubesched_scheduler::extender::protocol::{
-    ExtenderArgs, ExtenderBindingArgs, ExtenderFilterResult,
+    ExtenderArgs, ExtenderBindingArgs, ExtenderFilterResult, ExtenderPreemptionArgs,
 };
 
 const FILTER_BODY: &str = r#"{"Pod":{"metadata":{"name":"llm-infer-7c9f","namespace":"serving","uid":"5b1e0c2a-0000-4000-8000-000000000001","annotations":{"example.com/numa-policy":"single"}},"spec":{"schedulerName":"kubesched","containers":[{"name":"server","image":"llm:1","resources":{"requests":{"cpu":"8","nvidia.com/mig-1g.10gb":"1"},"limits":{"nvidia.com/mig-1g.10gb":"1"}}}]},"status":{"phase":"Pending"}},"Nodes":null,"NodeNames":["gpu-a-001","gpu-a-002","gpu-b-017","cpu-1"]}"#;
@@ -74,7 +74,7 @@ fn cluster() -> (
 fn filter_answers_with_exact_shape_and_reasons() {
     let (ext, _) = cluster();
     let args: ExtenderArgs = serde_json::from_str(FILTER_BODY).unwrap();
-    let got = serde_json::to_string(&ext.filter(&args).unwrap()).unwrap();
+    let got = serde_json::to_string(&ext.filter(&args)).unwrap();
     let want = r#"{"Nodes":null,"NodeNames":["gpu-a-002","gpu-b-017"],"FailedNodes":{"gpu-a-001":"no 1g.10gb placement left: GPU0 positions used: 0-3 (4g.40gb), 4-7 (3g.40gb)"},"FailedAndUnresolvableNodes":{"cpu-1":"node publishes no GPU inventory"},"Error":""}"#;
     assert_eq!(got, want);
 }
@@ -97,7 +97,7 @@ fn prioritize_is_a_bare_array_of_host_and_score() {
 fn bind_writes_the_devices_annotation_then_the_binding() {
     let (ext, binder) = cluster();
     let args: ExtenderArgs = serde_json::from_str(FILTER_BODY).unwrap();
-    ext.filter(&args).unwrap();
+    ext.filter(&args);
     binder
         .pods
         .lock()
@@ -141,10 +141,7 @@ fn lower_case_keys_are_accepted_like_the_go_decoder() {
         .replace("\"NodeNames\":", "\"nodenames\":")
         .replace("\"Nodes\":", "\"nodes\":");
     let args: ExtenderArgs = serde_json::from_str(&lower).unwrap();
-    assert_eq!(
-        ext.filter(&args).unwrap().node_names,
-        vec!["gpu-a-002", "gpu-b-017"]
-    );
+    assert_eq!(ext.filter(&args).node_names, vec!["gpu-a-002", "gpu-b-017"]);
     let bind: ExtenderBindingArgs =
         serde_json::from_str(r#"{"podName":"a","podNamespace":"b","podUID":"c","node":"d"}"#)
             .unwrap();
@@ -162,7 +159,7 @@ fn pods_without_gpu_pass_untouched_with_a_neutral_score() {
     let body = r#"{"Pod":{"metadata":{"name":"web","namespace":"default","uid":"u-web"},"spec":{"containers":[{"name":"c","resources":{"requests":{"cpu":"100m"}}}]}},"Nodes":null,"NodeNames":["cpu-1","gpu-a-001","not-a-node"]}"#;
     let args: ExtenderArgs = serde_json::from_str(body).unwrap();
     assert_eq!(
-        serde_json::to_string(&ext.filter(&args).unwrap()).unwrap(),
+        serde_json::to_string(&ext.filter(&args)).unwrap(),
         r#"{"Nodes":null,"NodeNames":["cpu-1","gpu-a-001","not-a-node"],"FailedNodes":{},"FailedAndUnresolvableNodes":{},"Error":""}"#
     );
     assert_eq!(
@@ -179,14 +176,34 @@ fn no_fitting_node_still_sends_an_empty_list_and_never_a_foreign_name() {
         r#""NodeNames":["gpu-a-001","ghost"]"#,
     );
     let args: ExtenderArgs = serde_json::from_str(&body).unwrap();
-    let got = serde_json::to_string(&ext.filter(&args).unwrap()).unwrap();
+    let got = serde_json::to_string(&ext.filter(&args)).unwrap();
     assert!(got.starts_with(r#"{"Nodes":null,"NodeNames":[],"#), "{got}");
     assert!(got.contains(r#""ghost":"node publishes no GPU inventory""#));
     let empty = FILTER_BODY.replace(r#"["gpu-a-001","gpu-a-002","gpu-b-017","cpu-1"]"#, "[]");
     let args: ExtenderArgs = serde_json::from_str(&empty).unwrap();
-    assert!(ext.filter(&args).unwrap().node_names.is_empty());
+    assert!(ext.filter(&args).node_names.is_empty());
     assert_eq!(
         serde_json::to_string(&ext.prioritize(&args).unwrap()).unwrap(),
         "[]"
     );
+}
+
+/// kube-scheduler's preempt call as it marshals it with `nodeCacheCapable: true` (Go field
+/// names, no JSON tags, victims by UID), and our exact reply: gpu-a-001's proposed victim
+/// (the 3g at 4-7) frees a 1g position, and so does the running 1g on gpu-b-017, but
+/// gpu-a-001's 4g is spared: evicting the 3g alone is enough.
+#[test]
+fn preempt_answers_with_exact_shape() {
+    let (ext, _) = cluster();
+    let pod = FILTER_BODY
+        .split_once(r#","Nodes":null"#)
+        .map(|(head, _)| head.trim_start_matches(r#"{"Pod":"#))
+        .unwrap();
+    let body = format!(
+        r#"{{"Pod":{pod},"NodeNameToVictims":null,"NodeNameToMetaVictims":{{"gpu-a-001":{{"Pods":[{{"UID":"run-0"}},{{"UID":"run-1"}}],"NumPDBViolations":1}},"gpu-b-017":{{"Pods":[{{"UID":"run-2"}}],"NumPDBViolations":0}}}}}}"#
+    );
+    let args: ExtenderPreemptionArgs = serde_json::from_str(&body).unwrap();
+    let got = serde_json::to_string(&ext.preempt(&args)).unwrap();
+    let want = r#"{"NodeNameToMetaVictims":{"gpu-a-001":{"Pods":[{"UID":"run-1"}],"NumPDBViolations":1},"gpu-b-017":{"Pods":[],"NumPDBViolations":0}}}"#;
+    assert_eq!(got, want);
 }

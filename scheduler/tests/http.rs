@@ -1,5 +1,6 @@
-//! The server over real HTTP on loopback: bad input is a 400 with a
-//! message and the server keeps serving; health, readiness and metrics.
+//! The server over real HTTP on loopback: a body that is not the verb's JSON is a 400 with a
+//! message, a pod we cannot serve a 200 naming why; the server keeps serving; health,
+//! readiness and metrics.
 // A test or bench states what it expects with unwrap/expect: a panic here is a failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -58,35 +59,15 @@ async fn bad_requests_get_400_with_a_message_and_the_server_keeps_serving() {
             "missing field `Pod`",
         ),
         (
-            "/kubesched/filter",
-            r#"{"Pod":{},"Nodes":null}"#.into(),
-            "nodeCacheCapable",
-        ),
-        (
             "/kubesched/prioritize",
             r#"{"Pod":{"spec":{"containers":7}},"NodeNames":[]}"#.into(),
             "malformed request",
         ),
         ("/kubesched/filter", huge, "limit 65536 bytes"),
         (
-            "/kubesched/filter",
-            GOOD.replace("mig-3g.40gb", "mig-9g.99gb"),
-            "offers MIG profile 9g.99gb",
-        ),
-        (
-            "/kubesched/filter",
-            GOOD.replace("mig-3g.40gb", "mig-huge"),
-            "malformed MIG profile",
-        ),
-        (
-            "/kubesched/prioritize",
-            GOOD.replace(r#""1"}"#, r#""lots"}"#),
-            "invalid quantity",
-        ),
-        (
-            "/kubesched/filter",
-            GOOD.replace(r#""1"}"#, r#""500m"}"#),
-            "whole number",
+            "/kubesched/preempt",
+            r#"{"Pod":{},"NodeNameToMetaVictims":{"n":{"Pods":[{"UID":7}]}}}"#.into(),
+            "malformed request",
         ),
         (
             "/kubesched/bind",
@@ -99,6 +80,51 @@ async fn bad_requests_get_400_with_a_message_and_the_server_keeps_serving() {
         assert_eq!(status, 400, "{path} {body:.80}: {text}");
         assert!(text.contains(needle), "{path}: {text:?} lacks {needle:?}");
     }
+    // A pod kube-scheduler sent but we cannot serve is a 200 whose reason reaches the pod's
+    // events (kube-scheduler drops the body of any other status): every node unresolvable,
+    // so nothing is preempted for it. A configuration error goes in `Error`.
+    let refused: Vec<(&str, String, &str)> = vec![
+        (
+            "/kubesched/filter",
+            GOOD.replace("mig-3g.40gb", "mig-9g.99gb"),
+            "offers MIG profile 9g.99gb",
+        ),
+        (
+            "/kubesched/filter",
+            GOOD.replace("mig-3g.40gb", "mig-huge"),
+            "malformed MIG profile",
+        ),
+        (
+            "/kubesched/filter",
+            GOOD.replace(r#""1"}"#, r#""500m"}"#),
+            "whole number",
+        ),
+    ];
+    for (path, body, needle) in refused {
+        let (status, text) = c.request("POST", path, body.as_bytes()).await;
+        assert_eq!(status, 200, "{path} {body:.80}: {text}");
+        let reply: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(reply["NodeNames"], serde_json::json!([]), "{text}");
+        let reason = reply["FailedAndUnresolvableNodes"]["gpu-1"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(reason.contains(needle), "{path}: {text:?} lacks {needle:?}");
+        assert!(reason.starts_with("kubesched: "), "{reason}");
+    }
+    let (status, text) = c
+        .request("POST", "/kubesched/filter", br#"{"Pod":{},"Nodes":null}"#)
+        .await;
+    assert_eq!(status, 200);
+    assert!(text.contains("nodeCacheCapable"), "{text}");
+    let (status, text) = c
+        .request(
+            "POST",
+            "/kubesched/prioritize",
+            GOOD.replace(r#""1"}"#, r#""lots"}"#).as_bytes(),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(text, r#"[{"Host":"gpu-1","Score":0}]"#);
     let (status, text) = c
         .request("POST", "/kubesched/filter", GOOD.as_bytes())
         .await;

@@ -123,21 +123,22 @@ fn unusable_inventory_and_numa_rejections_are_explained() {
     let split = node("split", &[("L4", None, 0), ("L4", None, 1)], &[]);
     let (ext, _) = extender(Config::default(), &[broken, split]);
     let p = pod("two", "u2", &[("nvidia.com/gpu", "2")]);
-    let r = ext.filter(&args(&p, &["bad", "split"])).unwrap();
+    let r = ext.filter(&args(&p, &["bad", "split"]));
     assert!(r.node_names.is_empty());
     let bad = &r.failed_and_unresolvable_nodes["bad"];
     assert!(
         bad.starts_with("node GPU inventory unusable") && bad.contains("newer"),
         "{bad}"
     );
-    let split = &r.failed_nodes["split"];
+    // No eviction can put two GPUs of different NUMA nodes on one: unresolvable.
+    let split = &r.failed_and_unresolvable_nodes["split"];
     assert!(
         split.starts_with("topology manager would reject"),
         "{split}"
     );
     let one = pod("one", "u1", &[("nvidia.com/gpu", "1")]);
     assert_eq!(
-        ext.filter(&args(&one, &["split"])).unwrap().node_names,
+        ext.filter(&args(&one, &["split"])).node_names,
         vec!["split"]
     );
 }
@@ -153,7 +154,7 @@ fn model_restrictions_are_unresolvable_and_a_changed_inventory_applies() {
         )]
         .into(),
     );
-    let r = ext.filter(&args(&p, &["n"])).unwrap();
+    let r = ext.filter(&args(&p, &["n"]));
     assert!(
         r.failed_and_unresolvable_nodes["n"].contains("not in requested"),
         "{r:?}"
@@ -162,7 +163,7 @@ fn model_restrictions_are_unresolvable_and_a_changed_inventory_applies() {
     let (name, base) =
         reflectors::node_base(&node("n", &[("H100-80GB", None, 0)], &[]), &key).unwrap();
     ext.state_mut().upsert_node(&name, base);
-    assert_eq!(ext.filter(&args(&p, &["n"])).unwrap().node_names, vec!["n"]);
+    assert_eq!(ext.filter(&args(&p, &["n"])).node_names, vec!["n"]);
 }
 
 #[tokio::test]
@@ -179,10 +180,7 @@ async fn unconfirmed_reservations_expire() {
     assert_eq!(ext.bind(&bind).await.error, "");
     let other = pod("q", "uq", &[("nvidia.com/gpu", "1")]);
     assert!(
-        ext.filter(&args(&other, &["n"]))
-            .unwrap()
-            .node_names
-            .is_empty(),
+        ext.filter(&args(&other, &["n"])).node_names.is_empty(),
         "reserved"
     );
     let later = Instant::now() + Duration::from_secs(601);
@@ -191,10 +189,7 @@ async fn unconfirmed_reservations_expire() {
             .expire_reservations(later, Duration::from_secs(600)),
         1
     );
-    assert_eq!(
-        ext.filter(&args(&other, &["n"])).unwrap().node_names,
-        vec!["n"]
-    );
+    assert_eq!(ext.filter(&args(&other, &["n"])).node_names, vec!["n"]);
 }
 
 #[test]

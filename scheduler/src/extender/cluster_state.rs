@@ -12,7 +12,7 @@ use kubesched_core::annotation::DevicesAnnotation;
 use kubesched_core::catalogue;
 use kubesched_core::fragmentation::{self, NodeFrag, Workload};
 use kubesched_core::node::{GpuSlots, NodeState};
-use kubesched_core::placement::{self, Candidate, DeviceChoice, PlacementError, Unfit};
+use kubesched_core::placement::{self, Candidate, Cause, DeviceChoice, PlacementError, Unfit};
 use kubesched_core::request::PodRequest;
 use kubesched_core::scoring::{Choice, Policy, ScoreContext};
 
@@ -89,6 +89,9 @@ struct NodeCache {
     workload_gen: u64,
     frag: Option<(u64, Arc<NodeFrag>)>,
     outcomes: Vec<(PodRequest, Result<Choice, Unfit>)>,
+    /// Whether a request fits the empty node: depends on the inventory only, so kept
+    /// across pod changes (a new inventory makes a new entry).
+    empty: Vec<(PodRequest, Result<(), Unfit>)>,
 }
 
 struct NodeEntry {
@@ -409,20 +412,79 @@ impl ClusterState {
         f(NodeView::Evaluated(&cache.outcomes[idx].1))
     }
 
-    /// Recomputes a node's state from its inventory, its pods and its
-    /// reservations. Pods with an annotation go first (they hold real
-    /// devices), then reservations, then GPU pods we have no record of
-    /// devices for, which are given the first feasible placement so that
-    /// counts stay right.
+    /// Recomputes a node's state from its inventory, its pods and its reservations.
     fn rebuild(&mut self, name: &str) {
+        let state = self.compute_state(name, &HashSet::new());
         let Some(entry) = self.nodes.get_mut(name) else {
             return;
         };
         entry.version = self.next_version;
         self.next_version += 1;
-        let Ok(base) = &entry.base else {
-            return;
-        };
+        if let Some(state) = state {
+            entry.state_key = fragmentation::state_key(&state);
+            entry.state = state;
+        }
+    }
+
+    /// Whether `request` fits node `name` with nothing on it but what no eviction can free
+    /// (the inventory's own state: static instances, unhealthy devices, and, where the agent
+    /// reports live NUMA CPUs, CPUs pinned by running pods). `None` for a node without a
+    /// usable inventory. Memoised until the inventory changes.
+    pub fn fits_empty(&self, name: &str, request: &PodRequest) -> Option<Result<(), Unfit>> {
+        let entry = self.nodes.get(name)?;
+        let base = entry.base.as_ref().ok()?;
+        let mut cache = entry.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, outcome)) = cache.empty.iter().find(|(r, _)| r == request) {
+            return Some(outcome.clone());
+        }
+        let outcome = placement::fits(&base.state, request);
+        if cache.empty.len() >= MEMO_CAPACITY {
+            let _evicted = cache.empty.remove(0);
+        }
+        cache.empty.push((request.clone(), outcome.clone()));
+        Some(outcome)
+    }
+
+    /// Whether evicting pods can never make `request` fit node `name`: it does not fit the
+    /// empty node. CPU and NUMA refusals on a node whose NUMA CPUs are reported live are not
+    /// counted (pinned CPUs of running pods are missing from its empty state).
+    pub fn never_fits(&self, name: &str, request: &PodRequest) -> bool {
+        match self.fits_empty(name, request) {
+            Some(Err(unfit)) => {
+                !(self.live_numa_cpus(name) && matches!(unfit.cause(), Cause::NoCpu | Cause::Numa))
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the node's inventory reports free NUMA CPUs live from the kubelet (then CPUs
+    /// pinned by running pods are already missing from its empty state).
+    pub fn live_numa_cpus(&self, name: &str) -> bool {
+        self.nodes
+            .get(name)
+            .and_then(|e| e.base.as_ref().ok())
+            .is_some_and(|b| b.live_numa_cpus)
+    }
+
+    /// Whether `request` would fit node `name` once the pods with UIDs in `evicted` are gone.
+    /// `None` for a node without a usable inventory.
+    pub fn fits_without(
+        &self,
+        name: &str,
+        evicted: &HashSet<&str>,
+        request: &PodRequest,
+    ) -> Option<Result<(), Unfit>> {
+        let state = self.compute_state(name, evicted)?;
+        Some(placement::fits(&state, request))
+    }
+
+    /// A node's state from its inventory, its pods (but those in `excluded`) and its
+    /// reservations. Pods with an annotation go first (they hold real devices), then
+    /// reservations, then GPU pods we have no record of devices for, which are given the
+    /// first feasible placement so that counts stay right.
+    fn compute_state(&self, name: &str, excluded: &HashSet<&str>) -> Option<NodeState> {
+        let entry = self.nodes.get(name)?;
+        let base = entry.base.as_ref().ok()?;
         let mut state = base.state.clone();
         let live = base.live_numa_cpus;
         // Running pods' pinned CPUs are already out of a live NUMA report;
@@ -437,6 +499,9 @@ impl ClusterState {
         let mut unplaced: Vec<&str> = Vec::new();
         let empty = BTreeSet::new();
         for uid in self.on_node.get(name).unwrap_or(&empty) {
+            if excluded.contains(uid.as_str()) {
+                continue;
+            }
             let Some(pod) = self.pods.get(uid) else {
                 continue;
             };
@@ -495,7 +560,6 @@ impl ClusterState {
                     "bound pod does not fit its node's recorded free devices");
             }
         }
-        entry.state_key = fragmentation::state_key(&state);
-        entry.state = state;
+        Some(state)
     }
 }

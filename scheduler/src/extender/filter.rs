@@ -1,9 +1,11 @@
 //! The `filter` verb: which of the sent nodes can host the pod's GPU
 //! request, and why the others cannot. Pure in-memory, no API calls.
+//!
+//! Every answer kube-scheduler can act on is a 200: its reasons reach the pod's events, where
+//! a non-200 body is thrown away. A node goes to `FailedAndUnresolvableNodes` when evicting
+//! pods cannot help (the pod does not fit the node even empty), so preemption skips it.
 
 use std::collections::BTreeMap;
-
-use kubesched_core::placement::Unfit;
 
 use super::cluster_state::NodeView;
 use super::outcome::FilterOutcome;
@@ -15,19 +17,36 @@ pub const NO_INVENTORY: &str = "node publishes no GPU inventory";
 
 impl Extender {
     /// The `filter` verb: the nodes that fit, and a reason for each that does not.
-    pub fn filter(&self, args: &ExtenderArgs) -> Result<ExtenderFilterResult, VerbError> {
-        let names = args
-            .node_names
-            .as_ref()
-            .ok_or(VerbError::MissingNodeNames)?;
-        let req = self.pod_request(&args.pod)?;
+    pub fn filter(&self, args: &ExtenderArgs) -> ExtenderFilterResult {
         let mut out = ExtenderFilterResult::default();
+        let Some(names) = args.node_names.as_ref() else {
+            // A configuration error, not the pod's: `Error` shows it in the pod's events.
+            out.error = VerbError::MissingNodeNames.to_string();
+            tracing::warn!(error = %out.error, "filter without NodeNames");
+            return out;
+        };
+        let req = match self.pod_request(&args.pod) {
+            Ok(req) => req,
+            Err(error) => {
+                // No node can serve a pod we cannot read: every node is unresolvable, with
+                // the reason, so the pod's event says why and nothing is preempted for it.
+                let reason = format!("kubesched: {error}");
+                tracing::info!(%error, "pod refused on every node");
+                for name in names {
+                    out.failed_and_unresolvable_nodes
+                        .insert(name.clone(), reason.clone());
+                }
+                self.metrics()
+                    .filter_outcome(FilterOutcome::Unservable, names.len() as u64);
+                return out;
+            }
+        };
         if req.gpu.is_none() {
             // Not ours to judge: every node passes untouched.
             out.node_names = names.clone();
             self.metrics()
                 .filter_outcome(FilterOutcome::NoGpuRequest, names.len() as u64);
-            return Ok(out);
+            return out;
         }
         let uid = args.pod.metadata.uid.as_deref().unwrap_or("");
         self.workload().observe(uid, &req);
@@ -48,13 +67,16 @@ impl Extender {
                     NodeView::Evaluated(Ok(_)) => (FilterOutcome::Fits, Verdict::Fits),
                     NodeView::Evaluated(Err(unfit)) => (
                         FilterOutcome::Unfit(unfit.cause()),
-                        if unresolvable(unfit) {
-                            Verdict::Unresolvable(unfit.to_string())
-                        } else {
-                            Verdict::Failed(unfit.to_string())
-                        },
+                        Verdict::Failed(unfit.to_string()),
                     ),
                 });
+                // Outside `evaluate`, which holds the node's memo lock.
+                let verdict = match verdict {
+                    Verdict::Failed(reason) if state.never_fits(name, &req) => {
+                        Verdict::Unresolvable(reason)
+                    }
+                    other => other,
+                };
                 *counts.entry(outcome).or_default() += 1;
                 match verdict {
                     Verdict::Fits => out.node_names.push(name.clone()),
@@ -71,7 +93,7 @@ impl Extender {
         for (outcome, n) in counts {
             self.metrics().filter_outcome(outcome, n);
         }
-        Ok(out)
+        out
     }
 }
 
@@ -80,12 +102,4 @@ enum Verdict {
     Fits,
     Failed(String),
     Unresolvable(String),
-}
-
-/// Failures that evicting pods cannot cure, so preemption skips the node.
-fn unresolvable(u: &Unfit) -> bool {
-    matches!(
-        u,
-        Unfit::ModelMismatch { .. } | Unfit::UnknownProfile { .. }
-    )
 }

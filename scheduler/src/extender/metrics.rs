@@ -85,6 +85,8 @@ pub struct Metrics {
     latency: Family<VerbLabels, Histogram, fn() -> Histogram>,
     filter_nodes: Family<OutcomeLabels, Counter>,
     binds: Family<OutcomeLabels, Counter>,
+    preemption_nodes: Family<OutcomeLabels, Counter>,
+    preemption_victims: Family<OutcomeLabels, Counter>,
     reservations: Gauge,
     watch_lists: Family<ResourceLabels, Counter>,
     task_restarts: Family<ResourceLabels, Counter>,
@@ -128,6 +130,18 @@ impl Metrics {
             latency.clone(),
         );
         let filter_nodes = Family::<OutcomeLabels, Counter>::default();
+        let preemption_nodes = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "preemption_nodes",
+            "Candidate nodes of preempt calls: kept (evicting frees a legal placement) or dropped",
+            preemption_nodes.clone(),
+        );
+        let preemption_victims = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "preemption_victims",
+            "Victims kube-scheduler proposed on kept nodes: evicted, or spared as not needed",
+            preemption_victims.clone(),
+        );
         registry.register(
             "filter_nodes",
             "Nodes judged by filter, by outcome (fits, or why not)",
@@ -211,6 +225,8 @@ impl Metrics {
             latency,
             filter_nodes,
             binds,
+            preemption_nodes,
+            preemption_victims,
             reservations,
             watch_lists,
             task_restarts,
@@ -242,6 +258,20 @@ impl Metrics {
                 outcome: outcome.label(),
             })
             .inc_by(nodes);
+    }
+
+    /// Counts `nodes` candidate nodes of a preempt call as `kept` or `dropped`.
+    pub fn preemption_nodes(&self, outcome: &'static str, nodes: u64) {
+        self.preemption_nodes
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc_by(nodes);
+    }
+
+    /// Counts `victims` proposed victims on kept nodes as `evicted` or `spared`.
+    pub fn preemption_victims(&self, outcome: &'static str, victims: u64) {
+        self.preemption_victims
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc_by(victims);
     }
 
     /// Counts one bind call by how it ended.

@@ -5,7 +5,7 @@
 //! - `config`: YAML file and flags
 //! - `workload`: the fragmentation target workload (fixed or learned)
 //! - `reservations`, `cluster_state`: occupancy and memoised evaluations
-//! - `service`: the extender object; `filter`, `prioritize`, `bind`: the verbs
+//! - `service`: the extender object; `filter`, `prioritize`, `preempt`, `bind`: the verbs
 //! - `outcome`: what each verb decided, as metric labels
 //! - `api_client`: the API calls bind makes, behind a trait
 //! - `reflectors`: Node and Pod watches feeding the state
@@ -22,6 +22,7 @@ mod connections;
 pub mod filter;
 pub mod metrics;
 pub mod outcome;
+mod preempt;
 mod prioritize;
 pub mod protocol;
 pub mod reflectors;

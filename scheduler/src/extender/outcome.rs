@@ -16,6 +16,9 @@ pub enum FilterOutcome {
     Unfit(Cause),
     /// The node can host the pod.
     Fits,
+    /// The pod itself cannot be served (unreadable request, unknown MIG profile): every
+    /// node is refused for it.
+    Unservable,
 }
 
 impl FilterOutcome {
@@ -27,6 +30,7 @@ impl FilterOutcome {
             FilterOutcome::InvalidInventory => "invalid_inventory",
             FilterOutcome::Unfit(cause) => cause.as_str(),
             FilterOutcome::Fits => "fits",
+            FilterOutcome::Unservable => "unservable_pod",
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The `prioritize` verb: the policy's score of its best placement on each
 //! node, rescaled to kube-scheduler's 0..10 extender range. Pure in-memory.
 
+use kubesched_core::request::PodRequest;
 use kubesched_core::scoring::Choice;
 
 use super::cluster_state::NodeView;
@@ -18,7 +19,14 @@ impl Extender {
             .node_names
             .as_ref()
             .ok_or(VerbError::MissingNodeNames)?;
-        let req = self.pod_request(&args.pod)?;
+        // A pod we cannot read was refused on every node by filter; a score adds nothing.
+        let req = match self.pod_request(&args.pod) {
+            Ok(req) => req,
+            Err(error) => {
+                tracing::info!(%error, "prioritize of a pod that cannot be served: all zero");
+                PodRequest::cpu_only(0, 0)
+            }
+        };
         if req.gpu.is_none() {
             return Ok(names
                 .iter()

@@ -56,8 +56,8 @@ pub struct ExtenderFilterResult {
         alias = "failedandunresolvablenodes"
     )]
     pub failed_and_unresolvable_nodes: BTreeMap<String, String>,
-    /// Error that fails the whole filter call (`Error`); left empty here, as bad input
-    /// gets an HTTP 400 instead.
+    /// Error that fails the whole filter call (`Error`): set only for a configuration error
+    /// (no `NodeNames`); kube-scheduler shows it in the pod's events and retries with back-off.
     #[serde(default, alias = "error")]
     pub error: String,
 }
@@ -107,4 +107,83 @@ pub struct ExtenderBindingResult {
     /// Why the bind failed (`Error`); empty on success.
     #[serde(default, alias = "error")]
     pub error: String,
+}
+
+/// Body of `preempt`: the pod that would preempt, and per candidate node the victims
+/// kube-scheduler chose by resource counts.
+///
+/// With `nodeCacheCapable: true` only `NodeNameToMetaVictims` (victims by UID) is sent;
+/// `NodeNameToVictims` (full pods) is read when it is all there is.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ExtenderPreemptionArgs {
+    /// The preemptor (`Pod`).
+    #[serde(alias = "pod")]
+    pub pod: Pod,
+    /// Victims as full pods, per node (`NodeNameToVictims`).
+    #[serde(default, alias = "nodeNameToVictims", alias = "nodenametovictims")]
+    pub node_name_to_victims: Option<BTreeMap<String, Victims>>,
+    /// Victims by UID, per node (`NodeNameToMetaVictims`).
+    #[serde(
+        default,
+        alias = "nodeNameToMetaVictims",
+        alias = "nodenametometavictims"
+    )]
+    pub node_name_to_meta_victims: Option<BTreeMap<String, MetaVictims>>,
+}
+
+/// Victims on one node, as full pods (`Victims`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Victims {
+    /// The pods to evict (`Pods`).
+    #[serde(default, alias = "pods")]
+    pub pods: Vec<Pod>,
+    /// PodDisruptionBudgets their eviction violates (`NumPDBViolations`).
+    #[serde(
+        default,
+        rename = "NumPDBViolations",
+        alias = "numPDBViolations",
+        alias = "numpdbviolations"
+    )]
+    pub num_pdb_violations: i64,
+}
+
+/// Victims on one node, by UID (`MetaVictims`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct MetaVictims {
+    /// The pods to evict (`Pods`).
+    #[serde(default, alias = "pods")]
+    pub pods: Vec<MetaPod>,
+    /// PodDisruptionBudgets their eviction violates (`NumPDBViolations`).
+    #[serde(
+        default,
+        rename = "NumPDBViolations",
+        alias = "numPDBViolations",
+        alias = "numpdbviolations"
+    )]
+    pub num_pdb_violations: i64,
+}
+
+/// A victim named by its UID (`MetaPod`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct MetaPod {
+    /// The pod's UID (`UID`).
+    #[serde(rename = "UID", alias = "uid", alias = "Uid")]
+    pub uid: String,
+}
+
+/// Reply to `preempt`: the nodes where evicting (a subset of) the victims lets the pod in.
+/// A node left out is not preempted on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ExtenderPreemptionResult {
+    /// Victims by UID, per node (`NodeNameToMetaVictims`).
+    #[serde(
+        default,
+        alias = "nodeNameToMetaVictims",
+        alias = "nodenametometavictims"
+    )]
+    pub node_name_to_meta_victims: BTreeMap<String, MetaVictims>,
 }

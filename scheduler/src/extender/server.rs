@@ -17,7 +17,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
 
-use super::protocol::{ExtenderArgs, ExtenderBindingArgs};
+use super::protocol::{ExtenderArgs, ExtenderBindingArgs, ExtenderPreemptionArgs};
 use super::service::Extender;
 
 type Shared = Arc<Extender>;
@@ -33,6 +33,7 @@ pub fn verbs_router(ext: Shared) -> Router {
     Router::new()
         .route(&format!("{prefix}/filter"), post(filter))
         .route(&format!("{prefix}/prioritize"), post(prioritize))
+        .route(&format!("{prefix}/preempt"), post(preempt))
         .route(&format!("{prefix}/bind"), post(bind))
         .with_state(ext)
 }
@@ -109,12 +110,18 @@ async fn filter(State(ext): State<Shared>, body: Body) -> Response {
     let started = Instant::now();
     let resp = match read_json::<ExtenderArgs>(&ext, body).await {
         Err(e) => bad_request("filter", e),
-        Ok(args) => match ext.filter(&args) {
-            Ok(r) => json(&r),
-            Err(e) => bad_request("filter", e.to_string()),
-        },
+        Ok(args) => json(&ext.filter(&args)),
     };
     finish(&ext, "filter", started, resp)
+}
+
+async fn preempt(State(ext): State<Shared>, body: Body) -> Response {
+    let started = Instant::now();
+    let resp = match read_json::<ExtenderPreemptionArgs>(&ext, body).await {
+        Err(e) => bad_request("preempt", e),
+        Ok(args) => json(&ext.preempt(&args)),
+    };
+    finish(&ext, "preempt", started, resp)
 }
 
 async fn prioritize(State(ext): State<Shared>, body: Body) -> Response {
