@@ -16,7 +16,9 @@ render() { # OUTFILE TEMPLATES... [-- helm args]
   {
     echo "# Rendered from $CHART (release kubesched, namespace $NS) by scripts/render-manifests.sh."
     echo "# Do not edit: change the chart and render again."
-    helm template kubesched "$CHART" --namespace "$NS" "${shows[@]}" "${args[@]}"
+    # A fixed cluster version, so the rendered kube-scheduler tag does not depend on the
+    # Helm binary (a real install takes the cluster's own version).
+    helm template kubesched "$CHART" --namespace "$NS" --kube-version v1.31.0 "${shows[@]}" "${args[@]}"
   } >"$OUT/$out"
 }
 mkdir -p "$OUT"

@@ -6,6 +6,8 @@
 
 #[path = "e2e/burst.rs"]
 mod burst;
+#[path = "e2e/compat.rs"]
+mod compat;
 #[path = "e2e/hostile.rs"]
 mod hostile;
 #[path = "e2e/restarts.rs"]
@@ -77,6 +79,10 @@ async fn scenarios(cluster: &Cluster) -> anyhow::Result<()> {
     })
     .await?;
     run("burst_on_fake_nodes", || burst::burst(cluster)).await?;
+    run("unservable_reason_preemption_by_geometry_top_score", || {
+        compat::compat(cluster, &stack.extender)
+    })
+    .await?;
     run("extender_killed_mid_burst", || {
         restarts::extender_killed_mid_burst(cluster, &mut stack.extender)
     })

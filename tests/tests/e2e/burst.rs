@@ -73,15 +73,30 @@ fn capacity(inventory: &NodeInventory) -> BTreeMap<String, i64> {
 
 pub async fn create_fake_node(client: &kube::Client, name: &str) -> anyhow::Result<NodeInventory> {
     let inventory = inventory(name)?;
+    create_node_with(client, name, &inventory, &[]).await?;
+    Ok(inventory)
+}
+
+/// A fake Node (no kubelet) publishing `inventory`, its capacity as the agent would
+/// advertise it, labelled `FAKE_LABEL` and `labels`.
+pub async fn create_node_with(
+    client: &kube::Client,
+    name: &str,
+    inventory: &NodeInventory,
+    labels: &[(&str, &str)],
+) -> anyhow::Result<()> {
     let mut resources = serde_json::json!({"cpu": "64", "memory": "256Gi", "pods": "250"});
-    for (k, v) in capacity(&inventory) {
+    for (k, v) in capacity(inventory) {
         resources[k] = serde_json::json!(v.to_string());
     }
     let node: Node = serde_json::from_value(serde_json::json!({
         "apiVersion": "v1", "kind": "Node",
         "metadata": {
             "name": name,
-            "labels": {FAKE_LABEL: "true", "kubernetes.io/hostname": name},
+            "labels": labels.iter().fold(
+                serde_json::json!({FAKE_LABEL: "true", "kubernetes.io/hostname": name}),
+                |mut all, (k, v)| { all[*k] = serde_json::json!(v); all },
+            ),
             "annotations": {
                 format!("{ANNOTATION_PREFIX}/{INVENTORY_ANNOTATION}"): inventory.to_json()
             },
@@ -102,7 +117,7 @@ pub async fn create_fake_node(client: &kube::Client, name: &str) -> anyhow::Resu
     api.replace_status(name, &PostParams::default(), &current)
         .await
         .with_context(|| format!("setting the status of fake node {name}"))?;
-    Ok(inventory)
+    Ok(())
 }
 
 /// Pods that count-fit (kube-scheduler's own resource fit agrees) but cannot be admitted under
