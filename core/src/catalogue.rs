@@ -2,16 +2,20 @@
 //! geometry (memory positions, compute slices, profiles and allowed starts).
 //!
 //! At run time the node agent reads the real placements from NVML; this table is
-//! what simulation and tests use, and what an inventory falls back to.
+//! what simulation and tests use, and what an inventory falls back to. Profile names are
+//! generated from each model's total memory by NVIDIA's naming rule (`mig_name`), so they
+//! match what the agent reads from NVML and what NVIDIA's device plugin advertises.
 
 use std::sync::{Arc, LazyLock};
 
 use serde::{Deserialize, Serialize};
 
+use crate::mig_name::{self, ProfileAttribute, ProfileName};
+
 /// One MIG profile of a GPU model, e.g. `3g.40gb` on an H100-80GB.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MigProfile {
-    /// Profile name without the resource prefix, e.g. `1g.10gb` or `1g.10gb+me`.
+    /// Profile name without the resource prefix, e.g. `1g.10gb`, `1g.10gb+me` or `1g.23gb-me`.
     pub name: String,
     /// Compute slices (the `Ng` part).
     pub compute_slices: u8,
@@ -24,9 +28,12 @@ pub struct MigProfile {
 }
 
 impl MigProfile {
-    /// Media-extension variants (`+me`) carry the GPU's single set of media engines.
+    /// Media-extension variants (`+me`, `+me.all`) carry the GPU's single set of media
+    /// engines, so a GPU holds at most one of them. `-me` and `+gfx` variants do not.
     pub fn is_media_extension(&self) -> bool {
-        self.name.ends_with("+me")
+        mig_name::split_attribute(&self.name)
+            .1
+            .is_some_and(ProfileAttribute::takes_media_engines)
     }
 
     /// Bit mask of the memory positions an instance started at `start` occupies. Positions
@@ -39,26 +46,20 @@ impl MigProfile {
         (shifted & 0xff) as u8
     }
 
-    /// Memory of one instance in MiB, read from the name (`<N>g.<M>gb`, `+me` allowed:
-    /// `M` GiB). `None` when the name does not have that shape.
+    /// Memory of one instance in MiB, read from the name (`<N>g.<M>gb` with any attribute
+    /// suffix such as `+me`, `+me.all`, `-me` or `+gfx`: `M` GiB). `None` when the name does
+    /// not have that shape.
     pub fn memory_mib(&self) -> Option<u64> {
-        let base = self.name.strip_suffix("+me").unwrap_or(self.name.as_str());
-        let (compute, memory) = base.split_once("g.")?;
-        let memory = memory.strip_suffix("gb")?;
-        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-        if !digits(compute) || !digits(memory) {
-            return None;
-        }
-        memory.parse::<u64>().ok()?.checked_mul(1024)
+        ProfileName::parse(&self.name)?.memory_gb.checked_mul(1024)
     }
 }
 
 /// The MIG layout rules of one GPU model.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MigGeometry {
-    /// Memory positions (8 on A100/H100/H200, 4 on A30). At most 8.
+    /// Memory positions (8 on A100/H100/H200/B200, 4 on A30 and RTX PRO 6000). At most 8.
     pub positions: u8,
-    /// Compute slices (7 on A100/H100/H200, 4 on A30).
+    /// Compute slices (7 on A100/H100/H200/B200, 4 on A30 and RTX PRO 6000).
     pub compute_slices: u8,
     /// The model's MIG profiles, in the order profile indices refer to.
     pub profiles: Vec<MigProfile>,
@@ -78,9 +79,9 @@ impl MigGeometry {
     }
 
     /// The smallest profile whose memory holds `memory_mib` MiB: fewest compute slices,
-    /// then least memory (the first listed on a tie). Media-extension (`+me`) variants and
-    /// profiles whose name gives no memory are left out. `None` when no profile is large
-    /// enough.
+    /// then least memory (the first listed on a tie, so a plain profile before its `-me` or
+    /// `+gfx` variant). Media-extension (`+me`, `+me.all`) variants and profiles whose name
+    /// gives no memory are left out. `None` when no profile is large enough.
     pub fn smallest_holding(&self, memory_mib: u64) -> Option<&MigProfile> {
         self.profiles
             .iter()
@@ -208,58 +209,154 @@ pub enum CatalogueError {
     InvalidGeometry(String),
 }
 
-/// Builds the 8-position, 7-slice geometry shared by A100, H100 and H200: only
-/// the memory sizes in the profile names differ (`mem` is GB per 1g slice).
-fn seven_slice(mem_1g: u32, mem_1g_double: u32, mem_3g: u32, mem_7g: u32) -> MigGeometry {
-    let p = |name: String, compute, width, starts: &[u8], max| MigProfile {
-        name,
-        compute_slices: compute,
+/// Bytes in one MiB: model totals are given in MiB, as NVML reports them.
+const MIB: u64 = 1 << 20;
+
+const ME: ProfileAttribute = ProfileAttribute::MediaExtension;
+const ME_ALL: ProfileAttribute = ProfileAttribute::MediaExtensionAll;
+const NO_ME: ProfileAttribute = ProfileAttribute::NoMediaExtension;
+const GFX: ProfileAttribute = ProfileAttribute::Graphics;
+
+/// One kind of GPU instance of a geometry. Its memory share is its width over the GPU's
+/// positions, so its name follows from the GPU's total memory.
+struct Kind {
+    /// Compute (and GPU instance) slices: the `<g>g` of the name.
+    compute: u8,
+    /// Memory positions taken.
+    width: u8,
+    /// Allowed start positions.
+    starts: &'static [u8],
+    /// Instances of the plain profile per GPU.
+    max: u8,
+    /// Attribute variants offered besides the plain profile, each with its per-GPU limit;
+    /// listed right after it, in this order.
+    variants: &'static [(ProfileAttribute, u8)],
+}
+
+/// A [`Kind`], written on one line.
+const fn kind(
+    compute: u8,
+    width: u8,
+    starts: &'static [u8],
+    max: u8,
+    variants: &'static [(ProfileAttribute, u8)],
+) -> Kind {
+    Kind {
+        compute,
         width,
-        starts: starts.to_vec(),
-        max_count: max,
-    };
-    let small = format!("1g.{mem_1g}gb");
-    MigGeometry {
-        positions: 8,
-        compute_slices: 7,
-        profiles: vec![
-            p(small.clone(), 1, 1, &[0, 1, 2, 3, 4, 5, 6], 7),
-            p(format!("{small}+me"), 1, 1, &[0, 1, 2, 3, 4, 5, 6], 1),
-            p(format!("1g.{mem_1g_double}gb"), 1, 2, &[0, 2, 4, 6], 4),
-            p(format!("2g.{mem_1g_double}gb"), 2, 2, &[0, 2, 4], 3),
-            p(format!("3g.{mem_3g}gb"), 3, 4, &[0, 4], 2),
-            p(format!("4g.{mem_3g}gb"), 4, 4, &[0], 1),
-            p(format!("7g.{mem_7g}gb"), 7, 8, &[0], 1),
-        ],
+        starts,
+        max,
+        variants,
     }
 }
 
-fn a30() -> MigGeometry {
-    let p = |name: &str, compute, width, starts: &[u8], max| MigProfile {
-        name: name.to_string(),
-        compute_slices: compute,
-        width,
-        starts: starts.to_vec(),
-        max_count: max,
-    };
+/// A geometry of `positions` memory positions and `compute_slices` slices on a GPU with
+/// `total_mib` MiB, its profiles named by NVIDIA's rule.
+fn geometry(positions: u8, compute_slices: u8, total_mib: u64, kinds: &[Kind]) -> MigGeometry {
+    let bytes = total_mib.saturating_mul(MIB);
+    let mut profiles = Vec::new();
+    for kind in kinds {
+        let eighths = u64::from(kind.width) * 8 / u64::from(positions.max(1));
+        let gb = mig_name::memory_gb_for_eighths(eighths, bytes);
+        let profile = |attribute, max_count| MigProfile {
+            name: mig_name::profile_name(u32::from(kind.compute), gb, attribute),
+            compute_slices: kind.compute,
+            width: kind.width,
+            starts: kind.starts.to_vec(),
+            max_count,
+        };
+        profiles.push(profile(None, kind.max));
+        profiles.extend(
+            kind.variants
+                .iter()
+                .map(|&(attribute, max)| profile(Some(attribute), max)),
+        );
+    }
     MigGeometry {
-        positions: 4,
-        compute_slices: 4,
-        profiles: vec![
-            p("1g.6gb", 1, 1, &[0, 1, 2, 3], 4),
-            p("1g.6gb+me", 1, 1, &[0, 1, 2, 3], 1),
-            p("2g.12gb", 2, 2, &[0, 2], 2),
-            p("2g.12gb+me", 2, 2, &[0, 2], 1),
-            p("4g.24gb", 4, 4, &[0], 1),
-        ],
+        positions,
+        compute_slices,
+        profiles,
     }
 }
+
+/// The variants of the 1-slice and 2-slice profiles on Ampere and Hopper: one `+me` 1g.
+const HOPPER_1G: &[(ProfileAttribute, u8)] = &[(ME, 1)];
+const HOPPER_2G: &[(ProfileAttribute, u8)] = &[];
+/// On Blackwell also `-me` (placed like the plain profile) and `+me.all` (one per GPU).
+const BLACKWELL_1G: &[(ProfileAttribute, u8)] = &[(ME, 1), (NO_ME, 7), (ME_ALL, 1)];
+const BLACKWELL_2G: &[(ProfileAttribute, u8)] = &[(NO_ME, 3), (ME_ALL, 1)];
+
+/// The 8-position, 7-slice geometry of A100, H100, H200 and B200: only the memory figures in
+/// the names (from `total_mib`) and the attribute variants differ. Shares: 1g 1/8, the
+/// double-memory 1g and 2g 2/8, 3g and 4g 4/8, 7g all.
+fn seven_slice(
+    total_mib: u64,
+    variants_1g: &'static [(ProfileAttribute, u8)],
+    variants_2g: &'static [(ProfileAttribute, u8)],
+) -> MigGeometry {
+    geometry(
+        8,
+        7,
+        total_mib,
+        &[
+            kind(1, 1, &[0, 1, 2, 3, 4, 5, 6], 7, variants_1g),
+            kind(1, 2, &[0, 2, 4, 6], 4, &[]),
+            kind(2, 2, &[0, 2, 4], 3, variants_2g),
+            kind(3, 4, &[0, 4], 2, &[]),
+            kind(4, 4, &[0], 1, &[]),
+            kind(7, 8, &[0], 1, &[]),
+        ],
+    )
+}
+
+/// A30: one `+me` variant each of 1g and 2g.
+const A30_VARIANTS: [&[(ProfileAttribute, u8)]; 3] = [&[(ME, 1)], &[(ME, 1)], &[]];
+/// RTX PRO 6000 Blackwell: a `+gfx` variant of every profile, placed like it.
+const RTX_PRO_VARIANTS: [&[(ProfileAttribute, u8)]; 3] = [&[(GFX, 4)], &[(GFX, 2)], &[(GFX, 1)]];
+
+/// The 4-position, 4-slice geometry of A30 and RTX PRO 6000 Blackwell: 1g 1/4, 2g 2/4, 4g
+/// all, each with its variants (for 1g, 2g and 4g in turn).
+fn four_slice(total_mib: u64, variants: [&'static [(ProfileAttribute, u8)]; 3]) -> MigGeometry {
+    let [v1, v2, v4] = variants;
+    geometry(
+        4,
+        4,
+        total_mib,
+        &[
+            kind(1, 1, &[0, 1, 2, 3], 4, v1),
+            kind(2, 2, &[0, 2], 2, v2),
+            kind(4, 4, &[0], 1, v4),
+        ],
+    )
+}
+
+// Total memory per model, MiB as NVML reports it: only its whole GiB (rounded up) and each
+// profile's share enter the names. H100-80GB, H100 NVL, H200 and B200 are totals NVML reports
+// on those parts; the others are chosen within the GiB the published names imply (e.g. GB200's
+// `7g.189gb`: more than 188 and at most 189 GiB).
+const A100_40GB_MIB: u64 = 40_960;
+/// A100-80GB reports 81920 MiB: the same names as H100-80GB, so the two share a geometry.
+const H100_80GB_MIB: u64 = 81_559;
+const H100_NVL_MIB: u64 = 95_830;
+const H200_MIB: u64 = 143_771;
+const A30_MIB: u64 = 24_576;
+const GH200_96GB_MIB: u64 = 97_871;
+const GH200_144GB_MIB: u64 = 146_944;
+const B200_MIB: u64 = 183_359;
+const GB200_MIB: u64 = 193_024;
+const RTX_PRO_6000_MIB: u64 = 97_887;
 
 static CATALOGUE: LazyLock<Vec<GpuModel>> = LazyLock::new(|| {
-    let a100_40 = Arc::new(seven_slice(5, 10, 20, 40));
-    let gb80 = Arc::new(seven_slice(10, 20, 40, 80));
-    let nvl = Arc::new(seven_slice(12, 24, 47, 94));
-    let h200 = Arc::new(seven_slice(18, 35, 71, 141));
+    let a100_40 = Arc::new(seven_slice(A100_40GB_MIB, HOPPER_1G, HOPPER_2G));
+    let gb80 = Arc::new(seven_slice(H100_80GB_MIB, HOPPER_1G, HOPPER_2G));
+    let nvl = Arc::new(seven_slice(H100_NVL_MIB, HOPPER_1G, HOPPER_2G));
+    let h200 = Arc::new(seven_slice(H200_MIB, HOPPER_1G, HOPPER_2G));
+    let a30 = Arc::new(four_slice(A30_MIB, A30_VARIANTS));
+    let gh200_96 = Arc::new(seven_slice(GH200_96GB_MIB, HOPPER_1G, HOPPER_2G));
+    let gh200_144 = Arc::new(seven_slice(GH200_144GB_MIB, HOPPER_1G, HOPPER_2G));
+    let b200 = Arc::new(seven_slice(B200_MIB, BLACKWELL_1G, BLACKWELL_2G));
+    let gb200 = Arc::new(seven_slice(GB200_MIB, BLACKWELL_1G, BLACKWELL_2G));
+    let rtx_pro = Arc::new(four_slice(RTX_PRO_6000_MIB, RTX_PRO_VARIANTS));
     let whole = |name, aliases, memory_gib| GpuModel {
         name,
         aliases,
@@ -310,7 +407,42 @@ static CATALOGUE: LazyLock<Vec<GpuModel>> = LazyLock::new(|| {
             name: "A30-24GB",
             aliases: &["NVIDIA A30", "A30"],
             memory_gib: 24,
-            mig: Some(Arc::new(a30())),
+            mig: Some(a30),
+        },
+        GpuModel {
+            name: "GH200-96GB",
+            aliases: &["NVIDIA GH200 480GB", "GH200-480GB", "GH200"],
+            memory_gib: 96,
+            mig: Some(gh200_96),
+        },
+        GpuModel {
+            name: "GH200-144GB",
+            aliases: &["NVIDIA GH200 144G HBM3e", "GH200-144G-HBM3e"],
+            memory_gib: 144,
+            mig: Some(gh200_144),
+        },
+        GpuModel {
+            name: "B200-180GB",
+            aliases: &["NVIDIA B200", "B200"],
+            memory_gib: 180,
+            mig: Some(b200),
+        },
+        GpuModel {
+            name: "GB200-189GB",
+            aliases: &["NVIDIA GB200", "GB200"],
+            memory_gib: 189,
+            mig: Some(gb200),
+        },
+        GpuModel {
+            name: "RTX-PRO-6000-96GB",
+            aliases: &[
+                "NVIDIA RTX PRO 6000 Blackwell Server Edition",
+                "NVIDIA RTX PRO 6000 Blackwell Workstation Edition",
+                "NVIDIA RTX PRO 6000 Blackwell Max-Q Workstation Edition",
+                "RTX-PRO-6000",
+            ],
+            memory_gib: 96,
+            mig: Some(rtx_pro),
         },
         whole("T4", &["Tesla T4", "NVIDIA T4"], 16),
         whole("V100-16GB", &["Tesla V100-SXM2-16GB", "V100M16"], 16),
@@ -439,6 +571,215 @@ mod tests {
             Some("1g.6gb"),
             "+me variants are left out"
         );
+    }
+
+    fn names(model: &str) -> Vec<String> {
+        mig_geometry(model)
+            .unwrap()
+            .profiles
+            .iter()
+            .map(|p| p.name.clone())
+            .collect()
+    }
+
+    /// Every model's profile names, in catalogue order, as NVIDIA publishes them: generated by
+    /// NVIDIA's rule from the model's total memory, they must come out exactly so.
+    #[test]
+    fn names_follow_nvidias_rule_on_every_model() {
+        let expected = [
+            (
+                "A100-SXM4-40GB",
+                "1g.5gb 1g.5gb+me 1g.10gb 2g.10gb 3g.20gb 4g.20gb 7g.40gb",
+            ),
+            (
+                "A100-80GB",
+                "1g.10gb 1g.10gb+me 1g.20gb 2g.20gb 3g.40gb 4g.40gb 7g.80gb",
+            ),
+            (
+                "H100-80GB",
+                "1g.10gb 1g.10gb+me 1g.20gb 2g.20gb 3g.40gb 4g.40gb 7g.80gb",
+            ),
+            (
+                "H100-NVL",
+                "1g.12gb 1g.12gb+me 1g.24gb 2g.24gb 3g.47gb 4g.47gb 7g.94gb",
+            ),
+            (
+                "H200-141GB",
+                "1g.18gb 1g.18gb+me 1g.35gb 2g.35gb 3g.71gb 4g.71gb 7g.141gb",
+            ),
+            ("A30-24GB", "1g.6gb 1g.6gb+me 2g.12gb 2g.12gb+me 4g.24gb"),
+            (
+                "GH200-96GB",
+                "1g.12gb 1g.12gb+me 1g.24gb 2g.24gb 3g.48gb 4g.48gb 7g.96gb",
+            ),
+            (
+                "GH200-144GB",
+                "1g.18gb 1g.18gb+me 1g.36gb 2g.36gb 3g.72gb 4g.72gb 7g.144gb",
+            ),
+            (
+                "B200-180GB",
+                "1g.23gb 1g.23gb+me 1g.23gb-me 1g.23gb+me.all 1g.45gb \
+                 2g.45gb 2g.45gb-me 2g.45gb+me.all 3g.90gb 4g.90gb 7g.180gb",
+            ),
+            (
+                "GB200-189GB",
+                "1g.24gb 1g.24gb+me 1g.24gb-me 1g.24gb+me.all 1g.47gb \
+                 2g.47gb 2g.47gb-me 2g.47gb+me.all 3g.95gb 4g.95gb 7g.189gb",
+            ),
+            (
+                "RTX-PRO-6000-96GB",
+                "1g.24gb 1g.24gb+gfx 2g.48gb 2g.48gb+gfx 4g.96gb 4g.96gb+gfx",
+            ),
+        ];
+        for (model, want) in expected {
+            let want: Vec<&str> = want.split_whitespace().collect();
+            assert_eq!(names(model), want, "{model}");
+        }
+        let mig_models = models().iter().filter(|m| m.mig.is_some()).count();
+        assert_eq!(mig_models, expected.len(), "every MIG model is checked");
+        // A100-80GB reports 81920 MiB, H100-80GB 81559: both round up to 80 GiB.
+        assert_eq!(
+            seven_slice(81_920, HOPPER_1G, HOPPER_2G),
+            *mig_geometry("A100-80GB").unwrap()
+        );
+    }
+
+    #[test]
+    fn names_parse_back_to_their_slices() {
+        for m in models() {
+            for p in m.mig.iter().flat_map(|g| &g.profiles) {
+                let parsed = ProfileName::parse(&p.name).unwrap();
+                assert_eq!(
+                    parsed.gi_slices,
+                    u32::from(p.compute_slices),
+                    "{} {}",
+                    m.name,
+                    p.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn blackwell_variants_are_placed_like_their_base() {
+        for model in ["B200", "GB200"] {
+            let g = mig_geometry(model).unwrap();
+            let base_1g = &g.profiles[0];
+            let base_2g = g.profiles.iter().find(|p| p.compute_slices == 2).unwrap();
+            for base in [base_1g, base_2g] {
+                let no_me = g.profile(&format!("{}-me", base.name)).unwrap().1;
+                assert_eq!(no_me.starts, base.starts, "{model} {}", no_me.name);
+                assert_eq!(no_me.width, base.width);
+                assert_eq!(no_me.max_count, base.max_count);
+                let all = g.profile(&format!("{}+me.all", base.name)).unwrap().1;
+                assert_eq!(all.starts, base.starts, "{model} {}", all.name);
+                assert_eq!(all.max_count, 1);
+            }
+            assert_eq!(
+                g.profile(&format!("{}+me", base_1g.name))
+                    .unwrap()
+                    .1
+                    .max_count,
+                1
+            );
+        }
+        let rtx = mig_geometry("NVIDIA RTX PRO 6000 Blackwell Server Edition").unwrap();
+        assert_eq!((rtx.positions, rtx.compute_slices), (4, 4));
+        for base in rtx.profiles.iter().filter(|p| !p.name.ends_with("+gfx")) {
+            let gfx = rtx.profile(&format!("{}+gfx", base.name)).unwrap().1;
+            assert_eq!(
+                (&gfx.starts, gfx.width, gfx.max_count, gfx.compute_slices),
+                (
+                    &base.starts,
+                    base.width,
+                    base.max_count,
+                    base.compute_slices
+                )
+            );
+        }
+        let starts = |n: &str| rtx.profile(n).unwrap().1.starts.clone();
+        assert_eq!(starts("1g.24gb"), vec![0, 1, 2, 3]);
+        assert_eq!(starts("2g.48gb"), vec![0, 2]);
+        assert_eq!(starts("4g.96gb"), vec![0]);
+    }
+
+    #[test]
+    fn both_media_extension_forms_take_the_media_engines() {
+        let g = mig_geometry("NVIDIA B200").unwrap();
+        let is_me = |n: &str| g.profile(n).unwrap().1.is_media_extension();
+        assert!(is_me("1g.23gb+me"));
+        assert!(is_me("1g.23gb+me.all"));
+        assert!(is_me("2g.45gb+me.all"));
+        assert!(!is_me("1g.23gb-me"));
+        assert!(!is_me("1g.23gb"));
+        let rtx = mig_geometry("RTX-PRO-6000-96GB").unwrap();
+        assert!(!rtx.profile("1g.24gb+gfx").unwrap().1.is_media_extension());
+
+        // One media-extension instance per GPU, whichever form it takes.
+        let idx = |n: &str| g.profile(n).unwrap().0;
+        let mut gpu = crate::mig::MigGpu::new(g.clone());
+        gpu.place(idx("1g.23gb+me"), 0).unwrap();
+        assert_eq!(
+            gpu.place(idx("1g.23gb+me.all"), 1),
+            Err(crate::mig::MigError::MediaEngineTaken)
+        );
+        assert_eq!(
+            gpu.place(idx("2g.45gb+me.all"), 2),
+            Err(crate::mig::MigError::MediaEngineTaken)
+        );
+        gpu.place(idx("1g.23gb-me"), 1).unwrap();
+        let mut gpu = crate::mig::MigGpu::new(g.clone());
+        gpu.place(idx("2g.45gb+me.all"), 0).unwrap();
+        assert_eq!(
+            gpu.place(idx("1g.23gb+me"), 2),
+            Err(crate::mig::MigError::MediaEngineTaken)
+        );
+    }
+
+    #[test]
+    fn memory_is_read_past_any_attribute() {
+        let g = mig_geometry("GB200").unwrap();
+        let mem = |n: &str| g.profile(n).unwrap().1.memory_mib();
+        for name in ["1g.24gb", "1g.24gb+me", "1g.24gb-me", "1g.24gb+me.all"] {
+            assert_eq!(mem(name), Some(24 * 1024), "{name}");
+        }
+        let rtx = mig_geometry("RTX-PRO-6000-96GB").unwrap();
+        assert_eq!(
+            rtx.profile("2g.48gb+gfx").unwrap().1.memory_mib(),
+            Some(48 * 1024)
+        );
+        assert_eq!(
+            g.smallest_holding(1).map(|p| p.name.as_str()),
+            Some("1g.24gb"),
+            "the plain profile before its variants"
+        );
+    }
+
+    #[test]
+    fn new_models_are_found_by_their_nvml_names() {
+        let cases = [
+            ("NVIDIA GH200 480GB", "GH200-96GB"),
+            ("NVIDIA GH200 144G HBM3e", "GH200-144GB"),
+            ("NVIDIA B200", "B200-180GB"),
+            ("NVIDIA GB200", "GB200-189GB"),
+            (
+                "NVIDIA RTX PRO 6000 Blackwell Server Edition",
+                "RTX-PRO-6000-96GB",
+            ),
+            (
+                "NVIDIA RTX PRO 6000 Blackwell Workstation Edition",
+                "RTX-PRO-6000-96GB",
+            ),
+        ];
+        for (alias, name) in cases {
+            assert_eq!(model(alias).unwrap().name, name, "{alias}");
+        }
+        let mut seen = std::collections::HashSet::new();
+        for m in models() {
+            for n in std::iter::once(&m.name).chain(m.aliases) {
+                assert!(seen.insert(n.to_ascii_lowercase()), "{n} names two models");
+            }
+        }
     }
 
     #[test]

@@ -406,7 +406,8 @@ pub fn mig_capacity(gpu: &GpuState) -> Option<MigCapacity> {
         .collect();
     let largest = fits
         .iter()
-        .filter(|(name, n)| *n > 0 && !name.ends_with("+me"))
+        // Attribute variants (`+me`, `-me`, `+gfx`, ...) repeat their base profile's size.
+        .filter(|(name, n)| *n > 0 && crate::mig_name::split_attribute(name).1.is_none())
         .filter_map(|(name, _)| m.gpu.geometry().profile(name).ok())
         .max_by_key(|(_, p)| (p.compute_slices, p.width))
         .map(|(_, p)| p.name.clone());

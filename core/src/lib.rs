@@ -3,6 +3,7 @@
 //!
 //! - `catalogue`: GPU models and their MIG geometry
 //! - `mig`: one GPU's MIG occupancy map and slot allocator
+//! - `mig_name`: NVIDIA's MIG profile naming rule and the resource form of profile names
 //! - `request`: what a pod asks for, from resource names
 //! - `numa`: NUMA state and the Topology Manager admission rule
 //! - `inventory`: the versioned node inventory document
@@ -24,6 +25,7 @@ pub mod catalogue;
 pub mod fragmentation;
 pub mod inventory;
 pub mod mig;
+pub mod mig_name;
 pub mod node;
 pub mod numa;
 pub mod placement;

@@ -75,8 +75,9 @@ pub enum MigError {
         /// Name of the profile asked for.
         profile: String,
     },
-    /// A `+me` profile was asked for, but another `+me` instance already holds the media engines.
-    #[error("the GPU's media engines are already taken by another +me instance")]
+    /// A media-extension profile (`+me`, `+me.all`) was asked for, but another instance
+    /// already holds the media engines.
+    #[error("the GPU's media engines are already taken by another media-extension instance")]
     MediaEngineTaken,
     /// No instance starts at the position given for removal.
     #[error("no instance starts at position {0}")]

@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::mig_name;
+
 /// The resource domain NVIDIA's plugin uses; ours is configurable.
 pub const DEFAULT_DOMAIN: &str = "nvidia.com";
 
@@ -25,7 +27,7 @@ pub enum GpuDemand {
     },
     /// `count` MIG slices of one profile, named as in the resource (`1g.10gb`).
     Mig {
-        /// MIG profile name, e.g. `1g.10gb` or `1g.10gb+me`.
+        /// MIG profile name, e.g. `1g.10gb`, `1g.10gb+me` or `1g.23gb-me`.
         profile: String,
         /// Number of MIG instances of the profile.
         count: u32,
@@ -123,7 +125,8 @@ impl PodRequest {
 /// Why a pod's GPU resources cannot be turned into a GPU demand.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
-    /// A MIG resource name whose profile part is not of the form `1g.10gb` (or `1g.10gb+me`).
+    /// A MIG resource name whose profile part is not of the form `1g.10gb` (or `1g.10gb+me`,
+    /// `+me.all`, `-me`, `+gfx`).
     #[error("malformed MIG profile {0:?} (expected e.g. 1g.10gb or 1g.10gb+me)")]
     MalformedProfile(String),
     /// The pod asks for two different GPU resources (both named); only one kind is supported.
@@ -147,7 +150,8 @@ pub enum RequestError {
 pub enum GpuResource {
     /// Whole GPUs (`<domain>/gpu`).
     Whole,
-    /// MIG instances of the named profile (`<domain>/mig-<profile>`), `+me` form restored.
+    /// MIG instances of the named profile (`<domain>/mig-<profile>`), attribute suffixes in
+    /// their profile form (`.me` back to `+me`, `.me.all` to `+me.all`, `.gfx` to `+gfx`).
     Mig(String),
 }
 
@@ -179,10 +183,12 @@ impl ResourceNames {
         format!("{}/gpu", self.domain)
     }
 
-    /// `+` is not allowed in resource names: a media-extension profile
-    /// (`1g.10gb+me`) is advertised as `mig-1g.10gb.me`.
+    /// Resource name for MIG instances of `profile`. `+` is not allowed in resource names, so
+    /// (as NVIDIA's plugin does) it becomes `.`: `1g.10gb+me` is advertised as
+    /// `mig-1g.10gb.me`, `1g.23gb+me.all` as `mig-1g.23gb.me.all`, `1g.24gb+gfx` as
+    /// `mig-1g.24gb.gfx`; `-me` is valid and kept (`mig-1g.23gb-me`).
     pub fn mig(&self, profile: &str) -> String {
-        format!("{}/mig-{}", self.domain, profile.replace('+', "."))
+        format!("{}/mig-{}", self.domain, mig_name::resource_form(profile))
     }
 
     /// The resource name for a demand, if it asks for a GPU.
@@ -207,10 +213,7 @@ impl ResourceNames {
         }
         match rest.strip_prefix("mig-") {
             Some(name) => {
-                let profile = match name.strip_suffix(".me") {
-                    Some(base) => format!("{base}+me"),
-                    None => name.to_string(),
-                };
+                let profile = mig_name::profile_from_resource_form(name);
                 validate_profile_name(&profile)?;
                 Ok(Some(GpuResource::Mig(profile)))
             }
@@ -260,10 +263,11 @@ impl ResourceNames {
     }
 }
 
-/// Checks the shape `<N>g.<M>gb` with an optional `+me`.
+/// Checks the shape `<N>g.<M>gb` (at most four digits each) with an optional attribute suffix:
+/// `+me`, `+me.all`, `-me` or `+gfx`.
 pub fn validate_profile_name(profile: &str) -> Result<(), RequestError> {
     let bad = || RequestError::MalformedProfile(profile.to_string());
-    let base = profile.strip_suffix("+me").unwrap_or(profile);
+    let (base, _) = mig_name::split_attribute(profile);
     let (compute, memory) = base.split_once("g.").ok_or_else(bad)?;
     let memory = memory.strip_suffix("gb").ok_or_else(bad)?;
     let digits = |s: &str| !s.is_empty() && s.len() <= 4 && s.bytes().all(|b| b.is_ascii_digit());
@@ -303,6 +307,64 @@ mod tests {
         assert_eq!(names.classify("cpu"), Ok(None));
         assert_eq!(names.classify("example.com/gpu"), Ok(None));
         assert!(names.classify("nvidia.com/mig-huge").is_err());
+    }
+
+    #[test]
+    fn every_attribute_maps_both_ways() {
+        let names = ResourceNames::default();
+        let pairs = [
+            ("1g.10gb+me", "nvidia.com/mig-1g.10gb.me"),
+            ("1g.23gb+me.all", "nvidia.com/mig-1g.23gb.me.all"),
+            ("2g.45gb+me.all", "nvidia.com/mig-2g.45gb.me.all"),
+            ("1g.23gb+gfx", "nvidia.com/mig-1g.23gb.gfx"),
+            ("1g.23gb-me", "nvidia.com/mig-1g.23gb-me"),
+            ("7g.189gb", "nvidia.com/mig-7g.189gb"),
+        ];
+        for (profile, resource) in pairs {
+            assert_eq!(names.mig(profile), resource);
+            assert_eq!(
+                names.classify(resource),
+                Ok(Some(GpuResource::Mig(profile.into()))),
+                "{resource}"
+            );
+            assert!(
+                resource
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "./-_".contains(c)),
+                "{resource}"
+            );
+        }
+        assert!(names.classify("nvidia.com/mig-1g.10gb.foo").is_err());
+        assert!(names.classify("nvidia.com/mig-1g.10gb.me.none").is_err());
+    }
+
+    #[test]
+    fn profile_names_with_attributes_are_valid_and_junk_is_not() {
+        for good in [
+            "1g.10gb",
+            "1g.10gb+me",
+            "1g.23gb+me.all",
+            "1g.23gb-me",
+            "4g.96gb+gfx",
+            "7g.189gb",
+        ] {
+            assert_eq!(validate_profile_name(good), Ok(()), "{good}");
+        }
+        for junk in [
+            "",
+            "huge",
+            "1g.10gb+",
+            "1g.10gb+foo",
+            "1g.10gb.me",
+            "1g.10gb+me+me",
+            "1g.10gb-gfx",
+            "+me",
+            "1c.1g.10gb",
+            "12345g.10gb",
+            "1g.12345gb",
+        ] {
+            assert!(validate_profile_name(junk).is_err(), "{junk:?}");
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::devices::Allocator;
+use crate::devices::cdi::CdiConfig;
 use crate::devices::plan;
 use crate::devices::{HealthProbe, HealthTracker, XidEvent, run_health};
 use crate::devices::{ResourceManager, ResourceSetChanged};
@@ -25,6 +26,7 @@ use crate::kubelet::{NodeUsage, UsageReader};
 use crate::mig::DynamicMig;
 use crate::pods::PodSource;
 use crate::publish::{Backoff, InventoryDocument, NodeAnnotator, run_publisher};
+use crate::publish::{NodeHealthOptions, NodeHealthWriter, run_node_health};
 use crate::topology::HostTopology;
 
 /// Everything the agent is wired with.
@@ -65,10 +67,16 @@ pub struct NodeAgent {
     pub rediscover_every: Duration,
     /// How long a faulted device must go without a new XID before it may recover.
     pub health_quiet_period: Duration,
+    /// Where to report GPU health as the `GPUHealthy` Node condition (and, if the options say
+    /// so, the `gpu-unhealthy` taint while no device is healthy); `None` reports nothing.
+    pub node_health: Option<(Arc<dyn NodeHealthWriter>, NodeHealthOptions)>,
     /// Dynamic MIG, when some GPUs are in dynamic mode.
     pub dynamic_mig: Option<Arc<DynamicMig>>,
     /// How often unclaimed dynamic-MIG instances are cleaned up.
     pub mig_cleanup_every: Duration,
+    /// How Allocate names devices to the container runtime (`NVIDIA_VISIBLE_DEVICES`, CDI).
+    /// With a CDI strategy, `dynamic_mig` must write CDI specs (`DynamicMig::with_cdi_specs`).
+    pub cdi: CdiConfig,
 }
 
 /// Why the agent stopped before it was asked to.
@@ -232,6 +240,7 @@ impl NodeAgent {
             .dynamic_mig
             .as_ref()
             .map_or(no_changes, |d| d.subscribe());
+        let mut node_health_task: Option<tokio::task::JoinHandle<()>> = None;
         loop {
             let manager = Arc::new(ResourceManager::new(plan(
                 &self.advertised(&found),
@@ -247,7 +256,8 @@ impl NodeAgent {
                 document.clone(),
             )
             .with_annotation_prefix(&self.annotation_prefix)
-            .with_pod_wait(self.pod_wait);
+            .with_pod_wait(self.pod_wait)
+            .with_cdi(self.cdi.clone());
             if let Some(dynamic) = &self.dynamic_mig {
                 allocator = allocator.with_dynamic_mig(dynamic.clone());
             }
@@ -271,6 +281,19 @@ impl NodeAgent {
                 generation.clone(),
             ));
             let forward = tokio::spawn(forward_events(events, event_tx, generation.clone()));
+            if let Some(previous) = node_health_task.take() {
+                // The last generation's writer is cancelled already; waiting for it keeps its
+                // last write from landing after this generation's first.
+                let _ = previous.await;
+            }
+            node_health_task = self.node_health.clone().map(|(writer, options)| {
+                tokio::spawn(run_node_health(
+                    manager.clone(),
+                    writer,
+                    options,
+                    generation.clone(),
+                ))
+            });
             let mut host = tokio::spawn(run_plugins(
                 self.paths.clone(),
                 manager.clone(),

@@ -9,7 +9,8 @@
 //! - `kubelet`: the gRPC side: plugin host and server, registration, PodResources.
 //! - `pods`: the pods bound to this node and the devices their annotations name.
 //! - `mig`: dynamic MIG, instances created where the scheduler chose and destroyed after.
-//! - `publish`: the inventory annotation and the agent's metrics endpoint.
+//! - `publish`: the inventory annotation, GPU health as a Node condition (and optional
+//!   taint), and the agent's metrics endpoint.
 //! - `agent`: wires all of it together; `doctor`: the node's self-check.
 
 pub mod agent;

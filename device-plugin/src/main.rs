@@ -12,9 +12,13 @@ use kubesched_core::numa::TopologyPolicy;
 use kubesched_core::request::{DEFAULT_DOMAIN, ResourceNames};
 use kubesched_core::signing::SigningKey;
 use kubesched_device_plugin::agent::NodeAgent;
-use kubesched_device_plugin::devices::HealthProbe;
+use kubesched_device_plugin::devices::cdi::{
+    CdiConfig, CdiSpecs, DEFAULT_CDI_ANNOTATION_PREFIX, DEFAULT_CDI_KIND, DEFAULT_CDI_SPEC_DIR,
+    DeviceListStrategy,
+};
+use kubesched_device_plugin::devices::{HealthProbe, plan, socket_name};
 use kubesched_device_plugin::discovery::{
-    DiscoveryError, FakeInventory, GpuInventory, NvmlInventory,
+    DiscoveryError, FakeInventory, GpuInventory, NvmlInventory, spawn_fake_xid_events,
 };
 use kubesched_device_plugin::doctor;
 use kubesched_device_plugin::kubelet::{self, KubeletPaths};
@@ -22,7 +26,10 @@ use kubesched_device_plugin::mig::{
     DynamicMig, DynamicSelection, FakeMigBackend, MigBackend, NvmlMigBackend,
 };
 use kubesched_device_plugin::pods::{self, InMemoryPods, KubePods, PodReader, PodSource};
-use kubesched_device_plugin::publish::{self, KubeNodeAnnotator, NodeAnnotator};
+use kubesched_device_plugin::publish::{
+    self, KubeNodeAnnotator, KubeNodeHealthWriter, NodeAnnotator, NodeHealthOptions,
+    NodeHealthWriter,
+};
 use kubesched_device_plugin::topology::{self, HostTopology};
 use kubesched_proto::deviceplugin::v1beta1::{DEVICE_PLUGIN_PATH, KUBELET_SOCKET_NAME};
 use kubesched_proto::podresources::v1::POD_RESOURCES_SOCKET;
@@ -53,9 +60,49 @@ struct Cli {
     /// The kubelet's --topology-manager-policy (published for the scheduler).
     #[arg(long, default_value = "none", value_parser = parse_policy)]
     topology_policy: TopologyPolicy,
+    /// How Allocate names devices to the container runtime: `envvar` (NVIDIA_VISIBLE_DEVICES),
+    /// `cdi-cri` (the CRI's CDI device list), `cdi-annotations` (a `cdi.k8s.io/` container
+    /// annotation); comma-separated to combine. `volume-mounts` is not supported.
+    #[arg(long, env = "DEVICE_LIST_STRATEGY", default_value = "envvar")]
+    device_list_strategy: DeviceListStrategy,
+    /// CDI kind of the devices: CDI names are `<kind>=<GPU or MIG UUID>`.
+    #[arg(long, default_value = DEFAULT_CDI_KIND)]
+    cdi_kind: String,
+    /// Prefix of the CDI container annotation keys (`cdi-annotations`).
+    #[arg(long, default_value = DEFAULT_CDI_ANNOTATION_PREFIX)]
+    cdi_annotation_prefix: String,
+    /// Folder of the agent's CDI spec for the MIG instances it creates (with a CDI strategy);
+    /// the toolkit's specs are read from here and /etc/cdi, /var/run/cdi.
+    #[arg(long, default_value = DEFAULT_CDI_SPEC_DIR)]
+    cdi_spec_dir: PathBuf,
     /// Replace NVML and hwloc with this JSON fixture.
     #[arg(long)]
     fake_inventory: Option<PathBuf>,
+    /// With --fake-inventory: inject XID events by appending lines
+    /// `<gpu-uuid> <xid> [<gpu-instance-id>]` to this file (it may not exist yet). They take
+    /// the same health path as NVML's events.
+    #[arg(long, requires = "fake_inventory")]
+    fake_xid_file: Option<PathBuf>,
+    /// Seconds a faulted device must go without a new XID, and its GPU answer a probe, before
+    /// it is advertised healthy again.
+    #[arg(long, env = "HEALTH_QUIET_SECS", default_value_t = 60)]
+    health_quiet_secs: u64,
+    /// Report GPU health as the `GPUHealthy` condition of this Node (`--node-condition=false`
+    /// to turn off). Ignored with --standalone.
+    #[arg(
+        long,
+        default_value_t = true,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    node_condition: bool,
+    /// Taint this Node `<annotation-prefix>/gpu-unhealthy=true:NoSchedule` while every
+    /// advertised GPU device is faulted, and remove the taint once one recovers. Needs
+    /// --node-condition; ignored with --standalone.
+    #[arg(long, env = "TAINT_WHEN_NO_HEALTHY_GPU")]
+    taint_when_no_healthy_gpu: bool,
     #[arg(long, default_value = "/sys")]
     sysfs_root: PathBuf,
     /// Do not talk to the Kubernetes API: no pod annotations (every pod gets the placement
@@ -89,8 +136,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Check this node and print a pass/fail table.
-    Doctor,
+    /// Check this node and print a pass/fail table; exits 1 only when a check fails.
+    Doctor(DoctorArgs),
+}
+
+#[derive(clap::Args)]
+struct DoctorArgs {
+    /// containerd's config, read for whether it injects CDI devices (`enable_cdi`).
+    #[arg(long, default_value = doctor::CONTAINERD_CONFIG)]
+    containerd_config: PathBuf,
+    /// A folder of CDI spec files to look in (repeat for several); `/etc/cdi` and
+    /// `/var/run/cdi` when not given.
+    #[arg(long = "cdi-spec-dir")]
+    cdi_spec_dirs: Vec<PathBuf>,
 }
 
 fn parse_policy(text: &str) -> Result<TopologyPolicy, String> {
@@ -123,6 +181,14 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .init();
     let cli = Cli::parse();
+    let cdi = CdiConfig {
+        strategies: cli.device_list_strategy.clone(),
+        kind: cli.cdi_kind.clone(),
+        annotation_prefix: cli.cdi_annotation_prefix.clone(),
+        spec_dir: cli.cdi_spec_dir.clone(),
+    };
+    cdi.validate().context("CDI settings")?;
+    tracing::info!(strategy = %cdi.strategies, kind = %cdi.kind, "device list strategy");
     let kubelet_socket = cli
         .kubelet_socket
         .clone()
@@ -151,19 +217,19 @@ async fn main() -> anyhow::Result<()> {
         (Some(_), None, _) => None,
     };
 
-    if let Some(Command::Doctor) = cli.command {
+    if let Some(Command::Doctor(args)) = &cli.command {
         let mut checks = match (&fake, &nvml) {
             (Some(fake), _) => doctor::gpu_checks(Ok(fake)),
             (None, Some(Ok(nvml))) => doctor::gpu_checks(Ok(nvml)),
             (None, Some(Err(error))) => doctor::gpu_checks(Err(error)),
             (None, None) => Vec::new(),
         };
+        let inventory: Option<&dyn GpuInventory> = match (&fake, &nvml) {
+            (Some(fake), _) => Some(fake),
+            (None, Some(Ok(nvml))) => Some(nvml),
+            _ => None,
+        };
         if let (Some(backend), Some(selection)) = (&mig_backend, &cli.dynamic_mig) {
-            let inventory: Option<&dyn GpuInventory> = match (&fake, &nvml) {
-                (Some(fake), _) => Some(fake),
-                (None, Some(Ok(nvml))) => Some(nvml),
-                _ => None,
-            };
             let dynamic: Vec<String> = inventory
                 .and_then(|i| i.discover().ok())
                 .map(|found| {
@@ -183,6 +249,28 @@ async fn main() -> anyhow::Result<()> {
             &kubelet_socket,
         ));
         checks.push(doctor::pod_resources_check(&cli.pod_resources_socket));
+        // The sockets this agent would serve, so they are not taken for another plugin's.
+        let names = ResourceNames::new(cli.resource_domain.clone());
+        let our_sockets: Vec<String> = inventory
+            .and_then(|i| i.discover().ok())
+            .map(|found| {
+                plan(&found.gpus, &names, &found.gpu_instance_ids)
+                    .keys()
+                    .map(|resource| socket_name(resource))
+                    .collect()
+            })
+            .unwrap_or_default();
+        checks.extend(doctor::other_plugin_checks(
+            &cli.device_plugin_dir,
+            &cli.resource_domain,
+            &our_sockets,
+        ));
+        let spec_dirs: Vec<PathBuf> = if args.cdi_spec_dirs.is_empty() {
+            doctor::CDI_SPEC_DIRS.iter().map(PathBuf::from).collect()
+        } else {
+            args.cdi_spec_dirs.clone()
+        };
+        checks.extend(doctor::cdi_checks(&spec_dirs, &args.containerd_config));
         print!("{}", doctor::render(&checks));
         let failed = checks.iter().any(|c| c.status == doctor::Status::Fail);
         std::process::exit(i32::from(failed));
@@ -193,7 +281,7 @@ async fn main() -> anyhow::Result<()> {
             (Some(fake), _) => (
                 Some(Arc::new(fake.clone())),
                 Arc::new(FixtureProbe(fake)),
-                None,
+                cli.fake_xid_file.clone().map(spawn_fake_xid_events),
             ),
             (None, Some(Ok(nvml))) => {
                 let events = nvml
@@ -229,8 +317,20 @@ async fn main() -> anyhow::Result<()> {
     }
     let shutdown = CancellationToken::new();
     let names = ResourceNames::new(cli.resource_domain.clone());
-    let (pods, publisher, pod_wait): (Arc<dyn PodSource>, _, _) = if cli.standalone {
-        (Arc::new(InMemoryPods::default()), None, Duration::ZERO)
+    if cli.taint_when_no_healthy_gpu && (cli.standalone || !cli.node_condition) {
+        tracing::warn!(
+            "--taint-when-no-healthy-gpu needs the Kubernetes API and --node-condition; the node \
+             will not be tainted"
+        );
+    }
+    let (pods, publisher, node_health, pod_wait): (Arc<dyn PodSource>, _, _, _) = if cli.standalone
+    {
+        (
+            Arc::new(InMemoryPods::default()),
+            None,
+            None,
+            Duration::ZERO,
+        )
     } else {
         anyhow::ensure!(
             !cli.node_name.is_empty(),
@@ -246,21 +346,41 @@ async fn main() -> anyhow::Result<()> {
             signer.clone(),
         );
         let pods = KubePods::spawn(client.clone(), reader, shutdown.clone());
+        let node_health = cli.node_condition.then(|| {
+            let writer: Arc<dyn NodeHealthWriter> = Arc::new(KubeNodeHealthWriter::new(
+                client.clone(),
+                cli.node_name.clone(),
+                publish::gpu_unhealthy_taint_key(&cli.annotation_prefix),
+            ));
+            let options = NodeHealthOptions {
+                taint: cli.taint_when_no_healthy_gpu,
+                ..NodeHealthOptions::default()
+            };
+            (writer, options)
+        });
         let annotator: Arc<dyn NodeAnnotator> =
             Arc::new(KubeNodeAnnotator::new(client, cli.node_name.clone()));
         (
             Arc::new(pods),
             Some((annotator, key(&cli.annotation_prefix, INVENTORY_ANNOTATION))),
+            node_health,
             pods::POD_WAIT,
         )
     };
 
     let dynamic_mig = match (mig_backend, cli.dynamic_mig) {
-        (Some(backend), Some(selection)) => Some(Arc::new(DynamicMig::new(
-            backend,
-            selection,
-            Duration::from_secs(cli.mig_orphan_grace_secs),
-        ))),
+        (Some(backend), Some(selection)) => {
+            let mut dynamic = DynamicMig::new(
+                backend,
+                selection,
+                Duration::from_secs(cli.mig_orphan_grace_secs),
+            );
+            // Instances created on demand are in no toolkit spec: the agent writes theirs.
+            if cdi.strategies.uses_cdi() {
+                dynamic = dynamic.with_cdi_specs(Arc::new(CdiSpecs::new(&cdi)));
+            }
+            Some(Arc::new(dynamic))
+        }
         _ => None,
     };
     let (documents, document_stream) = tokio::sync::watch::channel(None);
@@ -296,7 +416,9 @@ async fn main() -> anyhow::Result<()> {
         pod_resources_every: Duration::from_secs(10),
         publisher,
         rediscover_every: Duration::from_secs(30),
-        health_quiet_period: Duration::from_secs(60),
+        health_quiet_period: Duration::from_secs(cli.health_quiet_secs),
+        node_health,
+        cdi,
         dynamic_mig,
         documents,
         mig_cleanup_every: Duration::from_secs(cli.mig_reconcile_secs.max(1)),
@@ -314,4 +436,48 @@ async fn main() -> anyhow::Result<()> {
         stop.cancel();
     });
     agent.run(shutdown).await.context("node agent failed")
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn health_and_doctor_flags_parse() {
+        Cli::command().debug_assert();
+        assert!(
+            Cli::try_parse_from(["kubesched-agent", "--fake-xid-file", "xids"]).is_err(),
+            "--fake-xid-file needs --fake-inventory"
+        );
+        let cli = Cli::try_parse_from(["kubesched-agent"]).unwrap();
+        assert!(cli.node_condition);
+        let cli = Cli::try_parse_from([
+            "kubesched-agent",
+            "--fake-inventory",
+            "node.json",
+            "--fake-xid-file",
+            "xids",
+            "--health-quiet-secs",
+            "5",
+            "--node-condition=false",
+            "--taint-when-no-healthy-gpu",
+            "doctor",
+            "--containerd-config",
+            "config.toml",
+            "--cdi-spec-dir",
+            "a",
+            "--cdi-spec-dir",
+            "b",
+        ])
+        .unwrap();
+        assert_eq!(cli.health_quiet_secs, 5);
+        assert!(!cli.node_condition && cli.taint_when_no_healthy_gpu);
+        let Some(Command::Doctor(args)) = cli.command else {
+            panic!("doctor expected");
+        };
+        assert_eq!(args.containerd_config, PathBuf::from("config.toml"));
+        assert_eq!(args.cdi_spec_dirs.len(), 2);
+    }
 }

@@ -411,9 +411,11 @@ async fn agent_creates_on_allocate_and_list_and_watch_follows() {
         publisher: None,
         rediscover_every: Duration::from_secs(3600),
         health_quiet_period: Duration::from_secs(60),
+        node_health: None,
         dynamic_mig: Some(dynamic.clone()),
         documents: tokio::sync::watch::channel(None).0,
         mig_cleanup_every: Duration::from_millis(50),
+        cdi: Default::default(),
     };
     let stop = tokio_util::sync::CancellationToken::new();
     let run = tokio::spawn(agent.run(stop.clone()));

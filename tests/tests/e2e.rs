@@ -8,6 +8,8 @@
 mod burst;
 #[path = "e2e/compat.rs"]
 mod compat;
+#[path = "e2e/health.rs"]
+mod health;
 #[path = "e2e/hostile.rs"]
 mod hostile;
 #[path = "e2e/restarts.rs"]
@@ -76,6 +78,10 @@ async fn scenarios(cluster: &Cluster) -> anyhow::Result<()> {
     .await?;
     run("guaranteed_pod_devices_and_cpus_on_one_numa_node", || {
         scheduling::guaranteed_pod_on_one_numa_node(cluster)
+    })
+    .await?;
+    run("xid_sets_node_condition_and_taint_then_clears", || {
+        health::xid_condition_and_taint(cluster)
     })
     .await?;
     run("burst_on_fake_nodes", || burst::burst(cluster)).await?;

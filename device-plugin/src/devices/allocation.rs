@@ -4,7 +4,9 @@
 //! with a clear error, and so is a request that contradicts a pod's annotation: never a silent
 //! different choice. A dynamic-MIG slot is realised here: its instance is created at exactly
 //! the slot's placement (or found, when created ahead for the same pod) and the container gets
-//! the new MIG UUID; a placement no longer free fails the Allocate.
+//! the new MIG UUID; a placement no longer free fails the Allocate. The response names the
+//! devices per the device list strategies (`cdi`); with a CDI strategy a dynamic instance's CDI
+//! device is written before the answer, or the Allocate fails.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -24,7 +26,8 @@ use kubesched_proto::deviceplugin::v1beta1::{
 };
 
 use super::ResourceManager;
-use crate::mig::{DynamicMig, DynamicMigError};
+use super::cdi::CdiConfig;
+use crate::mig::{DynamicCdiError, DynamicMig, DynamicMigError};
 use crate::pods::{PodDevices, PodSource, PodSourceError, PodView};
 
 /// Environment variable the NVIDIA container runtime reads.
@@ -108,6 +111,22 @@ pub enum AllocationError {
         /// Why dynamic MIG refused the slot.
         source: Box<DynamicMigError>,
     },
+    /// The CDI device of a dynamic-MIG instance could not be written (a CDI device list
+    /// strategy is on): the container runtime could not inject the instance, so it is not
+    /// handed out.
+    #[error(
+        "cannot provide MIG slot {id} ({uuid}) to {pod}: its CDI device cannot be written ({source}), so the container runtime could not inject it"
+    )]
+    CdiSpec {
+        /// Device id of the dynamic slot.
+        id: String,
+        /// The MIG UUID of the instance.
+        uuid: String,
+        /// The pod the slot was for, as `pod <namespace/name>`, or `a pod without annotation`.
+        pod: String,
+        /// Why the CDI device could not be written.
+        source: Box<DynamicCdiError>,
+    },
     /// A pod without annotation (or one not seen yet) would get a device another pod's devices
     /// annotation promises: that pod would find its device taken.
     #[error(
@@ -140,12 +159,29 @@ impl From<AllocationError> for tonic::Status {
             | AllocationError::AnnotationMismatch { .. }
             | AllocationError::UnreadableAnnotation { .. }
             | AllocationError::Promised { .. }
-            | AllocationError::DynamicMig { .. } => tonic::Status::failed_precondition(message),
+            | AllocationError::DynamicMig { .. }
+            | AllocationError::CdiSpec { .. } => tonic::Status::failed_precondition(message),
             AllocationError::Pods(_) | AllocationError::Task(_) => {
                 tonic::Status::unavailable(message)
             }
         }
     }
+}
+
+/// Why a dynamic slot's instance was not handed out.
+enum Refusal {
+    /// Dynamic MIG could not create or find the instance.
+    Mig(DynamicMigError),
+    /// The instance (MIG UUID held) has no CDI device the runtime could inject.
+    Cdi(String, DynamicCdiError),
+}
+
+/// The pod a dynamic slot was for, as errors name it.
+fn whose(pod: Option<&PodView>) -> String {
+    pod.map_or_else(
+        || "a pod without annotation".to_string(),
+        |p| format!("pod {}", p.id),
+    )
 }
 
 /// The pod being admitted for a resource, as allocation sees it.
@@ -184,6 +220,8 @@ pub struct Allocator {
     pod_wait: Duration,
     /// Creates the instances of dynamic-MIG slots; `None` when no GPU is dynamic.
     dynamic: Option<Arc<DynamicMig>>,
+    /// How the response names the devices to the container runtime.
+    cdi: CdiConfig,
 }
 
 impl Allocator {
@@ -205,7 +243,16 @@ impl Allocator {
             pod_annotation: key(DEFAULT_PREFIX, "pod"),
             pod_wait: Duration::ZERO,
             dynamic: None,
+            cdi: CdiConfig::default(),
         }
+    }
+
+    /// Names devices to the runtime per `config` (default: `NVIDIA_VISIBLE_DEVICES` only). With
+    /// a CDI strategy, the dynamic MIG given to [`Allocator::with_dynamic_mig`] must write CDI
+    /// specs ([`DynamicMig::with_cdi_specs`]), or its slots are refused.
+    pub fn with_cdi(mut self, config: CdiConfig) -> Self {
+        self.cdi = config;
+        self
     }
 
     /// Realises dynamic-MIG slots through `dynamic` on Allocate.
@@ -223,7 +270,8 @@ impl Allocator {
     }
 
     /// The ids the container sees: MIG UUIDs in place of dynamic slots, whose instances are
-    /// created now at exactly their placements.
+    /// created now at exactly their placements (with their CDI devices when a CDI strategy is
+    /// on).
     async fn realise(
         &self,
         resource: &str,
@@ -240,21 +288,39 @@ impl Allocator {
             };
             let owner = pod.map(|p| p.id.clone());
             let (gpu_owned, profile_owned) = (gpu.to_string(), profile.to_string());
-            let created = tokio::task::spawn_blocking(move || {
-                dynamic.ensure(&gpu_owned, &profile_owned, start, owner.as_ref())
+            let cdi = self.cdi.strategies.uses_cdi();
+            let provided = tokio::task::spawn_blocking(move || -> Result<String, Refusal> {
+                let uuid = dynamic
+                    .ensure(&gpu_owned, &profile_owned, start, owner.as_ref())
+                    .map_err(Refusal::Mig)?;
+                // The runtime resolves CDI names from spec files: the device must be there before
+                // the kubelet hears of it.
+                if cdi {
+                    dynamic
+                        .publish_cdi(&gpu_owned, start, &uuid)
+                        .map_err(|e| Refusal::Cdi(uuid.clone(), e))?;
+                }
+                Ok(uuid)
             })
             .await
             .map_err(AllocationError::Task)?;
-            match created {
+            match provided {
                 Ok(uuid) => visible.push(uuid),
-                Err(source) => {
-                    let pod = pod.map_or_else(
-                        || "a pod without annotation".to_string(),
-                        |p| format!("pod {}", p.id),
-                    );
+                Err(Refusal::Mig(source)) => {
+                    let pod = whose(pod);
                     tracing::warn!(resource, id = %id, %pod, error = %source, "dynamic MIG slot refused");
                     return Err(AllocationError::DynamicMig {
                         id: id.clone(),
+                        pod,
+                        source: Box::new(source),
+                    });
+                }
+                Err(Refusal::Cdi(uuid, source)) => {
+                    let pod = whose(pod);
+                    tracing::warn!(resource, id = %id, mig = %uuid, %pod, error = %source, "cannot write the CDI device of a dynamic MIG instance");
+                    return Err(AllocationError::CdiSpec {
+                        id: id.clone(),
+                        uuid,
                         pod,
                         source: Box::new(source),
                     });
@@ -485,8 +551,9 @@ impl Allocator {
 
     /// Answers Allocate for one container: checks `ids` against the annotation of the pod being
     /// admitted and against devices promised to other pods, creates the instances of dynamic-MIG
-    /// slots, and records the hand-out. The response sets `NVIDIA_VISIBLE_DEVICES` (MIG UUIDs in
-    /// place of dynamic slots) and names the pod when its annotation assigned the devices.
+    /// slots, and records the hand-out. The response names the devices (MIG UUIDs in place of
+    /// dynamic slots) per the device list strategies: `NVIDIA_VISIBLE_DEVICES`, CDI devices,
+    /// a CDI annotation. It names the pod when its annotation assigned the devices.
     pub async fn allocate(
         &self,
         resource: &str,
@@ -528,10 +595,7 @@ impl Allocator {
             },
         };
         let visible = self.realise(resource, ids, matched).await?;
-        let mut response = ContainerAllocateResponse {
-            envs: HashMap::from([(VISIBLE_DEVICES_ENV.to_string(), visible.join(","))]),
-            ..Default::default()
-        };
+        let mut response = self.cdi.response(resource, &visible);
         match matched {
             Some(pod) => {
                 self.handed

@@ -1,9 +1,11 @@
 //! The devices the agent advertises and hands out: which resources and devices exist
 //! (`resources`), their current health and the resource manager that holds them
 //! (`manager`, `health`), and the allocator that answers the kubelet's GetPreferredAllocation
-//! and Allocate with exactly the devices the scheduler chose (`allocation`).
+//! and Allocate with exactly the devices the scheduler chose (`allocation`), named to the
+//! container runtime per the device list strategies (`cdi`: `NVIDIA_VISIBLE_DEVICES`, CDI).
 
 mod allocation;
+pub mod cdi;
 mod health;
 mod manager;
 mod resources;

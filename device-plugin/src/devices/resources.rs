@@ -101,7 +101,9 @@ pub fn plan(
 }
 
 /// Whether the kubelet accepts `name` as an extended resource name (a qualified name:
-/// alphanumerics, `-`, `_`, `.`). Media-extension profiles (`1g.10gb+me`) are not.
+/// alphanumerics, `-`, `_`, `.`). A name still carrying a profile's `+` (`mig-1g.10gb+me`) is
+/// not; its resource form from `ResourceNames::mig` (`mig-1g.10gb.me`, `mig-1g.23gb.me.all`,
+/// `mig-1g.24gb.gfx`, `mig-1g.23gb-me`) is.
 pub fn is_valid_resource_name(name: &str) -> bool {
     let short = name.rsplit_once('/').map_or(name, |(_, n)| n);
     !short.is_empty()

@@ -1,11 +1,14 @@
 //! GPU discovery behind the [`GpuInventory`] trait: NVML on real nodes, a JSON fixture
-//! (`--fake-inventory`) in tests and demos. Both return core inventory types.
+//! (`--fake-inventory`) in tests and demos. Both return core inventory types. XID events come
+//! from NVML's event thread, or with the fixture from an injected-XID file (`fake_xid`).
 
 mod fake;
+mod fake_xid;
 mod nvml;
 mod pci;
 
 pub use fake::{FakeFixture, FakeInventory};
+pub use fake_xid::{BadXidLine, FAKE_XID_POLL, parse_xid_line, spawn_fake_xid_events};
 pub(crate) use nvml::{GiProfile, gi_profiles};
 pub use nvml::{NvmlInventory, RawEvent, xid_event};
 pub use pci::{BadBusId, normalise_bus_id};

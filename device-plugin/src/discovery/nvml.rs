@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kubesched_core::inventory::{GpuInfo, MigInfo, MigInstanceInfo, MigMode};
+use kubesched_core::mig_name::{self, GPU_INSTANCE_PROFILE_COUNT};
 use nvml_wrapper::Nvml;
 use nvml_wrapper::bitmasks::event::EventTypes;
 use nvml_wrapper::device::Device;
@@ -28,11 +29,6 @@ use super::{Discovered, DiscoveryError, GpuInventory};
 use crate::devices::{ALL_INSTANCES, HealthProbe, XidEvent};
 use crate::discovery::normalise_bus_id;
 
-/// NVML's GPU instance profile indices (`NVML_GPU_INSTANCE_PROFILE_*`) worth asking about.
-const PROFILE_INDICES: std::ops::Range<u32> = 0..10;
-/// Indices of the media-extension variants (`_REV1`), named with `+me`.
-const MEDIA_EXTENSION_INDICES: [u32; 2] = [7, 8];
-
 /// A GPU instance profile the GPU supports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct GiProfile {
@@ -40,28 +36,48 @@ pub(crate) struct GiProfile {
     pub id: u32,
     /// Compute slices.
     pub slice_count: u32,
-    /// Named like NVIDIA does: slice count and memory rounded up to whole GiB (`3g.40gb`).
+    /// Named as NVIDIA's device plugin names it (`kubesched_core::mig_name`): slice count, the
+    /// profile's share of the GPU's memory as NVIDIA rounds it, and the attribute its NVML
+    /// index carries (`1g.18gb`, `1g.23gb+me.all`).
     pub name: String,
 }
 
-/// The GPU instance profiles of a device, by NVML profile index.
+/// The GPU instance profiles of a device, over every NVML profile index. Indices this GPU or
+/// driver does not offer fail `profile_info` and are left out. Without the GPU's total memory
+/// no profile can be named: none is returned.
 pub(crate) fn gi_profiles(device: &Device<'_>) -> Vec<GiProfile> {
-    PROFILE_INDICES
-        .filter_map(|index| {
-            let info = device.profile_info(index).ok()?;
-            let gb = info.memory_size_mb.div_ceil(1024);
-            let suffix = if MEDIA_EXTENSION_INDICES.contains(&index) {
-                "+me"
-            } else {
-                ""
-            };
-            Some(GiProfile {
-                id: info.id,
-                slice_count: info.slice_count,
-                name: format!("{}g.{gb}gb{suffix}", info.slice_count),
-            })
-        })
-        .collect()
+    let total = match device.memory_info() {
+        Ok(memory) if memory.total > 0 => memory.total,
+        Ok(_) => {
+            tracing::warn!("NVML reports no memory for this GPU; its MIG profiles are not named");
+            return Vec::new();
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the GPU's total memory; its MIG profiles are not named");
+            return Vec::new();
+        }
+    };
+    let mut profiles = Vec::new();
+    let mut skipped = Vec::new();
+    for index in 0..GPU_INSTANCE_PROFILE_COUNT {
+        let Ok(info) = device.profile_info(index) else {
+            skipped.push(index);
+            continue;
+        };
+        let gb = mig_name::profile_memory_gb(info.memory_size_mb, total);
+        profiles.push(GiProfile {
+            id: info.id,
+            slice_count: info.slice_count,
+            name: mig_name::profile_name(info.slice_count, gb, mig_name::profile_attribute(index)),
+        });
+    }
+    if !skipped.is_empty() {
+        tracing::debug!(
+            ?skipped,
+            "GPU instance profile indices not offered by this GPU or driver"
+        );
+    }
+    profiles
 }
 
 /// The node's GPUs as NVML sees them: the [`GpuInventory`] and [`HealthProbe`] of a node with
@@ -93,7 +109,7 @@ impl NvmlInventory {
             .map_err(nvml_error("nvmlSystemGetDriverVersion"))
     }
 
-    /// Profile id -> profile name (`3g.40gb`).
+    /// Profile id -> profile name (`3g.40gb`, `1g.23gb+me.all`).
     fn profile_names(device: &Device<'_>) -> HashMap<u32, String> {
         gi_profiles(device)
             .into_iter()

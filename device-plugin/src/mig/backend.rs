@@ -16,6 +16,19 @@ pub struct LiveInstance {
     pub uuid: Option<String>,
 }
 
+/// The driver's numbering of a MIG instance, which names its device nodes (see
+/// `devices::cdi`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InstanceIds {
+    /// Minor number of the parent GPU (`/dev/nvidia<minor>`); `None` when the backend does not
+    /// know it (the fake), and the GPU's index stands in.
+    pub gpu_minor: Option<u32>,
+    /// The GPU instance id.
+    pub gpu_instance: u32,
+    /// The id of the compute instance spanning the GPU instance.
+    pub compute_instance: u32,
+}
+
 /// A process running on a GPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GpuProcess {
@@ -112,6 +125,9 @@ pub trait MigBackend: Send + Sync {
     fn create(&self, gpu: &str, profile: &str, start: u8) -> Result<LiveInstance, MigBackendError>;
     /// Destroys the instance starting at `start` (its compute instances first).
     fn destroy(&self, gpu: &str, start: u8) -> Result<(), MigBackendError>;
+    /// The GPU minor and the GPU and compute instance ids of the instance starting at
+    /// `start`: what names its device nodes. Err when no complete instance starts there.
+    fn instance_ids(&self, gpu: &str, start: u8) -> Result<InstanceIds, MigBackendError>;
     /// What makes the GPU unsafe to touch: a pending MIG mode change and the compute processes
     /// running on it. Err for a GPU the backend does not know or a failed NVML call.
     fn condition(&self, gpu: &str) -> Result<GpuCondition, MigBackendError>;

@@ -1,8 +1,10 @@
 //! Dynamic MIG on this node: which GPUs are in dynamic mode (`--dynamic-mig`), their live
 //! instances as the published inventory shows them, creating the instance a pod was assigned
 //! at exactly its placement (on Allocate, or ahead of it when the annotated pod is seen), and
-//! cleaning up the instances no pod claims (`decisions` decides, this module acts). All backend
-//! calls are serialised by one lock and block: call them from `spawn_blocking`.
+//! cleaning up the instances no pod claims (`decisions` decides, this module acts). With a CDI
+//! spec writer (`with_cdi_specs`), an instance handed to a container gets its own CDI device
+//! (`publish_cdi`), removed again when the instance is destroyed. All backend calls are
+//! serialised by one lock and block: call them from `spawn_blocking`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
@@ -16,6 +18,7 @@ use tokio::sync::watch;
 
 use super::{Claim, Decisions, GpuSnapshot, OrphanTracker, SlotKey, decide};
 use super::{LiveInstance, MigBackend, MigBackendError};
+use crate::devices::cdi::{CdiSpecError, CdiSpecs, MigNodeIds};
 use crate::pods::{PodDevices, PodView};
 use kubesched_k8s::PodRef;
 
@@ -99,6 +102,43 @@ pub enum DynamicMigError {
     Backend(#[from] MigBackendError),
 }
 
+/// Why a dynamic-MIG instance's CDI device could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum DynamicCdiError {
+    /// Dynamic MIG was built without a CDI spec writer, yet a CDI strategy names its instances.
+    #[error(
+        "dynamic MIG writes no CDI spec on this node, so the container runtime cannot inject its instances"
+    )]
+    NoSpecWriter,
+    /// The backend could not say which instance starts at the position, or its ids.
+    #[error("cannot read MIG instance {uuid} on GPU {gpu}: {source}")]
+    Backend {
+        /// UUID of the GPU.
+        gpu: String,
+        /// The MIG UUID handed out.
+        uuid: String,
+        /// The backend's error.
+        #[source]
+        source: Box<MigBackendError>,
+    },
+    /// The instance handed out is no longer at its position (destroyed meanwhile).
+    #[error("MIG instance {uuid} no longer starts at position {start} on GPU {gpu}")]
+    Gone {
+        /// UUID of the GPU.
+        gpu: String,
+        /// Start position of the instance.
+        start: u8,
+        /// The MIG UUID handed out.
+        uuid: String,
+    },
+    /// Neither the backend nor discovery gives the GPU (UUID held) a minor number or index.
+    #[error("the device minor of GPU {0} is unknown")]
+    NoMinor(String),
+    /// The spec entry could not be made or written.
+    #[error(transparent)]
+    Spec(#[from] CdiSpecError),
+}
+
 #[derive(Debug, Clone)]
 struct Owner {
     pod: PodRef,
@@ -108,6 +148,8 @@ struct Owner {
 #[derive(Debug, Default)]
 struct State {
     geometries: BTreeMap<String, Arc<MigGeometry>>,
+    /// Index of each dynamic GPU: stands in for the device minor when the backend has none.
+    indices: BTreeMap<String, u32>,
     snapshot: BTreeMap<String, GpuSnapshot>,
     blocked: BTreeMap<String, String>,
     owners: BTreeMap<SlotKey, Owner>,
@@ -163,6 +205,8 @@ pub struct DynamicMig {
     grace: Duration,
     state: Mutex<State>,
     changes: watch::Sender<u64>,
+    /// The CDI spec of the instances handed to containers; `None` with `envvar` alone.
+    cdi_specs: Option<Arc<CdiSpecs>>,
 }
 
 impl DynamicMig {
@@ -174,6 +218,95 @@ impl DynamicMig {
             grace,
             state: Mutex::new(State::default()),
             changes: watch::Sender::new(0),
+            cdi_specs: None,
+        }
+    }
+
+    /// Writes a CDI device for each instance handed to a container ([`DynamicMig::publish_cdi`])
+    /// into `specs`, and removes it when the instance is destroyed. Needed when a CDI device
+    /// list strategy is on: the toolkit's spec cannot name instances made after it.
+    pub fn with_cdi_specs(mut self, specs: Arc<CdiSpecs>) -> Self {
+        self.cdi_specs = Some(specs);
+        self
+    }
+
+    /// Writes the CDI device of the instance `uuid` at `start` on `gpu`, just handed out by
+    /// [`DynamicMig::ensure`]: its device nodes (GPU minor or index, GPU and compute instance
+    /// capabilities) and the toolkit's shared edits. Idempotent. Blocks (backend, files).
+    pub fn publish_cdi(&self, gpu: &str, start: u8, uuid: &str) -> Result<(), DynamicCdiError> {
+        let specs = self
+            .cdi_specs
+            .as_ref()
+            .ok_or(DynamicCdiError::NoSpecWriter)?;
+        // Under the lock, so a clean-up pass cannot destroy the instance (and drop its entry)
+        // while the entry is being written.
+        let state = self.state();
+        let backend = |source| DynamicCdiError::Backend {
+            gpu: gpu.to_string(),
+            uuid: uuid.to_string(),
+            source: Box::new(source),
+        };
+        let live = self.backend.instances(gpu).map_err(backend)?;
+        if !live
+            .iter()
+            .any(|i| i.start == start && i.uuid.as_deref() == Some(uuid))
+        {
+            return Err(DynamicCdiError::Gone {
+                gpu: gpu.to_string(),
+                start,
+                uuid: uuid.to_string(),
+            });
+        }
+        let ids = self.backend.instance_ids(gpu, start).map_err(backend)?;
+        let gpu_minor = ids
+            .gpu_minor
+            .or_else(|| state.indices.get(gpu).copied())
+            .ok_or_else(|| DynamicCdiError::NoMinor(gpu.to_string()))?;
+        let nodes = MigNodeIds {
+            gpu_minor,
+            gpu_instance: ids.gpu_instance,
+            compute_instance: ids.compute_instance,
+        };
+        if specs.add_mig(uuid, nodes)? {
+            tracing::debug!(gpu, start, mig = uuid, spec = %specs.path().display(), "CDI device written");
+        }
+        drop(state);
+        Ok(())
+    }
+
+    /// Removes the CDI device of a destroyed instance; a failure is left to the next pass.
+    fn forget_cdi(&self, uuid: Option<&str>, report: &mut CleanupReport) {
+        let (Some(specs), Some(uuid)) = (&self.cdi_specs, uuid) else {
+            return;
+        };
+        if let Err(error) = specs.remove(uuid) {
+            tracing::warn!(mig = uuid, %error, "cannot remove the CDI device of a destroyed MIG instance; will retry");
+            report.failed.push(error.to_string());
+        }
+    }
+
+    /// Drops CDI devices of instances no longer live (destroyed while the agent was away, or
+    /// whose removal failed). Only after every dynamic GPU was read: an instance missing from
+    /// a stale view may still be running a container that restarts later.
+    fn prune_cdi(&self, state: &State, report: &mut CleanupReport) {
+        let Some(specs) = &self.cdi_specs else {
+            return;
+        };
+        let live: BTreeSet<&str> = state
+            .snapshot
+            .values()
+            .flat_map(|s| s.instances.iter())
+            .filter_map(|i| i.uuid.as_deref())
+            .collect();
+        match specs.retain(|name| live.contains(name)) {
+            Ok(gone) if !gone.is_empty() => {
+                tracing::info!(devices = ?gone, "removed CDI devices of MIG instances that are gone");
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%error, "cannot prune the CDI devices of gone MIG instances; will retry");
+                report.failed.push(error.to_string());
+            }
         }
     }
 
@@ -200,6 +333,7 @@ impl DynamicMig {
     /// dynamic. Reads their instances and conditions from the backend.
     pub fn track(&self, gpus: &[GpuInfo]) {
         let mut geometries = BTreeMap::new();
+        let mut indices = BTreeMap::new();
         for gpu in gpus.iter().filter(|g| self.selection.selects(&g.uuid)) {
             let Some(mig) = &gpu.mig else {
                 if let DynamicSelection::Gpus(_) = self.selection {
@@ -218,12 +352,14 @@ impl DynamicMig {
                 },
             };
             geometries.insert(gpu.uuid.clone(), geometry);
+            indices.insert(gpu.uuid.clone(), gpu.index);
         }
         let mut state = self.state();
         if state.geometries.keys().ne(geometries.keys()) {
             tracing::info!(gpus = ?geometries.keys().collect::<Vec<_>>(), "dynamic MIG GPUs");
         }
         state.geometries = geometries;
+        state.indices = indices;
         let known: Vec<String> = state.geometries.keys().cloned().collect();
         state.snapshot.retain(|gpu, _| known.contains(gpu));
         for gpu in known {
@@ -231,8 +367,9 @@ impl DynamicMig {
         }
     }
 
-    /// Refreshes one GPU's snapshot from the backend; keeps the old one when it fails.
-    fn read_gpu(&self, state: &mut State, gpu: &str) {
+    /// Refreshes one GPU's snapshot from the backend; keeps the old one when it fails (and
+    /// says so with `false`).
+    fn read_gpu(&self, state: &mut State, gpu: &str) -> bool {
         let read = self
             .backend
             .instances(gpu)
@@ -246,9 +383,11 @@ impl DynamicMig {
                         condition,
                     },
                 );
+                true
             }
             Err(error) => {
-                tracing::warn!(gpu, %error, "cannot read MIG instances; keeping the last view")
+                tracing::warn!(gpu, %error, "cannot read MIG instances; keeping the last view");
+                false
             }
         }
     }
@@ -389,8 +528,9 @@ impl DynamicMig {
     ) -> CleanupReport {
         let mut state = self.state();
         let gpus: Vec<String> = state.geometries.keys().cloned().collect();
+        let mut all_read = true;
         for gpu in &gpus {
-            self.read_gpu(&mut state, gpu);
+            all_read &= self.read_gpu(&mut state, gpu);
         }
         let claims = claims(&state, pods, held);
         let live_uids: BTreeSet<&str> = pods.iter().map(|p| p.id.uid.as_str()).collect();
@@ -456,6 +596,11 @@ impl DynamicMig {
                     state.owners.remove(slot);
                     state.orphans.forget(slot);
                     report.destroyed.push(format!("{}@{}", slot.0, slot.1));
+                    let uuid = snapshot
+                        .get(&slot.0)
+                        .and_then(|s| s.instances.iter().find(|i| i.start == slot.1))
+                        .and_then(|i| i.uuid.as_deref());
+                    self.forget_cdi(uuid, &mut report);
                 }
                 Err(error) => {
                     tracing::warn!(gpu = %slot.0, start = slot.1, %error, "cannot destroy MIG instance; will retry");
@@ -476,6 +621,9 @@ impl DynamicMig {
                     report.failed.push(error.to_string());
                 }
             }
+        }
+        if all_read {
+            self.prune_cdi(&state, &mut report);
         }
         report.decisions = decisions;
         drop(state);

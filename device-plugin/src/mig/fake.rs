@@ -3,7 +3,9 @@
 //! (start positions, overlap, per-profile maximum, compute slices, one `+me` per GPU) and
 //! fails with the same errors NVML gives: an invalid start is refused, a taken placement is
 //! "insufficient resources", an instance with processes is "in use". Tests can add processes
-//! and pending MIG mode changes to exercise the agent's hands-off rules.
+//! and pending MIG mode changes to exercise the agent's hands-off rules. Each instance gets
+//! the lowest free GPU instance id from 1 and compute instance id 0, as on a fresh GPU; the
+//! fake knows no GPU minor (the agent then uses the GPU index).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -11,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use kubesched_core::catalogue::{self, MigGeometry};
 use kubesched_core::mig::{MigError, MigGpu};
 
-use super::{GpuCondition, GpuProcess, LiveInstance, MigBackend, MigBackendError};
+use super::{GpuCondition, GpuProcess, InstanceIds, LiveInstance, MigBackend, MigBackendError};
 use crate::discovery::DiscoveryError;
 use crate::discovery::FakeFixture;
 
@@ -20,7 +22,18 @@ struct FakeGpu {
     occupancy: MigGpu,
     /// MIG UUID of each instance, by start position.
     uuids: BTreeMap<u8, String>,
+    /// GPU instance id of each instance, by start position.
+    gi_ids: BTreeMap<u8, u32>,
     condition: GpuCondition,
+}
+
+impl FakeGpu {
+    /// Records a new instance at `start` under the lowest GPU instance id not in use.
+    fn number(&mut self, start: u8) {
+        let used: Vec<u32> = self.gi_ids.values().copied().collect();
+        let id = (1..).find(|id| !used.contains(id)).unwrap_or(1);
+        self.gi_ids.insert(start, id);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -66,6 +79,7 @@ impl FakeMigBackend {
                     .place(idx, instance.start)
                     .map_err(|e| invalid(format!("GPU {}: {e}", gpu.uuid)))?;
                 fake.uuids.insert(instance.start, instance.uuid.clone());
+                fake.number(instance.start);
             }
         }
         Ok(backend)
@@ -83,6 +97,7 @@ impl FakeMigBackend {
             FakeGpu {
                 occupancy: MigGpu::new(geometry),
                 uuids: BTreeMap::new(),
+                gi_ids: BTreeMap::new(),
                 condition: GpuCondition::default(),
             },
         );
@@ -167,6 +182,7 @@ impl MigBackend for FakeMigBackend {
         }
         let uuid = format!("MIG-fake-{serial:06}");
         fake.uuids.insert(start, uuid.clone());
+        fake.number(start);
         state.next_uuid += 1;
         Ok(LiveInstance {
             profile: profile.to_string(),
@@ -205,7 +221,29 @@ impl MigBackend for FakeMigBackend {
                 start,
             })?;
         fake.uuids.remove(&start);
+        fake.gi_ids.remove(&start);
         Ok(())
+    }
+
+    fn instance_ids(&self, gpu: &str, start: u8) -> Result<InstanceIds, MigBackendError> {
+        let state = self.state();
+        let fake = state
+            .gpus
+            .get(gpu)
+            .ok_or_else(|| MigBackendError::UnknownGpu(gpu.to_string()))?;
+        let gpu_instance =
+            fake.gi_ids
+                .get(&start)
+                .copied()
+                .ok_or_else(|| MigBackendError::NoInstance {
+                    gpu: gpu.to_string(),
+                    start,
+                })?;
+        Ok(InstanceIds {
+            gpu_minor: None,
+            gpu_instance,
+            compute_instance: 0,
+        })
     }
 
     fn condition(&self, gpu: &str) -> Result<GpuCondition, MigBackendError> {
@@ -274,6 +312,27 @@ mod tests {
             .map(|i| i.start)
             .collect();
         assert_eq!(starts, [0, 4]);
+    }
+
+    #[test]
+    fn instances_get_the_lowest_free_gpu_instance_id() {
+        let b = backend();
+        b.create("GPU-a", "3g.40gb", 4).unwrap();
+        b.create("GPU-a", "1g.10gb", 0).unwrap();
+        let ids = |start| b.instance_ids("GPU-a", start);
+        assert_eq!(
+            ids(4),
+            Ok(InstanceIds {
+                gpu_minor: None,
+                gpu_instance: 1,
+                compute_instance: 0
+            })
+        );
+        assert_eq!(ids(0).map(|i| i.gpu_instance), Ok(2));
+        b.destroy("GPU-a", 4).unwrap();
+        assert!(matches!(ids(4), Err(MigBackendError::NoInstance { .. })));
+        b.create("GPU-a", "1g.10gb", 1).unwrap();
+        assert_eq!(ids(1).map(|i| i.gpu_instance), Ok(1));
     }
 
     #[test]

@@ -9,8 +9,12 @@ mod dynamic;
 mod fake;
 mod nvml;
 
-pub use backend::{GpuCondition, GpuProcess, LiveInstance, MigBackend, MigBackendError};
+pub use backend::{
+    GpuCondition, GpuProcess, InstanceIds, LiveInstance, MigBackend, MigBackendError,
+};
 pub use decisions::{Claim, Decisions, GpuSnapshot, OrphanTracker, SlotKey, decide};
-pub use dynamic::{CleanupReport, DynamicGpuStatus, DynamicMig, DynamicMigError, DynamicSelection};
+pub use dynamic::{
+    CleanupReport, DynamicCdiError, DynamicGpuStatus, DynamicMig, DynamicMigError, DynamicSelection,
+};
 pub use fake::FakeMigBackend;
 pub use nvml::NvmlMigBackend;

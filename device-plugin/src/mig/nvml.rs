@@ -24,7 +24,7 @@ use nvml_wrapper_sys::bindings::{
     nvmlReturn_enum_NVML_ERROR_INSUFFICIENT_RESOURCES, nvmlReturn_enum_NVML_SUCCESS, nvmlReturn_t,
 };
 
-use super::{GpuCondition, GpuProcess, LiveInstance, MigBackend, MigBackendError};
+use super::{GpuCondition, GpuProcess, InstanceIds, LiveInstance, MigBackend, MigBackendError};
 use crate::discovery::{GiProfile, gi_profiles};
 
 /// Room for every GPU instance or placement of one profile (at most 8 memory positions).
@@ -361,6 +361,54 @@ impl MigBackend for NvmlMigBackend {
             });
         }
         check(code, "nvmlGpuInstanceDestroy")
+    }
+
+    fn instance_ids(&self, gpu: &str, start: u8) -> Result<InstanceIds, MigBackendError> {
+        let device = self.device(gpu)?;
+        let minor = device
+            .minor_number()
+            .map_err(wrapped("nvmlDeviceGetMinorNumber"))?;
+        let instance = self
+            .raw_instances(&device)?
+            .into_iter()
+            .find(|i| i.start == start)
+            .ok_or_else(|| MigBackendError::NoInstance {
+                gpu: gpu.to_string(),
+                start,
+            })?;
+        let lib = self.nvml.lib();
+        let gi_of = sym!(lib, nvmlDeviceGetGpuInstanceId);
+        let ci_of = sym!(lib, nvmlDeviceGetComputeInstanceId);
+        let max = device
+            .mig_device_count()
+            .map_err(wrapped("nvmlDeviceGetMaxMigDeviceCount"))?;
+        for index in 0..max {
+            // Indices without a MIG device answer NotFound.
+            let Ok(mig) = device.mig_device_by_index(index) else {
+                continue;
+            };
+            let mut gi: c_uint = 0;
+            // SAFETY: the symbol exists; `mig` is a live MIG device handle.
+            let code = unsafe { gi_of(mig.handle(), &mut gi) };
+            check(code, "nvmlDeviceGetGpuInstanceId")?;
+            if gi != instance.id {
+                continue;
+            }
+            let mut ci: c_uint = 0;
+            // SAFETY: the symbol exists; `mig` is a live MIG device handle.
+            let code = unsafe { ci_of(mig.handle(), &mut ci) };
+            check(code, "nvmlDeviceGetComputeInstanceId")?;
+            return Ok(InstanceIds {
+                gpu_minor: Some(minor),
+                gpu_instance: instance.id,
+                compute_instance: ci,
+            });
+        }
+        // A GPU instance without a compute instance has no MIG device to name.
+        Err(MigBackendError::NoInstance {
+            gpu: gpu.to_string(),
+            start,
+        })
     }
 
     fn condition(&self, gpu: &str) -> Result<GpuCondition, MigBackendError> {

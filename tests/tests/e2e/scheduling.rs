@@ -33,6 +33,11 @@ pub fn signing_key_file(cluster: &Cluster) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// The file the agent reads injected XID events from (`<gpu-uuid> <xid>` lines).
+pub fn xid_file(cluster: &Cluster) -> PathBuf {
+    cluster.path("xid-events")
+}
+
 /// Starts `kubesched-agent` with `--fake-inventory fixture` under the chart's agent account.
 pub async fn start_agent(cluster: &Cluster, fixture: &Path, log: &str) -> anyhow::Result<Proc> {
     let kubeconfig =
@@ -54,6 +59,13 @@ pub async fn start_agent(cluster: &Cluster, fixture: &Path, log: &str) -> anyhow
             cluster.pod_resources_socket.as_os_str(),
             OsStr::new("--signing-key-file"),
             key.as_os_str(),
+            // XIDs are injected through this file (NVML's events on a real node); a short
+            // quiet period so recovery is seen within the test.
+            OsStr::new("--fake-xid-file"),
+            xid_file(cluster).as_os_str(),
+            OsStr::new("--health-quiet-secs"),
+            OsStr::new("3"),
+            OsStr::new("--taint-when-no-healthy-gpu"),
         ],
         &[
             ("KUBECONFIG", kubeconfig.as_os_str()),
@@ -103,7 +115,7 @@ fn online_cpus() -> anyhow::Result<Vec<u32>> {
 
 /// The two-NUMA fixture moved onto this machine's one NUMA node and real CPUs: the kubelet
 /// admits a device only on a NUMA node it has, so pods that run must use these.
-fn one_numa_fixture(cluster: &Cluster) -> anyhow::Result<PathBuf> {
+pub fn one_numa_fixture(cluster: &Cluster) -> anyhow::Result<PathBuf> {
     let source = cluster.fixture(FIXTURE)?;
     let mut doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&source)?)?;
     doc["numaNodes"] = serde_json::json!([{"id": 0, "cpus": online_cpus()?, "memoryMib": 65536}]);
