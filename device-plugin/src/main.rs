@@ -182,7 +182,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     let cdi = CdiConfig {
-        strategies: cli.device_list_strategy.clone(),
+        strategies: cli.device_list_strategy,
         kind: cli.cdi_kind.clone(),
         annotation_prefix: cli.cdi_annotation_prefix.clone(),
         spec_dir: cli.cdi_spec_dir.clone(),

@@ -390,7 +390,7 @@ async fn dynamic_instance_gets_a_cdi_device_until_it_is_destroyed() {
     assert!(!node.spec_file().exists());
     let got = node
         .allocator
-        .allocate(MIG_3G, &[slot.clone()])
+        .allocate(MIG_3G, std::slice::from_ref(&slot))
         .await
         .unwrap();
     let uuid = node.uuid_at(4);
@@ -503,7 +503,7 @@ async fn unwritable_cdi_devices_fail_the_allocate() {
     let slot = dynamic_slot_id(DYNAMIC_GPU, "3g.40gb", 4);
     let err = node
         .allocator
-        .allocate(MIG_3G, &[slot.clone()])
+        .allocate(MIG_3G, std::slice::from_ref(&slot))
         .await
         .unwrap_err();
     assert!(matches!(err, AllocationError::CdiSpec { .. }), "{err}");
@@ -524,7 +524,7 @@ async fn unwritable_cdi_devices_fail_the_allocate() {
     std::fs::write(node.spec_dir(), "").unwrap();
     let err = node
         .allocator
-        .allocate(MIG_3G, &[slot.clone()])
+        .allocate(MIG_3G, std::slice::from_ref(&slot))
         .await
         .unwrap_err();
     let message = err.to_string();

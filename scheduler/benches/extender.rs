@@ -141,7 +141,7 @@ fn request(nodes: usize, cpu: &str) -> (Pod, ExtenderArgs) {
 
 /// One scheduling cycle in-process: filter, then prioritize the survivors.
 fn cycle(ext: &Extender, args: &ExtenderArgs) -> usize {
-    let f = ext.filter(args).expect("filter");
+    let f = ext.filter(args);
     let survivors = ExtenderArgs {
         pod: args.pod.clone(),
         nodes: None,
