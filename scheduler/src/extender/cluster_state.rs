@@ -22,6 +22,11 @@ use super::reservations::{Reservation, Reservations};
 /// than this between two changes.
 const MEMO_CAPACITY: usize = 32;
 
+/// A reservation this old whose pod a full list lacks belongs to a deleted pod: binds
+/// happen to pods that exist, so only a list taken just before the pod was created can miss
+/// it, and lists take well under this long.
+const UNLISTED_RESERVATION_AGE: Duration = Duration::from_secs(2);
+
 /// A node's empty state, from its inventory.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeBase {
@@ -223,8 +228,19 @@ impl ClusterState {
         }
     }
 
-    /// Replaces every pod at once (after a full list from the API).
+    /// Replaces every pod at once (after a full list from the API). Reservations of pods the
+    /// list does not have are dropped: those pods were deleted while the watch was down.
     pub fn reset_pods(&mut self, pods: Vec<(String, PodRecord)>) {
+        let listed: HashSet<&str> = pods.iter().map(|(uid, _)| uid.as_str()).collect();
+        let gone = self.reservations.drop_unlisted(
+            &|uid| listed.contains(uid),
+            Instant::now(),
+            UNLISTED_RESERVATION_AGE,
+        );
+        for (uid, r) in &gone {
+            tracing::info!(pod_uid = %uid, node = %r.node, pod = %r.name,
+                "reservation dropped: the pod is gone from a full list");
+        }
         self.pods.clear();
         self.on_node.clear();
         for (uid, p) in pods {

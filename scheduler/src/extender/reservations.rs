@@ -72,10 +72,29 @@ impl Reservations {
     /// Drops reservations older than `ttl` (the watch never confirmed them,
     /// e.g. the pod vanished while we were not watching); returns them.
     pub fn expire(&mut self, now: Instant, ttl: Duration) -> Vec<(String, Reservation)> {
+        self.drop_where(|_, r| now.saturating_duration_since(r.created) > ttl)
+    }
+
+    /// Drops reservations of pods a full list no longer has (deleted while the watch was
+    /// down, so no delete event will come), made more than `min_age` before `now`: a younger
+    /// one may belong to a pod created after the list was taken. Returns them.
+    pub fn drop_unlisted(
+        &mut self,
+        listed: &dyn Fn(&str) -> bool,
+        now: Instant,
+        min_age: Duration,
+    ) -> Vec<(String, Reservation)> {
+        self.drop_where(|uid, r| !listed(uid) && now.saturating_duration_since(r.created) > min_age)
+    }
+
+    fn drop_where(
+        &mut self,
+        gone: impl Fn(&str, &Reservation) -> bool,
+    ) -> Vec<(String, Reservation)> {
         let old: Vec<String> = self
             .by_uid
             .iter()
-            .filter(|(_, r)| now.saturating_duration_since(r.created) > ttl)
+            .filter(|(u, r)| gone(u, r))
             .map(|(u, _)| u.clone())
             .collect();
         old.into_iter()
@@ -120,5 +139,22 @@ mod tests {
         assert!(r.get("a").is_some());
         assert!(r.remove("a").is_some());
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn a_full_list_drops_reservations_of_pods_it_lacks_unless_just_made() {
+        let t0 = Instant::now();
+        let mut r = Reservations::default();
+        r.insert("listed", res("n", t0));
+        r.insert("deleted", res("n", t0));
+        r.insert("young", res("n", t0 + Duration::from_secs(9)));
+        let gone = r.drop_unlisted(
+            &|uid| uid == "listed",
+            t0 + Duration::from_secs(10),
+            Duration::from_secs(2),
+        );
+        let gone: Vec<String> = gone.into_iter().map(|(u, _)| u).collect();
+        assert_eq!(gone, vec!["deleted"]);
+        assert!(r.get("listed").is_some() && r.get("young").is_some());
     }
 }
