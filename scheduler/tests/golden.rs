@@ -75,7 +75,7 @@ fn filter_answers_with_exact_shape_and_reasons() {
     let (ext, _) = cluster();
     let args: ExtenderArgs = serde_json::from_str(FILTER_BODY).unwrap();
     let got = serde_json::to_string(&ext.filter(&args)).unwrap();
-    let want = r#"{"Nodes":null,"NodeNames":["gpu-a-002","gpu-b-017"],"FailedNodes":{"gpu-a-001":"no 1g.10gb placement left: GPU0 positions used: 0-3 (4g.40gb), 4-7 (3g.40gb)"},"FailedAndUnresolvableNodes":{"cpu-1":"node publishes no GPU inventory"},"Error":""}"#;
+    let want = r#"{"Nodes":null,"NodeNames":["gpu-a-002","gpu-b-017"],"FailedNodes":{"cpu-1":"node publishes no GPU inventory","gpu-a-001":"no 1g.10gb placement left: GPU0 positions used: 0-3 (4g.40gb), 4-7 (3g.40gb)"},"FailedAndUnresolvableNodes":{"cpu-1":"node publishes no GPU inventory"},"Error":""}"#;
     assert_eq!(got, want);
 }
 

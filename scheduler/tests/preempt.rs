@@ -188,4 +188,14 @@ fn a_node_too_small_even_empty_is_unresolvable() {
         "{r:?}"
     );
     assert!(r.failed_nodes["two"].contains("needs 2"), "{r:?}");
+    // Also in FailedNodes, the only map kube-scheduler 1.20 reads; later ones let the
+    // unresolvable map win.
+    assert_eq!(
+        r.failed_nodes["one"],
+        r.failed_and_unresolvable_nodes["one"]
+    );
+    assert!(
+        !r.failed_and_unresolvable_nodes.contains_key("two"),
+        "{r:?}"
+    );
 }

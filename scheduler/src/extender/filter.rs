@@ -3,7 +3,10 @@
 //!
 //! Every answer kube-scheduler can act on is a 200: its reasons reach the pod's events, where
 //! a non-200 body is thrown away. A node goes to `FailedAndUnresolvableNodes` when evicting
-//! pods cannot help (the pod does not fit the node even empty), so preemption skips it.
+//! pods cannot help (the pod does not fit the node even empty), so preemption skips it. It
+//! goes to `FailedNodes` too, with the same reason: kube-scheduler before 1.21 reads only
+//! that map (a node in neither shows no reason), and later ones let the unresolvable map win
+//! for a node in both.
 
 use std::collections::BTreeMap;
 
@@ -33,8 +36,7 @@ impl Extender {
                 let reason = format!("kubesched: {error}");
                 tracing::info!(%error, "pod refused on every node");
                 for name in names {
-                    out.failed_and_unresolvable_nodes
-                        .insert(name.clone(), reason.clone());
+                    out.unresolvable(name, &reason);
                 }
                 self.metrics()
                     .filter_outcome(FilterOutcome::Unservable, names.len() as u64);
@@ -83,10 +85,7 @@ impl Extender {
                     Verdict::Failed(reason) => {
                         out.failed_nodes.insert(name.clone(), reason);
                     }
-                    Verdict::Unresolvable(reason) => {
-                        out.failed_and_unresolvable_nodes
-                            .insert(name.clone(), reason);
-                    }
+                    Verdict::Unresolvable(reason) => out.unresolvable(name, &reason),
                 }
             }
         }
@@ -94,6 +93,16 @@ impl Extender {
             self.metrics().filter_outcome(outcome, n);
         }
         out
+    }
+}
+
+impl ExtenderFilterResult {
+    /// Records a node no eviction can make fit, in both failure maps (see the module header).
+    fn unresolvable(&mut self, node: &str, reason: &str) {
+        self.failed_nodes
+            .insert(node.to_string(), reason.to_string());
+        self.failed_and_unresolvable_nodes
+            .insert(node.to_string(), reason.to_string());
     }
 }
 

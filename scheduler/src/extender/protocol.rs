@@ -49,7 +49,8 @@ pub struct ExtenderFilterResult {
     /// preemption may still free them.
     #[serde(default, alias = "failedNodes", alias = "failednodes")]
     pub failed_nodes: BTreeMap<String, String>,
-    /// Nodes where preemption cannot help (no inventory, wrong model, profile absent).
+    /// Nodes where preemption cannot help (the pod does not fit them even empty); each is in
+    /// `FailedNodes` too, for kube-scheduler versions that read only that map.
     #[serde(
         default,
         alias = "failedAndUnresolvableNodes",
