@@ -85,7 +85,7 @@ async fn scenarios(cluster: &Cluster) -> anyhow::Result<()> {
     })
     .await?;
     run("burst_on_fake_nodes", || burst::burst(cluster)).await?;
-    run("unservable_reason_preemption_by_geometry_top_score", || {
+    run("unservable_reason_and_top_score", || {
         compat::compat(cluster, &stack.extender)
     })
     .await?;

@@ -4,7 +4,7 @@
 //! Every answer kube-scheduler can act on is a 200: its reasons reach the pod's events, where
 //! a non-200 body is thrown away. A node goes to `FailedAndUnresolvableNodes` when evicting
 //! pods cannot help (the pod does not fit the node even empty), so preemption skips it. It
-//! goes to `FailedNodes` too, with the same reason: kube-scheduler before 1.21 reads only
+//! goes to `FailedNodes` too, with the same reason: kube-scheduler 1.20 reads only
 //! that map (a node in neither shows no reason), and later ones let the unresolvable map win
 //! for a node in both.
 
