@@ -178,14 +178,15 @@ async fn top_scored(
 }
 
 /// A pod lands where the extender's score is highest, although CPU spreading (were it on)
-/// would send it to the emptier node: the first pod takes 40 of a node's 64 CPUs.
+/// would send it to the emptier node: the first pod takes 20 of a node's 64 CPUs (at most
+/// 32, one NUMA node's, can be aligned under `single-numa-node`).
 async fn lands_on_the_extenders_top_score(
     cluster: &Cluster,
     extender: &Extender,
     nodes: &[&str],
 ) -> anyhow::Result<()> {
     let client = &cluster.client;
-    let busy = create_bound(client, &slice_pod("d-score-1", 1, Some("40"))?).await?;
+    let busy = create_bound(client, &slice_pod("d-score-1", 1, Some("20"))?).await?;
     let second = slice_pod("d-score-2", 1, Some("4"))?;
     let top = top_scored(extender, &second, nodes).await?;
     let node = create_bound(client, &second).await?;
