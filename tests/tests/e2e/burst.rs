@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use kubesched_core::inventory::{INVENTORY_ANNOTATION, INVENTORY_VERSION, NodeInventory};
+use kubesched_core::catalogue;
+use kubesched_core::inventory::{INVENTORY_ANNOTATION, INVENTORY_VERSION, MigMode, NodeInventory};
 use kubesched_e2e::{Cluster, pods, poll};
 
 use super::{ANNOTATION_PREFIX, DOMAIN};
@@ -55,11 +56,18 @@ fn inventory(node: &str) -> anyhow::Result<NodeInventory> {
 }
 
 /// Extended resources of an inventory, as the agent would advertise them.
-fn capacity(inventory: &NodeInventory) -> BTreeMap<String, i64> {
+fn capacity(inventory: &NodeInventory) -> anyhow::Result<BTreeMap<String, i64>> {
     let mut out = BTreeMap::new();
     for gpu in &inventory.gpus {
         match &gpu.mig {
             None => *out.entry(format!("{DOMAIN}/gpu")).or_insert(0) += 1,
+            // A dynamic GPU is advertised as one slot per profile and start position.
+            Some(mig) if mig.mode == MigMode::Dynamic => {
+                for profile in &catalogue::mig_geometry(&gpu.model)?.profiles {
+                    *out.entry(format!("{DOMAIN}/mig-{}", profile.name))
+                        .or_insert(0) += profile.starts.len() as i64;
+                }
+            }
             Some(mig) => {
                 for i in &mig.instances {
                     *out.entry(format!("{DOMAIN}/mig-{}", i.profile))
@@ -68,7 +76,7 @@ fn capacity(inventory: &NodeInventory) -> BTreeMap<String, i64> {
             }
         }
     }
-    out
+    Ok(out)
 }
 
 pub async fn create_fake_node(client: &kube::Client, name: &str) -> anyhow::Result<NodeInventory> {
@@ -86,7 +94,7 @@ pub async fn create_node_with(
     labels: &[(&str, &str)],
 ) -> anyhow::Result<()> {
     let mut resources = serde_json::json!({"cpu": "64", "memory": "256Gi", "pods": "250"});
-    for (k, v) in capacity(inventory) {
+    for (k, v) in capacity(inventory)? {
         resources[k] = serde_json::json!(v.to_string());
     }
     let node: Node = serde_json::from_value(serde_json::json!({
@@ -273,15 +281,12 @@ pub fn fitting_specs(
     scenario: &str,
     prefix: &str,
 ) -> anyhow::Result<Vec<Pod>> {
-    let total = inventories
-        .values()
-        .map(capacity)
-        .fold(BTreeMap::new(), |mut acc, c| {
-            for (k, v) in c {
-                *acc.entry(k).or_insert(0) += v;
-            }
-            acc
-        });
+    let mut total = BTreeMap::new();
+    for inventory in inventories.values() {
+        for (k, v) in capacity(inventory)? {
+            *total.entry(k).or_insert(0) += v;
+        }
+    }
     let mut specs = Vec::new();
     for (resource, count) in &total {
         let short = resource

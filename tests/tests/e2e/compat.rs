@@ -24,39 +24,24 @@ use super::scheduling::Extender;
 const SCENARIO: &str = "compat";
 const LABEL: &str = "kubesched-e2e/compat";
 
-/// Two single-numa-node NUMA nodes: GPU 0 (NUMA 0, A100-80GB) split into seven 1g.10gb,
-/// GPU 1 (NUMA 1, H100-80GB) with one 1g.10gb, GPU 2 (NUMA 0) whole.
+/// One NUMA node (`single-numa-node`) with a dynamic-MIG H100 (GPU 0) and a whole H100
+/// (GPU 1), so a pod asking whole GPUs and slices passes kube-scheduler's own resource fit
+/// and reaches the extender.
 fn inventory(node: &str) -> anyhow::Result<NodeInventory> {
-    let mig = |gpu: u32, start: u8| {
-        serde_json::json!({"profile": "1g.10gb", "start": start,
-            "uuid": format!("MIG-{node}-{gpu}-{start}")})
-    };
-    let gpu = |index: u32, model: &str, instances: Vec<serde_json::Value>| {
+    let gpu = |index: u32| {
         serde_json::json!({
-            "index": index, "uuid": format!("GPU-{node}-{index}"), "model": model,
-            "pciBusId": format!("00000000:{:02X}:00.0", index + 1), "numaNode": index,
+            "index": index, "uuid": format!("GPU-{node}-{index}"), "model": "H100-80GB",
+            "pciBusId": format!("00000000:{:02X}:00.0", index + 1), "numaNode": 0,
             "memoryMib": 81559, "healthy": true,
-            "mig": {"mode": "static", "instances": instances},
         })
     };
-    // A whole GPU too, so a pod asking whole GPUs and slices passes kube-scheduler's own
-    // resource fit and reaches the extender.
-    let whole = serde_json::json!({
-        "index": 2, "uuid": format!("GPU-{node}-2"), "model": "H100-80GB",
-        "pciBusId": "00000000:03:00.0", "numaNode": 0, "memoryMib": 81559, "healthy": true,
-    });
+    let mut dynamic = gpu(0);
+    dynamic["mig"] = serde_json::json!({"mode": "dynamic", "instances": []});
     let doc = serde_json::json!({
         "version": INVENTORY_VERSION, "node": node, "agentVersion": "e2e-fake",
         "topologyPolicy": "single-numa-node",
-        "numaNodes": [
-            {"id": 0, "cpus": (0..32).collect::<Vec<u32>>(), "memoryMib": 131072},
-            {"id": 1, "cpus": (32..64).collect::<Vec<u32>>(), "memoryMib": 131072},
-        ],
-        "gpus": [
-            gpu(0, "A100-80GB", (0..7).map(|s| mig(0, s)).collect()),
-            gpu(1, "H100-80GB", vec![mig(1, 0)]),
-            whole,
-        ],
+        "numaNodes": [{"id": 0, "cpus": (0..64).collect::<Vec<u32>>(), "memoryMib": 262144}],
+        "gpus": [dynamic, gpu(1)],
     });
     Ok(NodeInventory::from_json(&doc.to_string())?)
 }
@@ -178,8 +163,9 @@ async fn top_scored(
 }
 
 /// A pod lands where the extender's score is highest, although CPU spreading (were it on)
-/// would send it to the emptier node: the first pod takes 20 of a node's 64 CPUs (at most
-/// 32, one NUMA node's, can be aligned under `single-numa-node`).
+/// would send it to the emptier node. The first 1g slice splits one node's MIG GPU and takes
+/// 20 of its 64 CPUs; a second slice fits beside it without stranding a whole GPU's 7g
+/// elsewhere, so the extender must prefer that node alone.
 async fn lands_on_the_extenders_top_score(
     cluster: &Cluster,
     extender: &Extender,
@@ -189,11 +175,14 @@ async fn lands_on_the_extenders_top_score(
     let busy = create_bound(client, &slice_pod("d-score-1", 1, Some("20"))?).await?;
     let second = slice_pod("d-score-2", 1, Some("4"))?;
     let top = top_scored(extender, &second, nodes).await?;
-    let node = create_bound(client, &second).await?;
     anyhow::ensure!(
-        top.contains(&node),
-        "bound to {node}; the extender's top: {top:?}"
+        top == BTreeSet::from([busy.clone()]),
+        "the extender's top for the second slice is {top:?}, not the split GPU's node {busy}"
     );
-    eprintln!("[e2e] score: first pod on {busy}, second bound to {node}, extender's top {top:?}");
+    let node = create_bound(client, &second).await?;
+    anyhow::ensure!(node == busy, "bound to {node}; the extender's top: {top:?}");
+    eprintln!(
+        "[e2e] score: first slice on {busy}; the second bound to {node}, the extender's only top"
+    );
     Ok(())
 }
