@@ -46,13 +46,13 @@ fn inventory(node: &str) -> anyhow::Result<NodeInventory> {
     Ok(NodeInventory::from_json(&doc.to_string())?)
 }
 
-/// A pod asking `count` `mig-1g.10gb` on the nodes labelled [`LABEL`], with `cpu` CPUs
+/// A pod asking `count` `mig-<profile>` on the nodes labelled [`LABEL`], with `cpu` CPUs
 /// (Guaranteed) when given.
-fn slice_pod(name: &str, count: u32, cpu: Option<&str>) -> anyhow::Result<Pod> {
+fn slice_pod(name: &str, profile: &str, count: u32, cpu: Option<&str>) -> anyhow::Result<Pod> {
     let mut pod = pods::pod(
         name,
         SCENARIO,
-        &format!("{DOMAIN}/mig-1g.10gb"),
+        &format!("{DOMAIN}/mig-{profile}"),
         count,
         "true",
         Some((LABEL, "true")),
@@ -94,7 +94,7 @@ pub async fn compat(cluster: &Cluster, extender: &Extender) -> anyhow::Result<()
 /// whose reason kube-scheduler puts in the pod's `FailedScheduling` event.
 async fn unservable_pod_shows_our_reason(cluster: &Cluster) -> anyhow::Result<()> {
     let client = &cluster.client;
-    let mut pod = slice_pod("d-mixed", 1, None)?;
+    let mut pod = slice_pod("d-mixed", "1g.10gb", 1, None)?;
     let limits = pod
         .spec
         .as_mut()
@@ -163,17 +163,18 @@ async fn top_scored(
 }
 
 /// A pod lands where the extender's score is highest, although CPU spreading (were it on)
-/// would send it to the emptier node. The first 1g slice splits one node's MIG GPU and takes
-/// 20 of its 64 CPUs; a second slice fits beside it without stranding a whole GPU's 7g
-/// elsewhere, so the extender must prefer that node alone.
+/// would send it to the emptier node. A first 3g.40gb takes half of one node's MIG GPU and 20
+/// of its 64 CPUs; a second 3g.40gb fills that GPU's other half exactly, where on the other
+/// node it would cost a fresh GPU its 7g and 4g: the extender must prefer the first node
+/// alone.
 async fn lands_on_the_extenders_top_score(
     cluster: &Cluster,
     extender: &Extender,
     nodes: &[&str],
 ) -> anyhow::Result<()> {
     let client = &cluster.client;
-    let busy = create_bound(client, &slice_pod("d-score-1", 1, Some("20"))?).await?;
-    let second = slice_pod("d-score-2", 1, Some("4"))?;
+    let busy = create_bound(client, &slice_pod("d-score-1", "3g.40gb", 1, Some("20"))?).await?;
+    let second = slice_pod("d-score-2", "3g.40gb", 1, Some("4"))?;
     let top = top_scored(extender, &second, nodes).await?;
     anyhow::ensure!(
         top == BTreeSet::from([busy.clone()]),
@@ -182,7 +183,7 @@ async fn lands_on_the_extenders_top_score(
     let node = create_bound(client, &second).await?;
     anyhow::ensure!(node == busy, "bound to {node}; the extender's top: {top:?}");
     eprintln!(
-        "[e2e] score: first slice on {busy}; the second bound to {node}, the extender's only top"
+        "[e2e] score: first 3g.40gb on {busy}; the second bound to {node}, the extender's only top"
     );
     Ok(())
 }
