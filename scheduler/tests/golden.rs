@@ -207,3 +207,23 @@ fn preempt_answers_with_exact_shape() {
     let want = r#"{"NodeNameToMetaVictims":{"gpu-a-001":{"Pods":[{"UID":"run-1"}],"NumPDBViolations":1},"gpu-b-017":{"Pods":[],"NumPDBViolations":0}}}"#;
     assert_eq!(got, want);
 }
+
+/// The production policy takes the first of equally scored nodes (a fixed order packs); the
+/// extender keeps that order for kube-scheduler, which would otherwise pick among ties at
+/// random and spread. Two identical empty nodes, sent in either order: the first by name
+/// scores 10, the other 0.
+#[test]
+fn prioritize_orders_ties_by_node_name() {
+    let nodes = [
+        node("gpu-b", &[("H100-80GB", Some("dynamic"), 0)], &[]),
+        node("gpu-a", &[("H100-80GB", Some("dynamic"), 0)], &[]),
+    ];
+    let (ext, _) = extender(Config::default(), &nodes);
+    let mut args: ExtenderArgs = serde_json::from_str(FILTER_BODY).unwrap();
+    for order in [["gpu-b", "gpu-a"], ["gpu-a", "gpu-b"]] {
+        args.node_names = Some(order.iter().map(|s| s.to_string()).collect());
+        let got = ext.prioritize(&args).unwrap();
+        let score = |n: &str| got.iter().find(|h| h.host == n).unwrap().score;
+        assert_eq!((score("gpu-a"), score("gpu-b")), (10, 0), "{got:?}");
+    }
+}

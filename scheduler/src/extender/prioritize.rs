@@ -1,8 +1,9 @@
 //! The `prioritize` verb: the policy's score of its best placement on each
-//! node, rescaled to kube-scheduler's 0..10 extender range. Pure in-memory.
+//! node, rescaled to kube-scheduler's 0..10 extender range, ties ordered as the policy
+//! breaks them. Pure in-memory.
 
 use kubesched_core::request::PodRequest;
-use kubesched_core::scoring::Choice;
+use kubesched_core::scoring::{Choice, TieBreak};
 
 use super::cluster_state::NodeView;
 use super::protocol::{ExtenderArgs, HostPriority, MAX_EXTENDER_PRIORITY, MIN_EXTENDER_PRIORITY};
@@ -50,7 +51,7 @@ impl Extender {
                 })
                 .collect()
         };
-        let scores = self.rescale(&raw);
+        let scores = self.rescale(names, &raw);
         Ok(names
             .iter()
             .zip(scores)
@@ -61,11 +62,20 @@ impl Extender {
             .collect())
     }
 
-    /// The policy's own normalisation, then min-max onto 0..10 across the
-    /// nodes that fit; nodes that do not fit get 0.
-    fn rescale(&self, raw: &[Option<f64>]) -> Vec<i64> {
+    /// The policy's own normalisation, its tie rule, then min-max onto 0..10 across the nodes
+    /// that fit; nodes that do not fit get 0.
+    fn rescale(&self, names: &[String], raw: &[Option<f64>]) -> Vec<i64> {
         let mut fitting: Vec<f64> = raw.iter().flatten().copied().collect();
         self.policy().normalize(&mut fitting);
+        if self.policy().tie_break() == TieBreak::First {
+            let fitting_names: Vec<&str> = names
+                .iter()
+                .zip(raw)
+                .filter(|(_, r)| r.is_some())
+                .map(|(n, _)| n.as_str())
+                .collect();
+            order_ties(&mut fitting, &fitting_names);
+        }
         let (lo, hi) = fitting
             .iter()
             .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), s| {
@@ -85,5 +95,50 @@ impl Extender {
                 }
             })
             .collect()
+    }
+}
+
+/// A policy that takes the first of equally scored nodes (its simulated and measured
+/// behaviour: a fixed node order packs by itself) needs that order here too, or
+/// kube-scheduler picks among the ties at random and spreads. The order is the node names':
+/// the same in every call. Each score moves down by less than half the smallest gap between
+/// distinct scores, so equal scores come apart by name and no other order changes.
+fn order_ties(scores: &mut [f64], names: &[&str]) {
+    let mut distinct: Vec<f64> = scores.to_vec();
+    distinct.sort_by(f64::total_cmp);
+    distinct.dedup();
+    let gap = distinct
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .fold(f64::INFINITY, f64::min);
+    let gap = if gap.is_finite() && gap > 0.0 {
+        gap
+    } else {
+        1.0
+    };
+    let mut order: Vec<usize> = (0..names.len()).collect();
+    order.sort_by_key(|&i| names[i]);
+    let n = names.len().max(1) as f64;
+    for (rank, &i) in order.iter().enumerate() {
+        if let Some(s) = scores.get_mut(i) {
+            *s -= gap * 0.5 * rank as f64 / n;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::order_ties;
+
+    #[test]
+    fn ties_come_apart_by_name_and_distinct_scores_keep_their_order() {
+        let mut scores = [3.0, 3.0, 5.0, 3.0];
+        order_ties(&mut scores, &["n-c", "n-a", "n-d", "n-b"]);
+        // n-a > n-b > n-c among the 3s; n-d stays above them all.
+        assert!(scores[1] > scores[3] && scores[3] > scores[0], "{scores:?}");
+        assert!(scores[2] > scores[1], "{scores:?}");
+        let mut all_equal = [0.0, 0.0];
+        order_ties(&mut all_equal, &["b", "a"]);
+        assert!(all_equal[1] > all_equal[0], "{all_equal:?}");
     }
 }
