@@ -104,25 +104,32 @@ impl Extender {
 /// the same in every call. Each score moves down by less than half the smallest gap between
 /// distinct scores, so equal scores come apart by name and no other order changes.
 fn order_ties(scores: &mut [f64], names: &[&str]) {
-    let mut distinct: Vec<f64> = scores.to_vec();
-    distinct.sort_by(f64::total_cmp);
-    distinct.dedup();
-    let gap = distinct
+    let n = scores.len().min(names.len());
+    // One sort, best first; names are compared only between equal scores.
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_unstable_by(|&a, &b| {
+        scores[b]
+            .total_cmp(&scores[a])
+            .then_with(|| names[a].cmp(names[b]))
+    });
+    let gap = order
         .windows(2)
-        .map(|w| w[1] - w[0])
+        .map(|w| scores[w[0]] - scores[w[1]])
+        .filter(|d| *d > 0.0)
         .fold(f64::INFINITY, f64::min);
-    let gap = if gap.is_finite() && gap > 0.0 {
-        gap
-    } else {
-        1.0
-    };
-    let mut order: Vec<usize> = (0..names.len()).collect();
-    order.sort_by_key(|&i| names[i]);
-    let n = names.len().max(1) as f64;
-    for (rank, &i) in order.iter().enumerate() {
-        if let Some(s) = scores.get_mut(i) {
-            *s -= gap * 0.5 * rank as f64 / n;
+    let gap = if gap.is_finite() { gap } else { 1.0 };
+    let mut start = 0;
+    while start < n {
+        let value = scores[order[start]];
+        let end = order[start..]
+            .iter()
+            .position(|&i| scores[i] != value)
+            .map_or(n, |p| start + p);
+        let size = (end - start) as f64;
+        for (rank, &i) in order[start..end].iter().enumerate() {
+            scores[i] -= gap * 0.5 * rank as f64 / size;
         }
+        start = end;
     }
 }
 
