@@ -1,6 +1,6 @@
-//! The extender's three request bodies, as kube-scheduler (or anything that reaches the verbs
-//! port) may send them, through the real HTTP router: the first byte picks filter, prioritize
-//! or bind, the rest is the body. The server never panics or answers 5xx, and binding never
+//! The extender's four request bodies, as kube-scheduler (or anything that reaches the verbs
+//! port) may send them, through the real HTTP router: the first byte picks filter, prioritize,
+//! bind or preempt, the rest is the body. The server never panics or answers 5xx, and binding never
 //! leaves a GPU position held twice.
 #![no_main]
 
@@ -43,10 +43,11 @@ fuzz_target!(|data: &[u8]| {
     let Some((&verb, body)) = data.split_first() else {
         return;
     };
-    let path = match verb % 3 {
+    let path = match verb % 4 {
         0 => "/filter",
         1 => "/prioritize",
-        _ => "/bind",
+        2 => "/bind",
+        _ => "/preempt",
     };
     let ext = extender();
     let request = Request::post(path)
