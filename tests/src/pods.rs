@@ -52,6 +52,19 @@ pub fn pod(
     }))?)
 }
 
+/// The limits of the pod's first container, to add resources to.
+pub fn limits_mut(
+    pod: &mut Pod,
+) -> anyhow::Result<&mut BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>
+{
+    pod.spec
+        .as_mut()
+        .and_then(|s| s.containers.first_mut())
+        .and_then(|c| c.resources.as_mut())
+        .and_then(|r| r.limits.as_mut())
+        .context("pod without limits")
+}
+
 /// The Pod API of the test namespace ([`NAMESPACE`]), through `client`.
 pub fn api(client: &kube::Client) -> Api<Pod> {
     Api::namespaced(client.clone(), NAMESPACE)

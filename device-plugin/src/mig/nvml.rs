@@ -147,12 +147,32 @@ impl NvmlMigBackend {
     }
 
     /// MIG device UUID of each GPU instance id (instances without a compute instance have none).
-    fn mig_uuids(&self, device: &Device<'_>) -> Result<BTreeMap<u32, String>, MigBackendError> {
+    /// The GPU instance of `gpu` (this `device`) starting at memory position `start`.
+    fn instance_at(
+        &self,
+        device: &Device<'_>,
+        gpu: &str,
+        start: u8,
+    ) -> Result<RawInstance, MigBackendError> {
+        self.raw_instances(device)?
+            .into_iter()
+            .find(|i| i.start == start)
+            .ok_or_else(|| MigBackendError::NoInstance {
+                gpu: gpu.to_string(),
+                start,
+            })
+    }
+
+    /// The GPU's MIG devices (one per compute instance), each with its GPU instance id.
+    fn mig_devices<'n>(
+        &self,
+        device: &Device<'n>,
+    ) -> Result<Vec<(u32, Device<'n>)>, MigBackendError> {
         let gi_of = sym!(self.nvml.lib(), nvmlDeviceGetGpuInstanceId);
         let max = device
             .mig_device_count()
             .map_err(wrapped("nvmlDeviceGetMaxMigDeviceCount"))?;
-        let mut out = BTreeMap::new();
+        let mut out = Vec::new();
         for index in 0..max {
             // Indices without a MIG device answer NotFound.
             let Ok(mig) = device.mig_device_by_index(index) else {
@@ -162,9 +182,16 @@ impl NvmlMigBackend {
             // SAFETY: the symbol exists; `mig` is a live MIG device handle.
             let code = unsafe { gi_of(mig.handle(), &mut id) };
             check(code, "nvmlDeviceGetGpuInstanceId")?;
-            out.insert(id, mig.uuid().map_err(wrapped("nvmlDeviceGetUUID"))?);
+            out.push((id, mig));
         }
         Ok(out)
+    }
+
+    fn mig_uuids(&self, device: &Device<'_>) -> Result<BTreeMap<u32, String>, MigBackendError> {
+        self.mig_devices(device)?
+            .into_iter()
+            .map(|(id, mig)| Ok((id, mig.uuid().map_err(wrapped("nvmlDeviceGetUUID"))?)))
+            .collect()
     }
 
     /// Destroys every compute instance of a GPU instance.
@@ -343,14 +370,7 @@ impl MigBackend for NvmlMigBackend {
     fn destroy(&self, gpu: &str, start: u8) -> Result<(), MigBackendError> {
         let device = self.device(gpu)?;
         let destroy = sym!(self.nvml.lib(), nvmlGpuInstanceDestroy);
-        let instance = self
-            .raw_instances(&device)?
-            .into_iter()
-            .find(|i| i.start == start)
-            .ok_or_else(|| MigBackendError::NoInstance {
-                gpu: gpu.to_string(),
-                start,
-            })?;
+        let instance = self.instance_at(&device, gpu, start)?;
         self.destroy_compute_instances(gpu, &instance)?;
         // SAFETY: the symbol exists; `instance.handle` is a live GPU instance of this GPU.
         let code = unsafe { destroy(instance.handle) };
@@ -368,32 +388,13 @@ impl MigBackend for NvmlMigBackend {
         let minor = device
             .minor_number()
             .map_err(wrapped("nvmlDeviceGetMinorNumber"))?;
-        let instance = self
-            .raw_instances(&device)?
+        let instance = self.instance_at(&device, gpu, start)?;
+        let ci_of = sym!(self.nvml.lib(), nvmlDeviceGetComputeInstanceId);
+        if let Some((_, mig)) = self
+            .mig_devices(&device)?
             .into_iter()
-            .find(|i| i.start == start)
-            .ok_or_else(|| MigBackendError::NoInstance {
-                gpu: gpu.to_string(),
-                start,
-            })?;
-        let lib = self.nvml.lib();
-        let gi_of = sym!(lib, nvmlDeviceGetGpuInstanceId);
-        let ci_of = sym!(lib, nvmlDeviceGetComputeInstanceId);
-        let max = device
-            .mig_device_count()
-            .map_err(wrapped("nvmlDeviceGetMaxMigDeviceCount"))?;
-        for index in 0..max {
-            // Indices without a MIG device answer NotFound.
-            let Ok(mig) = device.mig_device_by_index(index) else {
-                continue;
-            };
-            let mut gi: c_uint = 0;
-            // SAFETY: the symbol exists; `mig` is a live MIG device handle.
-            let code = unsafe { gi_of(mig.handle(), &mut gi) };
-            check(code, "nvmlDeviceGetGpuInstanceId")?;
-            if gi != instance.id {
-                continue;
-            }
+            .find(|(gi, _)| *gi == instance.id)
+        {
             let mut ci: c_uint = 0;
             // SAFETY: the symbol exists; `mig` is a live MIG device handle.
             let code = unsafe { ci_of(mig.handle(), &mut ci) };

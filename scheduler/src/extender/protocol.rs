@@ -133,13 +133,14 @@ pub struct ExtenderPreemptionArgs {
     pub node_name_to_meta_victims: Option<BTreeMap<String, MetaVictims>>,
 }
 
-/// Victims on one node, as full pods (`Victims`).
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+/// Victims on one node: kube-scheduler's `Victims` with full pods `P = Pod`, its
+/// `MetaVictims` with `P = MetaPod` (the same two fields).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct Victims {
+pub struct VictimsOf<P> {
     /// The pods to evict (`Pods`).
-    #[serde(default, alias = "pods")]
-    pub pods: Vec<Pod>,
+    #[serde(default = "Vec::new", alias = "pods")]
+    pub pods: Vec<P>,
     /// PodDisruptionBudgets their eviction violates (`NumPDBViolations`).
     #[serde(
         default,
@@ -150,22 +151,11 @@ pub struct Victims {
     pub num_pdb_violations: i64,
 }
 
+/// Victims on one node, as full pods (`Victims`).
+pub type Victims = VictimsOf<Pod>;
+
 /// Victims on one node, by UID (`MetaVictims`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct MetaVictims {
-    /// The pods to evict (`Pods`).
-    #[serde(default, alias = "pods")]
-    pub pods: Vec<MetaPod>,
-    /// PodDisruptionBudgets their eviction violates (`NumPDBViolations`).
-    #[serde(
-        default,
-        rename = "NumPDBViolations",
-        alias = "numPDBViolations",
-        alias = "numpdbviolations"
-    )]
-    pub num_pdb_violations: i64,
-}
+pub type MetaVictims = VictimsOf<MetaPod>;
 
 /// A victim named by its UID (`MetaPod`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]

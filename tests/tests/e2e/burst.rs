@@ -139,13 +139,7 @@ fn numa_impossible(name: &str) -> anyhow::Result<Pod> {
         "true",
         Some((FAKE_LABEL, "true")),
     )?;
-    let limits = pod
-        .spec
-        .as_mut()
-        .and_then(|s| s.containers.first_mut())
-        .and_then(|c| c.resources.as_mut())
-        .and_then(|r| r.limits.as_mut())
-        .context("pod without limits")?;
+    let limits = pods::limits_mut(&mut pod)?;
     for (k, v) in [("cpu", "2"), ("memory", "1Gi")] {
         limits.insert(
             k.into(),

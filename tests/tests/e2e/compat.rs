@@ -57,13 +57,7 @@ fn slice_pod(name: &str, profile: &str, count: u32, cpu: Option<&str>) -> anyhow
         "true",
         Some((LABEL, "true")),
     )?;
-    let limits = pod
-        .spec
-        .as_mut()
-        .and_then(|s| s.containers.first_mut())
-        .and_then(|c| c.resources.as_mut())
-        .and_then(|r| r.limits.as_mut())
-        .context("pod without limits")?;
+    let limits = pods::limits_mut(&mut pod)?;
     if let Some(cpu) = cpu {
         limits.insert("cpu".into(), Quantity(cpu.into()));
         limits.insert("memory".into(), Quantity("1Gi".into()));
@@ -95,13 +89,7 @@ pub async fn compat(cluster: &Cluster, extender: &Extender) -> anyhow::Result<()
 async fn unservable_pod_shows_our_reason(cluster: &Cluster) -> anyhow::Result<()> {
     let client = &cluster.client;
     let mut pod = slice_pod("d-mixed", "1g.10gb", 1, None)?;
-    let limits = pod
-        .spec
-        .as_mut()
-        .and_then(|s| s.containers.first_mut())
-        .and_then(|c| c.resources.as_mut())
-        .and_then(|r| r.limits.as_mut())
-        .context("pod without limits")?;
+    let limits = pods::limits_mut(&mut pod)?;
     limits.insert(format!("{DOMAIN}/gpu"), Quantity("1".into()));
     pods::api(client)
         .create(&PostParams::default(), &pod)

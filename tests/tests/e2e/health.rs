@@ -44,22 +44,27 @@ async fn health(
     Ok((condition, tainted))
 }
 
-pub async fn xid_condition_and_taint(cluster: &Cluster) -> anyhow::Result<()> {
-    let api: Api<Node> = Api::all(cluster.client.clone());
-    let node = cluster.node.as_str();
-    let (api_ref, node_ref) = (&api, node);
+/// Waits up to `seconds` for `GPUHealthy=True` and no taint.
+async fn healthy(api: &Api<Node>, node: &str, what: &str, seconds: u64) -> anyhow::Result<()> {
     poll(
-        "GPUHealthy=True on the node",
-        Duration::from_secs(60),
+        what,
+        Duration::from_secs(seconds),
         Duration::from_millis(250),
         || async move {
-            Ok(match health(api_ref, node_ref).await? {
+            Ok(match health(api, node).await? {
                 (Some((status, _, _)), false) if status == "True" => Some(()),
                 _ => None,
             })
         },
     )
-    .await?;
+    .await
+}
+
+pub async fn xid_condition_and_taint(cluster: &Cluster) -> anyhow::Result<()> {
+    let api: Api<Node> = Api::all(cluster.client.clone());
+    let node = cluster.node.as_str();
+    let (api_ref, node_ref) = (&api, node);
+    healthy(api_ref, node_ref, "GPUHealthy=True on the node", 60).await?;
 
     let fixture = load_fixture(&one_numa_fixture(cluster)?)?;
     let mut file = std::fs::OpenOptions::new()
@@ -96,16 +101,11 @@ pub async fn xid_condition_and_taint(cluster: &Cluster) -> anyhow::Result<()> {
             gpu.uuid
         );
     }
-    poll(
+    healthy(
+        api_ref,
+        node_ref,
         "GPUHealthy=True again and the taint removed",
-        Duration::from_secs(90),
-        Duration::from_millis(250),
-        || async move {
-            Ok(match health(api_ref, node_ref).await? {
-                (Some((status, _, _)), false) if status == "True" => Some(()),
-                _ => None,
-            })
-        },
+        90,
     )
     .await?;
     eprintln!(
