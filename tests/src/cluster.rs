@@ -79,6 +79,27 @@ impl Cluster {
         }
     }
 
+    /// A cluster of `scripts/cluster.sh` started afresh (an empty etcd; one already up is
+    /// taken down first), taken down again when dropped. For runs that must not see each
+    /// other's objects, such as the benchmark's phases.
+    pub async fn fresh(test: &str) -> anyhow::Result<Cluster> {
+        // Nothing to take down is not an error here.
+        let _ = script(&["down"]);
+        script(&["build"])?;
+        if let Err(error) = script(&["up"]) {
+            let _ = script(&["down"]);
+            return Err(error);
+        }
+        let connected = match script(&["kubeconfig"]) {
+            Ok(path) => Self::connect(test, PathBuf::from(path), true).await,
+            Err(error) => Err(error),
+        };
+        if connected.is_err() {
+            let _ = script(&["down"]);
+        }
+        connected
+    }
+
     async fn connect(test: &str, kubeconfig: PathBuf, owned: bool) -> anyhow::Result<Cluster> {
         let work_dir =
             std::env::temp_dir().join(format!("kubesched-e2e-{test}-{}", std::process::id()));

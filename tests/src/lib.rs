@@ -13,7 +13,10 @@
 // A test or bench states what it expects with unwrap/expect: a panic here is a failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod agent;
 pub mod cluster;
+pub mod extender;
+pub mod fake_node;
 pub mod http;
 pub mod pod_resources;
 pub mod pods;

@@ -25,14 +25,11 @@ use anyhow::Context as _;
 use k8s_openapi::api::core::v1::{Node, Secret};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kubesched_core::inventory::{GpuInfo, INVENTORY_ANNOTATION, NodeInventory};
+use kubesched_e2e::fake_node::{ANNOTATION_PREFIX, DOMAIN};
 use kubesched_e2e::rbac::{self, AGENT_SERVICE_ACCOUNT, NAMESPACE};
 use kubesched_e2e::{Cluster, poll};
 use serde::Deserialize;
 
-/// Default annotation prefix of the binaries and the chart.
-const ANNOTATION_PREFIX: &str = "kubesched.ai";
-/// Default resource domain of the binaries and the chart.
-const DOMAIN: &str = "nvidia.com";
 const FIXTURE: &str = "two-numa-mig.json";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -194,7 +191,7 @@ async fn agent_registers_with_real_kubelet(cluster: &Cluster) -> anyhow::Result<
         .await
         .context("removing an earlier inventory annotation")?;
     let start = Instant::now();
-    let agent = scheduling::start_agent(cluster, &fixture_path, "agent.log").await?;
+    let agent = kubesched_e2e::agent::start_agent(cluster, &fixture_path, "agent.log").await?;
 
     // The inventory annotation does not depend on the kubelet: check it first.
     let (nodes, agent_ref) = (&nodes, &agent);

@@ -3,20 +3,18 @@
 //! pod that fits, no device is given twice, and pods that cannot fit stay Pending with our
 //! reason in their events.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use kubesched_core::catalogue;
-use kubesched_core::inventory::{INVENTORY_ANNOTATION, INVENTORY_VERSION, MigMode, NodeInventory};
+use kubesched_core::inventory::{INVENTORY_VERSION, NodeInventory};
+use kubesched_e2e::fake_node::{
+    DOMAIN, FAKE_LABEL, capacity, check_no_device_twice, create_node_with,
+};
 use kubesched_e2e::{Cluster, pods, poll};
 
-use super::{ANNOTATION_PREFIX, DOMAIN};
-
 const SCENARIO: &str = "burst";
-pub const FAKE_LABEL: &str = "kubesched-e2e/fake";
 const FAKE_NODES: usize = 20;
 
 /// A fake node's GPUs on two NUMA nodes (single-numa-node): GPU 0 (NUMA 0) and GPU 1
@@ -55,77 +53,10 @@ fn inventory(node: &str) -> anyhow::Result<NodeInventory> {
     Ok(NodeInventory::from_json(&doc.to_string())?)
 }
 
-/// Extended resources of an inventory, as the agent would advertise them.
-fn capacity(inventory: &NodeInventory) -> anyhow::Result<BTreeMap<String, i64>> {
-    let mut out = BTreeMap::new();
-    for gpu in &inventory.gpus {
-        match &gpu.mig {
-            None => *out.entry(format!("{DOMAIN}/gpu")).or_insert(0) += 1,
-            // A dynamic GPU is advertised as one slot per profile and start position.
-            Some(mig) if mig.mode == MigMode::Dynamic => {
-                for profile in &catalogue::mig_geometry(&gpu.model)?.profiles {
-                    *out.entry(format!("{DOMAIN}/mig-{}", profile.name))
-                        .or_insert(0) += profile.starts.len() as i64;
-                }
-            }
-            Some(mig) => {
-                for i in &mig.instances {
-                    *out.entry(format!("{DOMAIN}/mig-{}", i.profile))
-                        .or_insert(0) += 1;
-                }
-            }
-        }
-    }
-    Ok(out)
-}
-
 pub async fn create_fake_node(client: &kube::Client, name: &str) -> anyhow::Result<NodeInventory> {
     let inventory = inventory(name)?;
     create_node_with(client, name, &inventory, &[]).await?;
     Ok(inventory)
-}
-
-/// A fake Node (no kubelet) publishing `inventory`, its capacity as the agent would
-/// advertise it, labelled `FAKE_LABEL` and `labels`.
-pub async fn create_node_with(
-    client: &kube::Client,
-    name: &str,
-    inventory: &NodeInventory,
-    labels: &[(&str, &str)],
-) -> anyhow::Result<()> {
-    let mut resources = serde_json::json!({"cpu": "64", "memory": "256Gi", "pods": "250"});
-    for (k, v) in capacity(inventory)? {
-        resources[k] = serde_json::json!(v.to_string());
-    }
-    let node: Node = serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1", "kind": "Node",
-        "metadata": {
-            "name": name,
-            "labels": labels.iter().fold(
-                serde_json::json!({FAKE_LABEL: "true", "kubernetes.io/hostname": name}),
-                |mut all, (k, v)| { all[*k] = serde_json::json!(v); all },
-            ),
-            "annotations": {
-                format!("{ANNOTATION_PREFIX}/{INVENTORY_ANNOTATION}"): inventory.to_json()
-            },
-        },
-        "status": {
-            "capacity": resources, "allocatable": resources,
-            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
-                "message": "fake node (no kubelet)"}],
-        },
-    }))?;
-    let api: Api<Node> = Api::all(client.clone());
-    api.create(&PostParams::default(), &node)
-        .await
-        .with_context(|| format!("creating fake node {name}"))?;
-    // Status is not taken from a create: set it through the status subresource.
-    let mut current = api.get(name).await?;
-    current.status = node.status.clone();
-    api.replace_status(name, &PostParams::default(), &current)
-        .await
-        .with_context(|| format!("setting the status of fake node {name}"))?;
-    Ok(())
 }
 
 /// Pods that count-fit (kube-scheduler's own resource fit agrees) but cannot be admitted under
@@ -303,75 +234,4 @@ pub fn fitting_specs(
         (name.rsplit('-').next().unwrap_or("").to_string(), name)
     });
     Ok(specs)
-}
-
-/// Every bound pod's devices exist on its node with the requested profile, and no device is
-/// handed out twice. Returns the devices handed out.
-pub fn check_no_device_twice(
-    bound: &[Pod],
-    inventories: &BTreeMap<String, NodeInventory>,
-) -> anyhow::Result<BTreeSet<String>> {
-    let mut used = BTreeSet::new();
-    for pod in bound {
-        let name = pod.metadata.name.clone().unwrap_or_default();
-        let node = pods::node_name(pod).context("unbound")?;
-        let annotation = pods::devices(pod, ANNOTATION_PREFIX)?
-            .with_context(|| format!("{name} bound without a devices annotation"))?;
-        anyhow::ensure!(
-            annotation.node == node,
-            "{name}: annotation for {}",
-            annotation.node
-        );
-        let inventory = inventories
-            .get(node)
-            .with_context(|| format!("{name} on {node}"))?;
-        let requested = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.containers.first())
-            .and_then(|c| c.resources.as_ref())
-            .and_then(|r| r.limits.as_ref())
-            .and_then(|l| l.keys().find(|k| k.starts_with(DOMAIN)).cloned())
-            .context("pod without our resource")?;
-        anyhow::ensure!(
-            annotation.resource == requested,
-            "{name}: {} for {requested}",
-            annotation.resource
-        );
-        for device in &annotation.devices {
-            let gpu = inventory
-                .gpus
-                .iter()
-                .find(|g| g.uuid == device.gpu_uuid)
-                .with_context(|| format!("{name}: GPU {} not on {node}", device.gpu_uuid))?;
-            match (&device.mig, &gpu.mig) {
-                (None, None) => {}
-                (Some(m), Some(inv)) => {
-                    let instance = inv
-                        .instances
-                        .iter()
-                        .find(|i| {
-                            Some(&i.uuid) == m.uuid.as_ref()
-                                && i.start == m.start
-                                && i.profile == m.profile
-                        })
-                        .with_context(|| {
-                            format!("{name}: {m:?} is not an instance of {}", gpu.uuid)
-                        })?;
-                    anyhow::ensure!(
-                        requested.ends_with(&instance.profile),
-                        "{name}: {} for {requested}",
-                        instance.profile
-                    );
-                }
-                _ => anyhow::bail!("{name}: whole GPU / MIG mismatch on {}", gpu.uuid),
-            }
-            anyhow::ensure!(
-                used.insert(device.device_id()),
-                "{name}: device {} given twice",
-                device.device_id()
-            );
-        }
-    }
-    Ok(used)
 }

@@ -15,11 +15,11 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{Api, DeleteParams, PostParams};
 use kubesched_core::inventory::{INVENTORY_VERSION, NodeInventory};
+use kubesched_e2e::extender::Extender;
+use kubesched_e2e::fake_node::create_node_with;
 use kubesched_e2e::{Cluster, http, pods, poll};
 
 use super::DOMAIN;
-use super::burst::create_node_with;
-use super::scheduling::Extender;
 
 const SCENARIO: &str = "compat";
 const LABEL: &str = "kubesched-e2e/compat";

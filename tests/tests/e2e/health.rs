@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
+use kubesched_e2e::agent::xid_file;
 use kubesched_e2e::{Cluster, poll};
 
-use super::scheduling::{one_numa_fixture, xid_file};
+use super::scheduling::one_numa_fixture;
 use super::{ANNOTATION_PREFIX, load_fixture};
 
 const CONDITION: &str = "GPUHealthy";

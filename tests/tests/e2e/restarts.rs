@@ -11,10 +11,12 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kubesched_core::inventory::{INVENTORY_ANNOTATION, NodeInventory};
 use kubesched_e2e::{Cluster, cluster, pods, poll};
 
-use super::burst::{FAKE_LABEL, check_no_device_twice, create_fake_node, fitting_specs};
+use kubesched_e2e::extender::{Extender, start_scheduler};
+use kubesched_e2e::fake_node::{FAKE_LABEL, check_no_device_twice};
+
+use super::burst::{create_fake_node, fitting_specs};
 use super::scheduling::{
-    self, Extender, Stack, check_pod_devices, check_pod_resources, device_requests,
-    start_scheduler, wait_allocatable,
+    self, Stack, check_pod_devices, check_pod_resources, device_requests, wait_allocatable,
 };
 use super::{ANNOTATION_PREFIX, DOMAIN};
 

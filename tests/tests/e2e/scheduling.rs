@@ -8,72 +8,14 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
-use kube::api::{Api, DeleteParams};
+use kube::api::Api;
+use kubesched_e2e::agent::{online_cpus, start_agent};
+use kubesched_e2e::extender::Extender;
 use kubesched_e2e::pods::{self, SCHEDULER_NAME};
-use kubesched_e2e::rbac::{self, AGENT_SERVICE_ACCOUNT, EXTENDER_SERVICE_ACCOUNT, NAMESPACE};
-use kubesched_e2e::{Cluster, Proc, binary, cluster, http, poll};
+use kubesched_e2e::{Cluster, Proc, cluster, http, poll};
 
 use super::{ANNOTATION_PREFIX, DOMAIN, FIXTURE, expected_resources, load_fixture, node_resources};
-
-/// The chart's scheduler configuration for old clusters, rendered.
-const CHART_SCHEDULER_CONFIG: &str = "scheduler-config-v1beta1.yaml";
-
-/// The key the extender signs devices annotations with and the agent checks them with (the
-/// chart's Secret), made once per cluster directory.
-pub fn signing_key_file(cluster: &Cluster) -> anyhow::Result<PathBuf> {
-    let path = cluster.path("signing.key");
-    if !path.exists() {
-        let mut key = [0u8; 32];
-        std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut key)?;
-        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
-        std::fs::write(&path, hex)?;
-    }
-    Ok(path)
-}
-
-/// The file the agent reads injected XID events from (`<gpu-uuid> <xid>` lines).
-pub fn xid_file(cluster: &Cluster) -> PathBuf {
-    cluster.path("xid-events")
-}
-
-/// Starts `kubesched-agent` with `--fake-inventory fixture` under the chart's agent account.
-pub async fn start_agent(cluster: &Cluster, fixture: &Path, log: &str) -> anyhow::Result<Proc> {
-    let kubeconfig =
-        rbac::service_account_kubeconfig(cluster, NAMESPACE, AGENT_SERVICE_ACCOUNT).await?;
-    let key = signing_key_file(cluster)?;
-    Proc::spawn(
-        "kubesched-agent",
-        &binary("kubesched-agent")?,
-        [
-            OsStr::new("--node-name"),
-            OsStr::new(&cluster.node),
-            OsStr::new("--fake-inventory"),
-            fixture.as_os_str(),
-            OsStr::new("--topology-policy"),
-            OsStr::new("single-numa-node"),
-            OsStr::new("--device-plugin-dir"),
-            cluster.device_plugin_dir.as_os_str(),
-            OsStr::new("--pod-resources-socket"),
-            cluster.pod_resources_socket.as_os_str(),
-            OsStr::new("--signing-key-file"),
-            key.as_os_str(),
-            // XIDs are injected through this file (NVML's events on a real node); a short
-            // quiet period so recovery is seen within the test.
-            OsStr::new("--fake-xid-file"),
-            xid_file(cluster).as_os_str(),
-            OsStr::new("--health-quiet-secs"),
-            OsStr::new("3"),
-            OsStr::new("--taint-when-no-healthy-gpu"),
-        ],
-        &[
-            ("KUBECONFIG", kubeconfig.as_os_str()),
-            ("RUST_LOG", OsStr::new("info")),
-        ],
-        &cluster.path(log),
-    )
-}
 
 /// Waits until the node's allocatable equals `expected`.
 pub async fn wait_allocatable(
@@ -101,18 +43,6 @@ pub async fn wait_allocatable(
     .await
 }
 
-/// CPUs online on this machine (`/sys/devices/system/cpu/online`, e.g. `0-1,4`).
-fn online_cpus() -> anyhow::Result<Vec<u32>> {
-    let text = std::fs::read_to_string("/sys/devices/system/cpu/online")
-        .context("reading the online CPUs")?;
-    let mut cpus = Vec::new();
-    for part in text.trim().split(',').filter(|p| !p.is_empty()) {
-        let (lo, hi) = part.split_once('-').unwrap_or((part, part));
-        cpus.extend(lo.parse::<u32>()?..=hi.parse::<u32>()?);
-    }
-    Ok(cpus)
-}
-
 /// The two-NUMA fixture moved onto this machine's one NUMA node and real CPUs: the kubelet
 /// admits a device only on a NUMA node it has, so pods that run must use these.
 pub fn one_numa_fixture(cluster: &Cluster) -> anyhow::Result<PathBuf> {
@@ -125,174 +55,6 @@ pub fn one_numa_fixture(cluster: &Cluster) -> anyhow::Result<PathBuf> {
     let path = cluster.path("one-numa-mig.json");
     std::fs::write(&path, serde_json::to_vec_pretty(&doc)?)?;
     Ok(path)
-}
-
-/// The two files of the chart's scheduler ConfigMap: (scheduler config, extender config).
-fn chart_configs() -> anyhow::Result<(String, String)> {
-    let path = rbac::manifest_path(CHART_SCHEDULER_CONFIG);
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    for doc in serde_yaml::Deserializer::from_str(&text) {
-        let value = <serde_yaml::Value as serde::Deserialize>::deserialize(doc)?;
-        if value["kind"].as_str() != Some("ConfigMap") {
-            continue;
-        }
-        let data = &value["data"];
-        if let (Some(scheduler), Some(extender)) = (
-            data["scheduler-config.yaml"].as_str(),
-            data["extender.yaml"].as_str(),
-        ) {
-            return Ok((scheduler.to_string(), extender.to_string()));
-        }
-    }
-    anyhow::bail!("no scheduler ConfigMap in {}", path.display())
-}
-
-/// (Re)starts the dedicated kube-scheduler with the chart's configuration.
-pub async fn start_scheduler(cluster: &Cluster) -> anyhow::Result<()> {
-    let (scheduler_config, _) = chart_configs()?;
-    let parsed: serde_yaml::Value = serde_yaml::from_str(&scheduler_config)?;
-    // The chart's scheduler elects a leader: a lease left by a scheduler of an earlier run
-    // (killed, not released) would hold this one back for its whole duration.
-    let name = parsed["leaderElection"]["resourceName"].as_str();
-    let namespace = parsed["leaderElection"]["resourceNamespace"].as_str();
-    if let (Some(name), Some(namespace)) = (name, namespace) {
-        let leases: Api<Lease> = Api::namespaced(cluster.client.clone(), namespace);
-        match leases.delete(name, &DeleteParams::default()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(error) => return Err(error).context("deleting the scheduler's old lease"),
-        }
-    }
-    let scheduler_file = cluster.path("scheduler-config.yaml");
-    std::fs::write(&scheduler_file, &scheduler_config)?;
-    let file = scheduler_file.display().to_string();
-    tokio::task::spawn_blocking(move || cluster::script(&["scheduler", &file])).await??;
-    Ok(())
-}
-
-/// The extender under the chart's service account plus the dedicated kube-scheduler with the
-/// chart's configuration; the scheduler keeps running until `cluster.sh down`.
-pub struct Extender {
-    pub proc: Proc,
-    /// host:port of the extender's verbs (from the chart's `urlPrefix`).
-    pub addr: String,
-    /// host:port of its metrics and probes (the chart's `metricsListen`, on loopback).
-    pub metrics_addr: String,
-    args: Vec<String>,
-    kubeconfig: PathBuf,
-}
-
-impl Extender {
-    /// Starts the extender, waits until it is ready, then (re)starts the dedicated scheduler.
-    pub async fn start(cluster: &Cluster) -> anyhow::Result<Extender> {
-        let (scheduler_config, extender_config) = chart_configs()?;
-        let parsed: serde_yaml::Value = serde_yaml::from_str(&scheduler_config)?;
-        let url = parsed["extenders"][0]["urlPrefix"]
-            .as_str()
-            .context("the chart's scheduler config has no extender urlPrefix")?;
-        let addr = url
-            .strip_prefix("http://")
-            .context("extender urlPrefix is not http")?
-            .trim_end_matches('/')
-            .to_string();
-        anyhow::ensure!(
-            addr.starts_with("127.0.0.1:"),
-            "the chart's extender is not on localhost: {url}"
-        );
-        let config: serde_yaml::Value = serde_yaml::from_str(&extender_config)?;
-        let metrics_port = config["metricsListen"]
-            .as_str()
-            .and_then(|l| l.rsplit_once(':'))
-            .map(|(_, port)| port.to_string())
-            .context("the chart's extender config has no metricsListen")?;
-        let metrics_addr = format!("127.0.0.1:{metrics_port}");
-        let extender_file = cluster.path("extender.yaml");
-        std::fs::write(&extender_file, &extender_config)?;
-        let kubeconfig =
-            rbac::service_account_kubeconfig(cluster, NAMESPACE, EXTENDER_SERVICE_ACCOUNT).await?;
-        let args = vec![
-            "--config".to_string(),
-            extender_file.display().to_string(),
-            "--listen".to_string(),
-            addr.clone(),
-            "--signing-key-file".to_string(),
-            signing_key_file(cluster)?.display().to_string(),
-        ];
-        let proc = Self::spawn(cluster, &args, &kubeconfig, "extender.log")?;
-        let extender = Extender {
-            proc,
-            addr,
-            metrics_addr,
-            args,
-            kubeconfig,
-        };
-        extender.wait_ready(Duration::from_secs(60)).await?;
-        start_scheduler(cluster).await?;
-        Ok(extender)
-    }
-
-    /// Starts the extender again, as before, after its process ended (killed); its output
-    /// goes to `log`. Does not wait for it to be ready.
-    pub fn respawn(&mut self, cluster: &Cluster, log: &str) -> anyhow::Result<()> {
-        anyhow::ensure!(!self.proc.is_running(), "the extender is still running");
-        self.proc = Self::spawn(cluster, &self.args, &self.kubeconfig, log)?;
-        Ok(())
-    }
-
-    fn spawn(
-        cluster: &Cluster,
-        args: &[String],
-        kubeconfig: &Path,
-        log: &str,
-    ) -> anyhow::Result<Proc> {
-        Proc::spawn(
-            "kubesched-extender",
-            &binary("kubesched-extender")?,
-            args,
-            &[
-                ("KUBECONFIG", kubeconfig.as_os_str()),
-                ("RUST_LOG", OsStr::new("info")),
-            ],
-            &cluster.path(log),
-        )
-    }
-
-    /// Full lists each of its watches (`nodes`, `pods`) has loaded, from its `/metrics`.
-    pub async fn watch_lists(&self) -> anyhow::Result<BTreeMap<String, u64>> {
-        let (status, body) = http::get(&self.metrics_addr, "/metrics").await?;
-        anyhow::ensure!(status == 200, "/metrics {status}: {body}");
-        Ok(body
-            .lines()
-            .filter_map(|line| {
-                let rest = line.strip_prefix("kubesched_extender_watch_lists_total{resource=\"")?;
-                let (resource, value) = rest.split_once("\"} ")?;
-                Some((resource.to_string(), value.trim().parse().ok()?))
-            })
-            .collect())
-    }
-
-    pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
-        let this = self;
-        // On a timeout the extender's own last words say why: they go into the error, which
-        // is what a CI log's tail shows.
-        let ready = poll(
-            "the extender's /readyz",
-            timeout,
-            Duration::from_millis(100),
-            || async move {
-                this.proc.ensure_running()?;
-                let (status, body) = http::get(&this.metrics_addr, "/readyz").await?;
-                if status == 200 {
-                    Ok(Some(()))
-                } else {
-                    anyhow::bail!("/readyz {status}: {body}")
-                }
-            },
-        )
-        .await;
-        ready.with_context(|| format!("extender log tail:\n{}", this.proc.log_tail(20)))
-    }
 }
 
 /// What the scheduling scenarios share: the agent on the real node and the extender stack.
