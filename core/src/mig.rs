@@ -197,15 +197,26 @@ impl MigGpu {
 
     /// Start positions where `profile` could be created now, lowest first.
     pub fn placements(&self, idx: usize) -> Vec<u8> {
-        match self.profile(idx) {
-            Ok(p) if self.check_counts(idx, p).is_ok() => p
-                .starts
+        self.free_starts(idx).collect()
+    }
+
+    /// How many start positions `profile` could be created at now: `placements(idx).len()`
+    /// without building the list (layout scoring counts them for every candidate).
+    pub fn placement_count(&self, idx: usize) -> u32 {
+        self.free_starts(idx).fold(0, |n, _| n + 1)
+    }
+
+    fn free_starts(&self, idx: usize) -> impl Iterator<Item = u8> + '_ {
+        let profile = self
+            .profile(idx)
+            .ok()
+            .filter(|p| self.check_counts(idx, p).is_ok());
+        profile.into_iter().flat_map(move |p| {
+            p.starts
                 .iter()
                 .copied()
-                .filter(|&s| p.mask_at(s) & self.used == 0)
-                .collect(),
-            _ => Vec::new(),
-        }
+                .filter(move |&s| p.mask_at(s) & self.used == 0)
+        })
     }
 
     /// Whether one more instance of profile `idx` could be created somewhere now.

@@ -30,22 +30,39 @@ pub(crate) fn leaves(node: &NodeState, cand: &Candidate) -> (u32, u32) {
 
 /// What placing `cand` costs the GPUs it touches: (free run lost, placements lost).
 pub(crate) fn loses(node: &NodeState, cand: &Candidate) -> (u32, u32) {
+    loses_with(node, cand, &mut Vec::new())
+}
+
+/// [`loses`], with each GPU's room before the placement kept in `before` (indexed by GPU
+/// position) across the candidates of one node: the candidates of a request share GPUs.
+pub(crate) fn loses_with(
+    node: &NodeState,
+    cand: &Candidate,
+    before: &mut Vec<Option<(u32, u32)>>,
+) -> (u32, u32) {
     let DeviceChoice::Mig(picks) = &cand.choice else {
         return (0, 0);
     };
-    let mut touched: Vec<usize> = picks.iter().map(|p| p.gpu).collect();
-    touched.sort_unstable();
-    touched.dedup();
-    let before = touched
-        .iter()
-        .filter_map(|&g| node.gpus.get(g))
-        .map(gpu_leaves)
-        .fold((0, 0), |(run, left), (r, l)| (run + r, left + l));
-    let after = leaves(node, cand);
-    (
-        before.0.saturating_sub(after.0),
-        before.1.saturating_sub(after.1),
-    )
+    if before.len() < node.gpus.len() {
+        before.resize(node.gpus.len(), None);
+    }
+    let (mut had, mut has) = ((0, 0), (0, 0));
+    for (i, pick) in picks.iter().enumerate() {
+        // Each touched GPU once.
+        if picks[..i].iter().any(|p| p.gpu == pick.gpu) {
+            continue;
+        }
+        let Some(gpu) = node.gpus.get(pick.gpu) else {
+            continue;
+        };
+        let (run, left) = *before[pick.gpu].get_or_insert_with(|| gpu_leaves(gpu));
+        had = (had.0 + run, had.1 + left);
+        if let Ok(after) = placement::gpu_after(node, pick.gpu, &cand.choice) {
+            let (run, left) = gpu_leaves(&after);
+            has = (has.0 + run, has.1 + left);
+        }
+    }
+    (had.0.saturating_sub(has.0), had.1.saturating_sub(has.1))
 }
 
 fn gpu_leaves(g: &GpuState) -> (u32, u32) {
@@ -61,7 +78,7 @@ fn gpu_leaves(g: &GpuState) -> (u32, u32) {
         .filter(|(_, p)| !p.is_media_extension())
         .map(|(i, _)| i);
     let left: u32 = match m.mode {
-        MigMode::Dynamic => profiles.map(|i| m.gpu.placements(i).len() as u32).sum(),
+        MigMode::Dynamic => profiles.map(|i| m.gpu.placement_count(i)).sum(),
         MigMode::Static => profiles.map(|i| m.free_static(i).count() as u32).sum(),
     };
     (longest_free_run(m.free_mask()), left)

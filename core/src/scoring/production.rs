@@ -123,8 +123,10 @@ impl Policy for Production {
         // (candidate, its layout rank, its fragmentation decrease once computed): the delta
         // is only worked out for candidates whose layout ties with the best.
         let mut best: Option<(Candidate, LayoutRank, Option<f64>)> = None;
+        let mut room_before = Vec::new();
         for candidate in placement::candidates(node, req)? {
-            let (run_lost, placements_lost) = mig_layout::loses(node, &candidate);
+            let (run_lost, placements_lost) =
+                mig_layout::loses_with(node, &candidate, &mut room_before);
             let rank = (
                 candidate.numa.is_some(),
                 Reverse(run_lost),
