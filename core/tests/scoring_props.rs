@@ -159,6 +159,32 @@ proptest! {
         }
     }
 
+    /// The extender shares one evaluation among nodes in equal states: that is exact only if
+    /// a policy that says it ignores identity chooses the same on another node's name and
+    /// device UUIDs.
+    #[test]
+    fn policies_ignoring_identity_choose_alike_on_renamed_nodes(
+        n in node(), w in workload(), req in request(), seed in any::<u64>()
+    ) {
+        let mut renamed = n.clone();
+        renamed.name = "another-node".into();
+        for gpu in &mut renamed.gpus {
+            gpu.uuid = format!("GPU-other-{}", gpu.index).into();
+        }
+        let ctx = ScoreContext { workload: &w, seed, frag: None };
+        for name in scoring::policy_names() {
+            let policy = scoring::by_name(name).unwrap();
+            if policy.uses_node_identity() {
+                continue;
+            }
+            prop_assert_eq!(
+                policy.choose(&n, &req, &ctx),
+                policy.choose(&renamed, &req, &ctx),
+                "{}", name
+            );
+        }
+    }
+
     #[test]
     fn production_never_prefers_a_worse_fragmentation_step_or_a_costlier_mig_layout(
         n in node(), w in workload(), req in request()

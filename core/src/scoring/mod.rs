@@ -90,6 +90,12 @@ pub trait Policy: Send + Sync {
     fn tie_break(&self) -> TieBreak {
         TieBreak::Random
     }
+
+    /// Whether a choice depends on which node it is (its name or device UUIDs), not only on
+    /// its state: callers then may not reuse one node's outcome for another in the same state.
+    fn uses_node_identity(&self) -> bool {
+        false
+    }
 }
 
 /// The candidate with the best score on `node` (the first of equals), or why none fits: what

@@ -34,4 +34,9 @@ impl Policy for Random {
             "random draw".to_string(),
         )
     }
+
+    /// The draw mixes in the node's name.
+    fn uses_node_identity(&self) -> bool {
+        true
+    }
 }

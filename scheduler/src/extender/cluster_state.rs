@@ -1,8 +1,8 @@
 //! The extender's in-memory picture of the cluster: per node, the empty
 //! state from its inventory plus every non-terminal pod bound there (at the
 //! devices its annotation names) plus in-flight reservations. Filter and
-//! prioritize read it without I/O; per-node results are memoised until the
-//! node changes.
+//! prioritize read it without I/O; results are memoised per distinct node
+//! state ([`super::shapes`]), so a node's change moves it to another memo.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -10,17 +10,14 @@ use std::time::{Duration, Instant};
 
 use kubesched_core::annotation::DevicesAnnotation;
 use kubesched_core::catalogue;
-use kubesched_core::fragmentation::{self, NodeFrag, Workload};
+use kubesched_core::fragmentation::{NodeFrag, Workload};
 use kubesched_core::node::{GpuSlots, NodeState};
 use kubesched_core::placement::{self, Candidate, Cause, DeviceChoice, PlacementError, Unfit};
 use kubesched_core::request::PodRequest;
 use kubesched_core::scoring::{Choice, Policy, ScoreContext};
 
 use super::reservations::{Reservation, Reservations};
-
-/// Memoised outcomes kept per node; a node rarely sees more request shapes
-/// than this between two changes.
-const MEMO_CAPACITY: usize = 32;
+use super::shapes::{MEMO_CAPACITY, Shape, Shapes, request_key};
 
 /// A reservation this old whose pod a full list lacks belongs to a deleted pod: binds
 /// happen to pods that exist, so only a list taken just before the pod was created can miss
@@ -50,8 +47,6 @@ pub struct PodRecord {
     pub request: PodRequest,
     /// The devices annotation, parsed and its signature checked (or why it is unusable).
     pub devices: Option<Result<DevicesAnnotation, String>>,
-    /// The object's version when seen: a bind's annotation patch is conditional on it.
-    pub resource_version: Option<String>,
 }
 
 impl PodRecord {
@@ -84,28 +79,24 @@ pub struct EvalContext<'a> {
     pub workload_gen: u64,
     /// The request of the pod being filtered or prioritised.
     pub request: &'a PodRequest,
+    /// `shapes::request_key(request)`, computed once per call.
+    pub request_key: u64,
     /// Per-pod seed (derived from the pod UID) for policies that draw at random.
     pub seed: u64,
-}
-
-#[derive(Default)]
-struct NodeCache {
-    version: u64,
-    workload_gen: u64,
-    frag: Option<(u64, Arc<NodeFrag>)>,
-    outcomes: Vec<(PodRequest, Result<Choice, Unfit>)>,
-    /// Whether a request fits the empty node: depends on the inventory only, so kept
-    /// across pod changes (a new inventory makes a new entry).
-    empty: Vec<(PodRequest, Result<(), Unfit>)>,
 }
 
 struct NodeEntry {
     base: Result<NodeBase, String>,
     state: NodeState,
-    version: u64,
-    state_key: u64,
-    cache: Mutex<NodeCache>,
+    /// The memo shared with every node in the same state.
+    shape: Arc<Shape>,
+    /// Whether a request fits the empty node: depends on the inventory only, so kept
+    /// across pod changes (a new inventory makes a new entry).
+    empty: Mutex<Vec<EmptyFit>>,
 }
+
+/// A request (with its `shapes::request_key`) and whether it fits a node with nothing on it.
+type EmptyFit = (u64, PodRequest, Result<(), Unfit>);
 
 /// Node names are looked up thousands of times per filter call; a fast
 /// non-cryptographic hash is enough (the names come from the API server).
@@ -121,18 +112,20 @@ pub struct ClusterState {
     on_node: HashMap<String, BTreeSet<String>>,
     reservations: Reservations,
     known_profiles: HashSet<String>,
-    next_version: u64,
+    shapes: Shapes,
 }
 
 impl Default for ClusterState {
     fn default() -> Self {
-        Self::new()
+        Self::new(false)
     }
 }
 
 impl ClusterState {
     /// An empty picture with no nodes or pods, knowing the catalogue's MIG profiles.
-    pub fn new() -> Self {
+    /// `per_node_memo`: the policy's outcome depends on which node it is
+    /// ([`Policy::uses_node_identity`]), so nodes in equal states do not share evaluations.
+    pub fn new(per_node_memo: bool) -> Self {
         let known_profiles = catalogue::models()
             .iter()
             .filter_map(|m| m.mig.as_ref())
@@ -145,7 +138,7 @@ impl ClusterState {
             on_node: HashMap::new(),
             reservations: Reservations::default(),
             known_profiles,
-            next_version: 1,
+            shapes: Shapes::new(per_node_memo),
         }
     }
 
@@ -157,6 +150,12 @@ impl ClusterState {
     /// Number of GPU nodes with an inventory annotation (usable or not).
     pub fn node_count(&self) -> usize {
         self.nodes.len()
+    }
+
+    /// Number of distinct node states: the most evaluations the first pod of a new request
+    /// shape costs.
+    pub fn distinct_states(&self) -> usize {
+        self.shapes.live()
     }
 
     /// Number of binds reserved but not yet confirmed by the pod watch.
@@ -186,14 +185,14 @@ impl ClusterState {
             Ok(b) => b.state.clone(),
             Err(_) => NodeState::new(name, 0, 0),
         };
+        let shape = self.shapes.intern(&state);
         self.nodes.insert(
             name.to_string(),
             NodeEntry {
                 base,
                 state,
-                version: 0,
-                state_key: 0,
-                cache: Mutex::new(NodeCache::default()),
+                shape,
+                empty: Mutex::new(Vec::new()),
             },
         );
         self.rebuild(name);
@@ -391,53 +390,30 @@ impl ClusterState {
         if let Err(e) = &entry.base {
             return f(NodeView::Invalid(e));
         }
-        let mut cache = entry.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.version != entry.version || cache.workload_gen != ctx.workload_gen {
-            cache.outcomes.clear();
-            cache.version = entry.version;
-            if cache.workload_gen != ctx.workload_gen {
-                cache.frag = None;
-                cache.workload_gen = ctx.workload_gen;
-            }
-        }
-        let found = cache.outcomes.iter().position(|(r, _)| r == ctx.request);
-        let idx = match found {
-            Some(i) => i,
-            None => {
-                let frag = match &cache.frag {
-                    Some((key, frag)) if *key == entry.state_key => frag.clone(),
-                    _ => {
-                        let frag = Arc::new(NodeFrag::new(&entry.state, &ctx.workload));
-                        cache.frag = Some((entry.state_key, frag.clone()));
-                        frag
-                    }
-                };
-                let score_ctx = ScoreContext {
-                    workload: &ctx.workload,
-                    seed: ctx.seed,
-                    frag: Some(&frag),
-                };
-                let outcome = ctx.policy.choose(&entry.state, ctx.request, &score_ctx);
-                if cache.outcomes.len() >= MEMO_CAPACITY {
-                    let _evicted = cache.outcomes.remove(0);
-                }
-                cache.outcomes.push((ctx.request.clone(), outcome));
-                cache.outcomes.len() - 1
-            }
-        };
-        f(NodeView::Evaluated(&cache.outcomes[idx].1))
+        let shape = &entry.shape;
+        let mut memo = shape.memo();
+        memo.for_generation(ctx.workload_gen);
+        let outcome = memo.get_or_compute(ctx.request_key, ctx.request, |frag| {
+            let frag =
+                frag.get_or_insert_with(|| Arc::new(NodeFrag::new(shape.state(), &ctx.workload)));
+            let score_ctx = ScoreContext {
+                workload: &ctx.workload,
+                seed: ctx.seed,
+                frag: Some(frag),
+            };
+            ctx.policy.choose(shape.state(), ctx.request, &score_ctx)
+        });
+        f(NodeView::Evaluated(outcome))
     }
 
     /// Recomputes a node's state from its inventory, its pods and its reservations.
     fn rebuild(&mut self, name: &str) {
-        let state = self.compute_state(name, &HashSet::new());
-        let Some(entry) = self.nodes.get_mut(name) else {
+        let Some(state) = self.compute_state(name, &HashSet::new()) else {
             return;
         };
-        entry.version = self.next_version;
-        self.next_version += 1;
-        if let Some(state) = state {
-            entry.state_key = fragmentation::state_key(&state);
+        let shape = self.shapes.intern(&state);
+        if let Some(entry) = self.nodes.get_mut(name) {
+            entry.shape = shape;
             entry.state = state;
         }
     }
@@ -449,15 +425,16 @@ impl ClusterState {
     pub fn fits_empty(&self, name: &str, request: &PodRequest) -> Option<Result<(), Unfit>> {
         let entry = self.nodes.get(name)?;
         let base = entry.base.as_ref().ok()?;
-        let mut cache = entry.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, outcome)) = cache.empty.iter().find(|(r, _)| r == request) {
+        let key = request_key(request);
+        let mut empty = entry.empty.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, _, outcome)) = empty.iter().find(|(k, r, _)| *k == key && r == request) {
             return Some(outcome.clone());
         }
         let outcome = placement::fits(&base.state, request);
-        if cache.empty.len() >= MEMO_CAPACITY {
-            let _evicted = cache.empty.remove(0);
+        if empty.len() >= MEMO_CAPACITY {
+            let _evicted = empty.remove(0);
         }
-        cache.empty.push((request.clone(), outcome.clone()));
+        empty.push((key, request.clone(), outcome.clone()));
         Some(outcome)
     }
 

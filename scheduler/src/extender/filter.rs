@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 
 use super::cluster_state::NodeView;
 use super::outcome::FilterOutcome;
+use super::parallel;
 use super::protocol::{ExtenderArgs, ExtenderFilterResult};
 use super::service::{Extender, VerbError};
 
@@ -53,10 +54,9 @@ impl Extender {
         let uid = args.pod.metadata.uid.as_deref().unwrap_or("");
         self.workload().observe(uid, &req);
         let ctx = self.eval_context(&req, uid);
-        let mut counts: BTreeMap<FilterOutcome, u64> = BTreeMap::new();
-        {
+        let verdicts = {
             let state = self.state();
-            for name in names {
+            parallel::map(names, |name| {
                 let (outcome, verdict) = state.evaluate(name, &ctx, |view| match view {
                     NodeView::Unknown => (
                         FilterOutcome::NoInventory,
@@ -79,14 +79,18 @@ impl Extender {
                     }
                     other => other,
                 };
-                *counts.entry(outcome).or_default() += 1;
-                match verdict {
-                    Verdict::Fits => out.node_names.push(name.clone()),
-                    Verdict::Failed(reason) => {
-                        out.failed_nodes.insert(name.clone(), reason);
-                    }
-                    Verdict::Unresolvable(reason) => out.unresolvable(name, &reason),
+                (outcome, verdict)
+            })
+        };
+        let mut counts: BTreeMap<FilterOutcome, u64> = BTreeMap::new();
+        for (name, (outcome, verdict)) in names.iter().zip(verdicts) {
+            *counts.entry(outcome).or_default() += 1;
+            match verdict {
+                Verdict::Fits => out.node_names.push(name.clone()),
+                Verdict::Failed(reason) => {
+                    out.failed_nodes.insert(name.clone(), reason);
                 }
+                Verdict::Unresolvable(reason) => out.unresolvable(name, &reason),
             }
         }
         for (outcome, n) in counts {

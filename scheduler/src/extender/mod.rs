@@ -22,6 +22,7 @@ mod connections;
 pub mod filter;
 pub mod metrics;
 pub mod outcome;
+mod parallel;
 mod preempt;
 mod prioritize;
 pub mod protocol;
@@ -29,6 +30,7 @@ pub mod reflectors;
 pub mod reservations;
 pub mod server;
 pub mod service;
+mod shapes;
 pub mod tls;
 pub mod workload;
 

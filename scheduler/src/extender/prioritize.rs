@@ -6,6 +6,7 @@ use kubesched_core::request::PodRequest;
 use kubesched_core::scoring::{Choice, TieBreak};
 
 use super::cluster_state::NodeView;
+use super::parallel;
 use super::protocol::{ExtenderArgs, HostPriority, MAX_EXTENDER_PRIORITY, MIN_EXTENDER_PRIORITY};
 use super::service::{Extender, VerbError};
 
@@ -41,15 +42,12 @@ impl Extender {
         let ctx = self.eval_context(&req, uid);
         let raw: Vec<Option<f64>> = {
             let state = self.state();
-            names
-                .iter()
-                .map(|name| {
-                    state.evaluate(name, &ctx, |view| match view {
-                        NodeView::Evaluated(Ok(Choice { score, .. })) => Some(*score),
-                        _ => None,
-                    })
+            parallel::map(names, |name| {
+                state.evaluate(name, &ctx, |view| match view {
+                    NodeView::Evaluated(Ok(Choice { score, .. })) => Some(*score),
+                    _ => None,
                 })
-                .collect()
+            })
         };
         let scores = self.rescale(names, &raw);
         Ok(names

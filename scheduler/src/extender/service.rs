@@ -79,7 +79,7 @@ impl Extender {
             devices_key: annotation::key(&config.annotation_prefix, DEVICES_ANNOTATION),
             inventory_key: annotation::key(&config.annotation_prefix, INVENTORY_ANNOTATION),
             config,
-            state: RwLock::new(ClusterState::new()),
+            state: RwLock::new(ClusterState::new(policy.uses_node_identity())),
             workload,
             policy,
             reader,
@@ -133,7 +133,7 @@ impl Extender {
         &self.reader
     }
 
-    /// Makes the API calls bind needs (annotate the pod, create the binding).
+    /// Makes the API calls bind needs (read the pod, create the annotated Binding).
     pub fn binder(&self) -> &dyn Binder {
         self.binder.as_ref()
     }
@@ -194,6 +194,7 @@ impl Extender {
             workload,
             workload_gen,
             request,
+            request_key: super::shapes::request_key(request),
             seed: pod_seed(uid),
         }
     }
