@@ -83,41 +83,25 @@ impl Binder for OfflineBinder {
         Box::pin(async move { found })
     }
 
-    fn annotate<'a>(
+    fn bind<'a>(
         &'a self,
         pod: &'a PodRef,
-        resource_version: Option<&'a str>,
-        key: &'a str,
-        value: &'a str,
+        node: &'a str,
+        annotations: &'a [(&'a str, &'a str)],
     ) -> BoxFuture<'a, Result<(), BindError>> {
-        let stale = resource_version.is_some_and(|v| {
-            self.pods()
-                .get(&(pod.namespace.clone(), pod.name.clone()))
-                .is_some_and(|p| p.metadata.resource_version.as_deref() != Some(v))
-        });
-        if stale {
-            let conflict = BindError::Conflict(format!(
-                "pod {}/{} changed since it was read",
-                pod.namespace, pod.name
-            ));
-            return Box::pin(async move { Err(conflict) });
-        }
-        let result = self.change(pod, |p| {
-            p.metadata
-                .annotations
-                .get_or_insert_with(Default::default)
-                .insert(key.to_string(), value.to_string());
-        });
-        Box::pin(async move { result })
-    }
-
-    fn bind<'a>(&'a self, pod: &'a PodRef, node: &'a str) -> BoxFuture<'a, Result<(), BindError>> {
         let mut already: Option<String> = None;
         let result = self.change(pod, |p| {
             let spec = p.spec.get_or_insert_with(Default::default);
             match &spec.node_name {
                 Some(n) => already = Some(n.clone()),
-                None => spec.node_name = Some(node.to_string()),
+                None => {
+                    spec.node_name = Some(node.to_string());
+                    // As the API server does with a Binding's annotations.
+                    let mine = p.metadata.annotations.get_or_insert_with(Default::default);
+                    for (k, v) in annotations {
+                        mine.insert(k.to_string(), v.to_string());
+                    }
+                }
             }
         });
         let result = match (result, already) {

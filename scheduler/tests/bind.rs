@@ -240,15 +240,18 @@ async fn binder_errors_release_the_reservation() {
         observe(&ext, &p);
     }
     binder.fail_bind.lock().unwrap().push("x".into());
-    binder.fail_annotate.lock().unwrap().push("y".into());
+    binder.conflict_bind.lock().unwrap().push("y".into());
 
     let r = ext.bind(&binding(&seven_g("x"), "gpu-0")).await;
     assert!(r.error.contains("unable to handle"), "{}", r.error);
     assert_eq!(ext.state().reservation_count(), 0);
     assert_eq!(ext.state().node_state("gpu-0").cloned(), empty);
+    // The annotation travels with the Binding: a failed bind wrote none.
+    assert_eq!(binder.annotation_of("uid-x"), None);
 
+    // Another scheduler bound it first: the API server's 409, counted as a conflict.
     let r = ext.bind(&binding(&seven_g("y"), "gpu-0")).await;
-    assert!(r.error.starts_with("conflict"), "{}", r.error);
+    assert!(r.error.contains("already assigned"), "{}", r.error);
     assert_eq!(ext.state().reservation_count(), 0);
     assert_eq!(ext.state().node_state("gpu-0").cloned(), empty);
 
@@ -358,7 +361,7 @@ async fn concurrent_binds_of_one_pod_write_one_annotation() {
         .collect();
     assert_eq!(errors.len(), 1, "exactly one bind wins: {a:?} {b:?}");
     assert!(errors[0].contains("already in progress"), "{}", errors[0]);
-    assert_eq!(binder.annotate_versions.lock().unwrap().len(), 1);
+    assert_eq!(binder.binding_calls.lock().unwrap().len(), 1);
     assert_eq!(ext.state().reservation_count(), 1);
     let text = binder.annotation_of("uid-twice").unwrap();
     let ann = DevicesAnnotation::from_json(&text).unwrap();
@@ -378,56 +381,49 @@ async fn concurrent_binds_of_one_pod_write_one_annotation() {
     assert_eq!(ann.to_candidate(&node, &req.gpu).unwrap(), reserved);
 }
 
-/// The annotation patch carries the resourceVersion bind read; a pod changed since (here the
-/// cache is behind the API) makes the patch fail as a conflict, and the reservation goes.
+/// One write per bind: the Binding carries the signed devices annotation, and nothing else
+/// touches the pod.
 #[tokio::test]
-async fn the_annotation_patch_is_conditional_on_the_version_read() {
-    let (ext, binder) = two_gpus(None);
+async fn the_binding_carries_the_signed_annotation_in_one_call() {
+    let (ext, binder) = two_gpus(Some(test_key()));
     let p = stored(&binder, seven_g("p"), "5");
     assert_eq!(ext.bind(&binding(&p, "gpu-0")).await.error, "");
     assert_eq!(
-        binder.annotate_versions.lock().unwrap()[0],
-        ("uid-p".to_string(), Some("5".to_string()))
+        *binder.binding_calls.lock().unwrap(),
+        vec![("uid-p".to_string(), 1)]
     );
-
-    let mut q = seven_g("q");
-    q.metadata.resource_version = Some("5".into());
-    observe(&ext, &q);
-    stored(&binder, q.clone(), "6");
-    let r = ext.bind(&binding(&q, "gpu-0")).await;
-    assert!(r.error.contains("modified"), "{}", r.error);
-    assert!(ext.state().reservation("uid-q").is_none());
-    assert_eq!(binder.annotation_of("uid-q"), None);
+    let written = binder.annotation_of("uid-p").unwrap();
+    let ann = DevicesAnnotation::from_json(&written).unwrap();
+    assert_eq!(test_key().verify(&ann, "uid-p"), Ok(()));
+    assert_eq!(binder.bindings.lock().unwrap()["uid-p"], "gpu-0");
 }
 
-/// A pod that already carries this extender's signed annotation for the node (its earlier
-/// Binding failed) is bound on exactly those devices, without a new choice or a new patch;
-/// an annotation the extender did not sign is replaced, never followed.
+/// A pod that already carries this extender's signed annotation for the node (an earlier
+/// version wrote it before a Binding that failed) is bound on exactly those devices, without a
+/// new choice or a new annotation; an annotation the extender did not sign is replaced, never
+/// followed.
 #[tokio::test]
 async fn a_rebind_keeps_our_annotation_and_replaces_a_forged_one() {
-    let (ext, binder) = two_gpus(Some(test_key()));
-    let p = stored(&binder, seven_g("again"), "1");
-    binder.fail_bind.lock().unwrap().push("again".into());
-    let r = ext.bind(&binding(&p, "gpu-0")).await;
-    assert!(r.error.contains("unable"), "{}", r.error);
-    let first = binder.annotation_of("uid-again").unwrap();
+    // The annotation a first extender signed for the pod, on gpu-0.
+    let (first_ext, first_binder) = two_gpus(Some(test_key()));
+    let p = stored(&first_binder, seven_g("again"), "1");
+    assert_eq!(first_ext.bind(&binding(&p, "gpu-0")).await.error, "");
+    let first = first_binder.annotation_of("uid-again").unwrap();
     let ann = DevicesAnnotation::from_json(&first).unwrap();
     assert_eq!(test_key().verify(&ann, "uid-again"), Ok(()));
-    assert_eq!(ext.state().reservation_count(), 0);
 
-    // kube-scheduler retries on the same node: the pod now carries the annotation.
+    // The pod carries it, unbound; kube-scheduler asks this extender to bind it there.
+    let (ext, binder) = two_gpus(Some(test_key()));
     let mut annotated = p.clone();
     annotated.metadata.annotations =
         Some([("kubesched.ai/devices".to_string(), first.clone())].into());
     stored(&binder, annotated, "2");
-    binder.fail_bind.lock().unwrap().clear();
-    binder.annotations.lock().unwrap().clear();
     assert_eq!(ext.bind(&binding(&p, "gpu-0")).await.error, "");
     assert_eq!(binder.annotation_of("uid-again"), None, "nothing rewritten");
     assert_eq!(
-        binder.annotate_versions.lock().unwrap().len(),
-        1,
-        "one patch in all"
+        *binder.binding_calls.lock().unwrap(),
+        vec![("uid-again".to_string(), 0)],
+        "a Binding without annotations"
     );
     let node = ext.state().node_state("gpu-0").cloned().unwrap();
     let kept = ann.to_candidate(&node, &req_of(&ext, "uid-again")).unwrap();

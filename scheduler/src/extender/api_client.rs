@@ -1,13 +1,12 @@
 //! The API calls the extender makes, behind [`Binder`] so tests and the offline what-if run
-//! without a cluster: read a pod, set its devices annotation (conditionally), create its
-//! Binding. [`KubeBinder`] makes them against the API server.
+//! without a cluster: read a pod, create its Binding with its devices annotation (one write).
+//! [`KubeBinder`] makes them against the API server.
 
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{Binding, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, PostParams};
 pub use kubesched_k8s::PodRef;
-use kubesched_k8s::{Preconditions, annotation_patch};
 use thiserror::Error;
 
 /// Why an API call for a bind failed.
@@ -40,17 +39,15 @@ impl BindError {
 pub trait Binder: Send + Sync {
     /// Reads the pod.
     fn get_pod<'a>(&'a self, pod: &'a PodRef) -> BoxFuture<'a, Result<Pod, BindError>>;
-    /// Sets one annotation on the pod, only if its UID still matches and, when
-    /// `resource_version` is given, only if the pod has not changed since that version.
-    fn annotate<'a>(
+    /// Creates the pods/binding subresource, carrying `annotations` for the pod: the API
+    /// server sets the node and the annotations in one write, so the pod is never seen bound
+    /// without them, nor annotated and left unbound.
+    fn bind<'a>(
         &'a self,
         pod: &'a PodRef,
-        resource_version: Option<&'a str>,
-        key: &'a str,
-        value: &'a str,
+        node: &'a str,
+        annotations: &'a [(&'a str, &'a str)],
     ) -> BoxFuture<'a, Result<(), BindError>>;
-    /// Creates the pods/binding subresource.
-    fn bind<'a>(&'a self, pod: &'a PodRef, node: &'a str) -> BoxFuture<'a, Result<(), BindError>>;
 }
 
 /// `Binder` over the Kubernetes API.
@@ -79,39 +76,24 @@ impl Binder for KubeBinder {
         })
     }
 
-    fn annotate<'a>(
+    fn bind<'a>(
         &'a self,
         pod: &'a PodRef,
-        resource_version: Option<&'a str>,
-        key: &'a str,
-        value: &'a str,
+        node: &'a str,
+        annotations: &'a [(&'a str, &'a str)],
     ) -> BoxFuture<'a, Result<(), BindError>> {
-        Box::pin(async move {
-            // The UID makes the API server refuse the patch if the pod was replaced by a
-            // namesake; the resourceVersion if anyone changed it since we read it.
-            let patch = annotation_patch(
-                key,
-                value,
-                Preconditions {
-                    uid: Some(&pod.uid),
-                    resource_version,
-                },
-            );
-            self.pods(&pod.namespace)
-                .patch(&pod.name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                .map(|_| ())
-                .map_err(BindError::Api)
-        })
-    }
-
-    fn bind<'a>(&'a self, pod: &'a PodRef, node: &'a str) -> BoxFuture<'a, Result<(), BindError>> {
         Box::pin(async move {
             let binding = Binding {
                 metadata: ObjectMeta {
                     name: Some(pod.name.clone()),
                     namespace: Some(pod.namespace.clone()),
                     uid: Some(pod.uid.clone()),
+                    annotations: (!annotations.is_empty()).then(|| {
+                        annotations
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .collect()
+                    }),
                     ..Default::default()
                 },
                 target: ObjectReference {

@@ -1,15 +1,16 @@
 //! The `bind` verb: choose the concrete devices on the node kube-scheduler
-//! picked, reserve them in memory, write the (signed) devices annotation,
-//! then create the Binding. The reservation stands until the watch shows the
-//! bound, annotated pod; on any failure it is released and the pod retried.
-//! API access goes through `api_client::Binder`.
+//! picked, reserve them in memory, then create the Binding carrying the
+//! (signed) devices annotation: one API write sets both, so no pod is ever
+//! bound without its devices, and a failed bind leaves no annotation. The
+//! reservation stands until the watch shows the bound, annotated pod; on any
+//! failure it is released and the pod retried. API access goes through
+//! `api_client::Binder`.
 //!
 //! Binding is idempotent: one bind of a pod at a time (a second one while a
 //! reservation stands is a conflict); an annotation this extender already
-//! wrote for the same node is kept, never replaced by a new choice; and the
-//! annotation patch is conditional on the pod's resourceVersion as read, so
-//! a concurrent writer makes it fail with a conflict rather than be
-//! overwritten.
+//! signed for the same node (an earlier version wrote it before binding) is
+//! kept, never replaced by a new choice; and of two extenders binding one pod,
+//! the API server accepts only the first Binding.
 
 use std::time::Instant;
 
@@ -69,28 +70,21 @@ impl Extender {
                     message: format!("node {} does not exist", quote(node)),
                 });
             }
-            self.binder().bind(pod, node).await.map_err(api_refusal)?;
+            self.binder()
+                .bind(pod, node, &[])
+                .await
+                .map_err(api_refusal)?;
             return Ok(None);
         }
         let (annotation, write) = self.reserve(pod, node, &seen)?;
-        let release = |e: BindError| {
+        let written = [(self.devices_key(), annotation.as_str())];
+        let annotations: &[(&str, &str)] = if write { &written } else { &[] };
+        if let Err(e) = self.binder().bind(pod, node, annotations).await {
             self.state_mut().release(&pod.uid);
             self.metrics()
                 .set_reservations(self.state().reservation_count());
-            api_refusal(e)
-        };
-        if write {
-            self.binder()
-                .annotate(
-                    pod,
-                    seen.resource_version.as_deref(),
-                    self.devices_key(),
-                    &annotation,
-                )
-                .await
-                .map_err(&release)?;
+            return Err(api_refusal(e));
         }
-        self.binder().bind(pod, node).await.map_err(&release)?;
         Ok(Some(annotation))
     }
 
@@ -104,7 +98,6 @@ impl Extender {
                 BindTarget {
                     request: p.request.clone(),
                     devices: p.devices.clone(),
-                    resource_version: p.resource_version.clone(),
                 },
             )
         });
@@ -141,11 +134,7 @@ impl Extender {
                     .as_ref()
                     .and_then(|a| a.get(self.devices_key()))
                     .map(|text| self.read_devices(text, &pod.uid));
-                Ok(BindTarget {
-                    request,
-                    devices,
-                    resource_version: obj.metadata.resource_version.clone(),
-                })
+                Ok(BindTarget { request, devices })
             }
         }
     }
@@ -230,10 +219,9 @@ struct BindTarget {
     request: PodRequest,
     /// Its devices annotation, read as the state reads one (signature checked).
     devices: Option<Result<DevicesAnnotation, String>>,
-    resource_version: Option<String>,
 }
 
-/// The refusal for a failed API call: a conflict is named as such.
+/// The refusal for a failed API call: a conflict (already bound) is named as such.
 fn api_refusal(e: BindError) -> Refusal {
     Refusal {
         outcome: if e.is_conflict() {

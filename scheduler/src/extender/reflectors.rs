@@ -87,7 +87,6 @@ pub fn pod_record(ext: &Extender, pod: &Pod) -> Option<(String, PodRecord)> {
             node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
             request,
             devices,
-            resource_version: pod.metadata.resource_version.clone(),
         },
     ))
 }
@@ -391,16 +390,12 @@ mod tests {
         fn get_pod<'a>(&'a self, _: &'a PodRef) -> BoxFuture<'a, Result<Pod, BindError>> {
             Box::pin(async { Err(BindError::NotFound("no API in this test".into())) })
         }
-        fn annotate<'a>(
+        fn bind<'a>(
             &'a self,
             _: &'a PodRef,
-            _: Option<&'a str>,
             _: &'a str,
-            _: &'a str,
+            _: &'a [(&'a str, &'a str)],
         ) -> BoxFuture<'a, Result<(), BindError>> {
-            Box::pin(async { Err(BindError::NotFound("no API in this test".into())) })
-        }
-        fn bind<'a>(&'a self, _: &'a PodRef, _: &'a str) -> BoxFuture<'a, Result<(), BindError>> {
             Box::pin(async { Err(BindError::NotFound("no API in this test".into())) })
         }
     }

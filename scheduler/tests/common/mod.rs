@@ -97,10 +97,10 @@ pub struct FakeBinder {
     pub bindings: Mutex<HashMap<String, String>>,
     /// Pod names whose Binding fails with an API error.
     pub fail_bind: Mutex<Vec<String>>,
-    /// Pod names whose annotation patch fails with a conflict.
-    pub fail_annotate: Mutex<Vec<String>>,
-    /// The resourceVersion each annotation patch was conditional on, by pod uid.
-    pub annotate_versions: Mutex<Vec<(String, Option<String>)>>,
+    /// Pod names whose Binding fails as already bound elsewhere (409).
+    pub conflict_bind: Mutex<Vec<String>>,
+    /// Every Binding created, by pod uid, with how many annotations it carried.
+    pub binding_calls: Mutex<Vec<(String, usize)>>,
 }
 
 impl FakeBinder {
@@ -125,43 +125,18 @@ impl Binder for FakeBinder {
         })
     }
 
-    fn annotate<'a>(
+    fn bind<'a>(
         &'a self,
         pod: &'a PodRef,
-        resource_version: Option<&'a str>,
-        key: &'a str,
-        value: &'a str,
+        node: &'a str,
+        annotations: &'a [(&'a str, &'a str)],
     ) -> BoxFuture<'a, Result<(), BindError>> {
         Box::pin(async move {
             tokio::task::yield_now().await;
-            self.annotate_versions
+            self.binding_calls
                 .lock()
                 .unwrap()
-                .push((pod.uid.clone(), resource_version.map(str::to_string)));
-            if self.fail_annotate.lock().unwrap().contains(&pod.name) {
-                return Err(BindError::Conflict(format!("pod {} changed", pod.name)));
-            }
-            // Optimistic concurrency as the API server does it.
-            let stored = self.pods.lock().unwrap().get(&pod.name).cloned();
-            if let (Some(version), Some(stored)) = (resource_version, stored)
-                && stored.metadata.resource_version.as_deref() != Some(version)
-            {
-                return Err(BindError::Conflict(format!(
-                    "the object has been modified (pod {})",
-                    pod.name
-                )));
-            }
-            self.annotations
-                .lock()
-                .unwrap()
-                .insert(pod.uid.clone(), (key.to_string(), value.to_string()));
-            Ok(())
-        })
-    }
-
-    fn bind<'a>(&'a self, pod: &'a PodRef, node: &'a str) -> BoxFuture<'a, Result<(), BindError>> {
-        Box::pin(async move {
-            tokio::task::yield_now().await;
+                .push((pod.uid.clone(), annotations.len()));
             if self.fail_bind.lock().unwrap().contains(&pod.name) {
                 return Err(BindError::Api(kube::Error::Api(
                     kube::core::Status::failure(
@@ -171,6 +146,23 @@ impl Binder for FakeBinder {
                     .with_code(503)
                     .boxed(),
                 )));
+            }
+            if self.conflict_bind.lock().unwrap().contains(&pod.name) {
+                return Err(BindError::Api(kube::Error::Api(
+                    kube::core::Status::failure(
+                        &format!("pod {} is already assigned to node \"elsewhere\"", pod.name),
+                        "Conflict",
+                    )
+                    .with_code(409)
+                    .boxed(),
+                )));
+            }
+            // The API server sets the node and the Binding's annotations in one write.
+            for (k, v) in annotations {
+                self.annotations
+                    .lock()
+                    .unwrap()
+                    .insert(pod.uid.clone(), (k.to_string(), v.to_string()));
             }
             self.bindings
                 .lock()
