@@ -159,6 +159,11 @@ async fn health_readiness_metrics_and_routing() {
     assert!(text.contains(r#"kubesched_extender_filter_nodes_total{outcome="fits"} 1"#));
     assert!(text.contains(r#"kubesched_extender_gpu_free_mig_positions{node="gpu-1",gpu="0"} 8"#));
     assert!(text.contains("kubesched_extender_cluster_fragmentation_ratio"));
+    // One GPU node, so one distinct state.
+    assert!(
+        text.contains("kubesched_extender_node_states 1\n"),
+        "{text}"
+    );
     // Graceful shutdown: the listener closes once asked to stop.
     stop.send(()).unwrap();
     let mut closed = false;

@@ -88,6 +88,7 @@ pub struct Metrics {
     preemption_nodes: Family<OutcomeLabels, Counter>,
     preemption_victims: Family<OutcomeLabels, Counter>,
     reservations: Gauge,
+    node_states: Gauge,
     watch_lists: Family<ResourceLabels, Counter>,
     task_restarts: Family<ResourceLabels, Counter>,
     gpu_free_positions: Family<GpuLabels, Gauge>,
@@ -159,6 +160,13 @@ impl Metrics {
             "Device reservations held until the watch shows the bound pod",
             reservations.clone(),
         );
+        let node_states = Gauge::default();
+        registry.register(
+            "node_states",
+            "Distinct GPU node states: nodes in one state share their evaluations, so the first \
+             pod of a new request shape costs one evaluation per state",
+            node_states.clone(),
+        );
         let watch_lists = Family::<ResourceLabels, Counter>::default();
         registry.register(
             "watch_lists",
@@ -228,6 +236,7 @@ impl Metrics {
             preemption_nodes,
             preemption_victims,
             reservations,
+            node_states,
             watch_lists,
             task_restarts,
             gpu_free_positions,
@@ -286,6 +295,11 @@ impl Metrics {
     /// Sets the gauge of reservations held until the watch shows the bound pod.
     pub fn set_reservations(&self, n: usize) {
         self.reservations.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Sets the gauge of distinct GPU node states.
+    pub fn set_node_states(&self, n: usize) {
+        self.node_states.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// A watch of `resource` (`nodes`, `pods`) loaded a full list.

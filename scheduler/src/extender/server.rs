@@ -155,7 +155,14 @@ async fn readyz(State(ext): State<Shared>) -> Response {
 
 async fn metrics(State(ext): State<Shared>) -> Response {
     // Copy the nodes out so the fragmentation aggregates run without the lock.
-    let nodes: Vec<_> = ext.state().node_states().cloned().collect();
+    let (nodes, distinct): (Vec<_>, usize) = {
+        let state = ext.state();
+        (
+            state.node_states().cloned().collect(),
+            state.distinct_states(),
+        )
+    };
+    ext.metrics().set_node_states(distinct);
     let (workload, _) = ext.workload().current();
     let per_gpu = ext.config().per_gpu_metrics;
     let worker = ext.clone();
