@@ -6,7 +6,6 @@ use kubesched_core::request::PodRequest;
 use kubesched_core::scoring::{Choice, TieBreak};
 
 use super::cluster_state::NodeView;
-use super::parallel;
 use super::protocol::{ExtenderArgs, HostPriority, MAX_EXTENDER_PRIORITY, MIN_EXTENDER_PRIORITY};
 use super::service::{Extender, VerbError};
 
@@ -41,13 +40,19 @@ impl Extender {
         let uid = args.pod.metadata.uid.as_deref().unwrap_or("");
         let ctx = self.eval_context(&req, uid);
         let raw: Vec<Option<f64>> = {
+            // Sequential: filter, just before, evaluated these nodes for this pod (on all
+            // cores if there were many new ones), so these are memo hits, cheaper than
+            // starting threads.
             let state = self.state();
-            parallel::map(names, |name| {
-                state.evaluate(name, &ctx, |view| match view {
-                    NodeView::Evaluated(Ok(Choice { score, .. })) => Some(*score),
-                    _ => None,
+            names
+                .iter()
+                .map(|name| {
+                    state.evaluate(name, &ctx, |view| match view {
+                        NodeView::Evaluated(Ok(Choice { score, .. })) => Some(*score),
+                        _ => None,
+                    })
                 })
-            })
+                .collect()
         };
         let scores = self.rescale(names, &raw);
         Ok(names
