@@ -1,13 +1,19 @@
 //! Our node agent as the chart runs it: under the chart's service account, with the signing
-//! key the extender shares, against this machine's kubelet, on a fake inventory.
+//! key the extender shares, against this machine's kubelet, on a fake inventory; and what
+//! the Node then shows of it.
 
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context as _;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::Api;
 
+use crate::fake_node::DOMAIN;
 use crate::rbac::{self, AGENT_SERVICE_ACCOUNT, NAMESPACE};
-use crate::{Cluster, Proc, binary};
+use crate::{Cluster, Proc, binary, poll};
 
 /// The key the extender signs devices annotations with and the agent checks them with (the
 /// chart's Secret), made once per cluster directory.
@@ -74,4 +80,48 @@ pub fn online_cpus() -> anyhow::Result<Vec<u32>> {
         cpus.extend(lo.parse::<u32>()?..=hi.parse::<u32>()?);
     }
     Ok(cpus)
+}
+
+/// Our resources in the Node's capacity and allocatable.
+pub fn node_resources(node: &Node) -> (BTreeMap<String, i64>, BTreeMap<String, i64>) {
+    let pick = |map: Option<
+        &BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+    >| {
+        map.into_iter()
+            .flatten()
+            .filter(|(k, _)| k.starts_with(&format!("{DOMAIN}/")))
+            .map(|(k, v)| (k.clone(), v.0.parse::<i64>().unwrap_or(-1)))
+            .collect::<BTreeMap<_, _>>()
+    };
+    let status = node.status.as_ref();
+    (
+        pick(status.and_then(|s| s.capacity.as_ref())),
+        pick(status.and_then(|s| s.allocatable.as_ref())),
+    )
+}
+
+/// Waits until the node's allocatable equals `expected`.
+pub async fn wait_allocatable(
+    cluster: &Cluster,
+    agent: &Proc,
+    expected: &BTreeMap<String, i64>,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let nodes: Api<Node> = Api::all(cluster.client.clone());
+    let nodes = &nodes;
+    poll(
+        "the node's allocatable to show the agent's devices",
+        timeout,
+        Duration::from_millis(100),
+        || async move {
+            agent.ensure_running()?;
+            let (_, allocatable) = node_resources(&nodes.get(&cluster.node).await?);
+            if &allocatable == expected {
+                Ok(Some(()))
+            } else {
+                anyhow::bail!("allocatable {allocatable:?}, expected {expected:?}")
+            }
+        },
+    )
+    .await
 }

@@ -25,6 +25,7 @@ use anyhow::Context as _;
 use k8s_openapi::api::core::v1::{Node, Secret};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kubesched_core::inventory::{GpuInfo, INVENTORY_ANNOTATION, NodeInventory};
+use kubesched_e2e::agent::node_resources;
 use kubesched_e2e::fake_node::{ANNOTATION_PREFIX, DOMAIN};
 use kubesched_e2e::rbac::{self, AGENT_SERVICE_ACCOUNT, NAMESPACE};
 use kubesched_e2e::{Cluster, poll};
@@ -139,24 +140,6 @@ fn expected_resources(fixture: &Fixture) -> BTreeMap<String, i64> {
         }
     }
     out
-}
-
-/// Our resources in the Node's capacity and allocatable.
-fn node_resources(node: &Node) -> (BTreeMap<String, i64>, BTreeMap<String, i64>) {
-    let pick = |map: Option<
-        &BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
-    >| {
-        map.into_iter()
-            .flatten()
-            .filter(|(k, _)| k.starts_with(&format!("{DOMAIN}/")))
-            .map(|(k, v)| (k.clone(), v.0.parse::<i64>().unwrap_or(-1)))
-            .collect::<BTreeMap<_, _>>()
-    };
-    let status = node.status.as_ref();
-    (
-        pick(status.and_then(|s| s.capacity.as_ref())),
-        pick(status.and_then(|s| s.allocatable.as_ref())),
-    )
 }
 
 /// The agent (`--fake-inventory`, MIG and whole GPUs on two NUMA nodes) registers with the real

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
-use kubesched_k8s::{Preconditions, annotation_patch};
 use tokio_util::sync::CancellationToken;
 
 use super::Documents;
@@ -50,7 +49,7 @@ impl KubeNodeAnnotator {
 #[tonic::async_trait]
 impl NodeAnnotator for KubeNodeAnnotator {
     async fn annotate(&self, key: &str, value: &str) -> Result<(), PublishError> {
-        let patch = annotation_patch(key, value, Preconditions::default());
+        let patch = annotation_patch(key, value);
         self.api
             .patch(&self.node, &PatchParams::default(), &Patch::Merge(&patch))
             .await
@@ -60,6 +59,11 @@ impl NodeAnnotator for KubeNodeAnnotator {
                 source: e.into(),
             })
     }
+}
+
+/// `{"metadata": {"annotations": {key: value}}}`: sets one annotation, leaves the others.
+fn annotation_patch(key: &str, value: &str) -> serde_json::Value {
+    serde_json::json!({ "metadata": { "annotations": { key: value } } })
 }
 
 /// Exponential back-off bounds.
@@ -121,6 +125,14 @@ pub async fn run_publisher(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_patch_sets_one_annotation() {
+        assert_eq!(
+            super::annotation_patch("kubesched.ai/inventory", "{}"),
+            serde_json::json!({"metadata": {"annotations": {"kubesched.ai/inventory": "{}"}}})
+        );
+    }
+
     use std::sync::Mutex;
     use std::time::Instant;
 

@@ -17,7 +17,7 @@ use kubesched_core::request::PodRequest;
 use kubesched_core::scoring::{Choice, Policy, ScoreContext};
 
 use super::reservations::{Reservation, Reservations};
-use super::shapes::{MEMO_CAPACITY, Shape, Shapes, request_key};
+use super::shapes::{MEMO_CAPACITY, Shape, Shapes};
 
 /// A reservation this old whose pod a full list lacks belongs to a deleted pod: binds
 /// happen to pods that exist, so only a list taken just before the pod was created can miss
@@ -421,11 +421,16 @@ impl ClusterState {
     /// Whether `request` fits node `name` with nothing on it but what no eviction can free
     /// (the inventory's own state: static instances, unhealthy devices, and, where the agent
     /// reports live NUMA CPUs, CPUs pinned by running pods). `None` for a node without a
-    /// usable inventory. Memoised until the inventory changes.
-    pub fn fits_empty(&self, name: &str, request: &PodRequest) -> Option<Result<(), Unfit>> {
+    /// usable inventory. Memoised until the inventory changes; `key` is the request's
+    /// `shapes::request_key`, computed once per call by the caller.
+    pub fn fits_empty(
+        &self,
+        name: &str,
+        request: &PodRequest,
+        key: u64,
+    ) -> Option<Result<(), Unfit>> {
         let entry = self.nodes.get(name)?;
         let base = entry.base.as_ref().ok()?;
-        let key = request_key(request);
         let mut empty = entry.empty.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((_, _, outcome)) = empty.iter().find(|(k, r, _)| *k == key && r == request) {
             return Some(outcome.clone());
@@ -441,8 +446,8 @@ impl ClusterState {
     /// Whether evicting pods can never make `request` fit node `name`: it does not fit the
     /// empty node. CPU and NUMA refusals on a node whose NUMA CPUs are reported live are not
     /// counted (pinned CPUs of running pods are missing from its empty state).
-    pub fn never_fits(&self, name: &str, request: &PodRequest) -> bool {
-        match self.fits_empty(name, request) {
+    pub fn never_fits(&self, name: &str, ctx: &EvalContext<'_>) -> bool {
+        match self.fits_empty(name, ctx.request, ctx.request_key) {
             Some(Err(unfit)) => {
                 !(self.live_numa_cpus(name) && matches!(unfit.cause(), Cause::NoCpu | Cause::Numa))
             }

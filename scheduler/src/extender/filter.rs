@@ -74,7 +74,7 @@ impl Extender {
                 });
                 // Outside `evaluate`, which holds the node's memo lock.
                 let verdict = match verdict {
-                    Verdict::Failed(reason) if state.never_fits(name, &req) => {
+                    Verdict::Failed(reason) if state.never_fits(name, &ctx) => {
                         Verdict::Unresolvable(reason)
                     }
                     other => other,

@@ -32,7 +32,7 @@ pub struct Shape {
 #[derive(Default)]
 pub struct Memo {
     /// The workload generation the entries below were computed for.
-    pub workload_gen: u64,
+    workload_gen: u64,
     /// `NodeFrag::new(state, workload)`, once computed.
     frag: Option<Arc<NodeFrag>>,
     /// A policy's choice (or why the pod does not fit) per request, with the request's

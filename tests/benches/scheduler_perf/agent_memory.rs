@@ -5,11 +5,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use k8s_openapi::api::core::v1::Node;
-use kube::api::Api;
-use kubesched_e2e::agent::{online_cpus, start_agent};
+use kubesched_e2e::Cluster;
+use kubesched_e2e::agent::{online_cpus, start_agent, wait_allocatable};
 use kubesched_e2e::fake_node::DOMAIN;
-use kubesched_e2e::{Cluster, poll};
 
 use crate::procs;
 
@@ -45,27 +43,7 @@ pub async fn measure(cluster: &Cluster) -> anyhow::Result<(f64, f64)> {
     std::fs::write(&path, serde_json::to_vec_pretty(&doc)?)?;
     let expected = BTreeMap::from([(format!("{DOMAIN}/mig-1g.10gb"), INSTANCES as i64)]);
     let agent = start_agent(cluster, &path, "agent-memory.log").await?;
-    let nodes: Api<Node> = Api::all(cluster.client.clone());
-    let (nodes, agent_ref, expected) = (&nodes, &agent, &expected);
-    poll(
-        "the node to advertise the agent's 56 instances",
-        Duration::from_secs(60),
-        Duration::from_millis(200),
-        || async move {
-            agent_ref.ensure_running()?;
-            let node = nodes.get(&cluster.node).await?;
-            let allocatable: BTreeMap<String, i64> = node
-                .status
-                .and_then(|s| s.allocatable)
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|(k, _)| k.starts_with(DOMAIN))
-                .filter_map(|(k, v)| Some((k, v.0.parse().ok()?)))
-                .collect();
-            Ok((&allocatable == expected).then_some(()))
-        },
-    )
-    .await?;
+    wait_allocatable(cluster, &agent, &expected, Duration::from_secs(60)).await?;
     // A few watch and health cycles after registering, as it runs from then on.
     tokio::time::sleep(Duration::from_secs(10)).await;
     let pid = agent.pid().context("the agent is not running")?;

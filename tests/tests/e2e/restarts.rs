@@ -11,13 +11,12 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kubesched_core::inventory::{INVENTORY_ANNOTATION, NodeInventory};
 use kubesched_e2e::{Cluster, cluster, pods, poll};
 
+use kubesched_e2e::agent::wait_allocatable;
 use kubesched_e2e::extender::{Extender, start_scheduler};
 use kubesched_e2e::fake_node::{FAKE_LABEL, check_no_device_twice};
 
 use super::burst::{create_fake_node, fitting_specs};
-use super::scheduling::{
-    self, Stack, check_pod_devices, check_pod_resources, device_requests, wait_allocatable,
-};
+use super::scheduling::{self, Stack, check_pod_devices, check_pod_resources, device_requests};
 use super::{ANNOTATION_PREFIX, DOMAIN};
 
 const EXTENDER_SCENARIO: &str = "extender-restart";

@@ -10,38 +10,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
-use kubesched_e2e::agent::{online_cpus, start_agent};
+use kubesched_e2e::agent::{online_cpus, start_agent, wait_allocatable};
 use kubesched_e2e::extender::Extender;
 use kubesched_e2e::pods::{self, SCHEDULER_NAME};
 use kubesched_e2e::{Cluster, Proc, cluster, http, poll};
 
-use super::{ANNOTATION_PREFIX, DOMAIN, FIXTURE, expected_resources, load_fixture, node_resources};
-
-/// Waits until the node's allocatable equals `expected`.
-pub async fn wait_allocatable(
-    cluster: &Cluster,
-    agent: &Proc,
-    expected: &BTreeMap<String, i64>,
-    timeout: Duration,
-) -> anyhow::Result<()> {
-    let nodes: Api<Node> = Api::all(cluster.client.clone());
-    let nodes = &nodes;
-    poll(
-        "the node's allocatable to show the agent's devices",
-        timeout,
-        Duration::from_millis(100),
-        || async move {
-            agent.ensure_running()?;
-            let (_, allocatable) = node_resources(&nodes.get(&cluster.node).await?);
-            if &allocatable == expected {
-                Ok(Some(()))
-            } else {
-                anyhow::bail!("allocatable {allocatable:?}, expected {expected:?}")
-            }
-        },
-    )
-    .await
-}
+use super::{ANNOTATION_PREFIX, DOMAIN, FIXTURE, expected_resources, load_fixture};
 
 /// The two-NUMA fixture moved onto this machine's one NUMA node and real CPUs: the kubelet
 /// admits a device only on a NUMA node it has, so pods that run must use these.
