@@ -9,14 +9,13 @@ mod common;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use common::{FakeBinder, extender, node, observe, pod, signed_extender};
+use common::{FakeBinder, binding, bound, extender, node, observe, pod, signed_extender};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kubesched_core::annotation::DevicesAnnotation;
 use kubesched_core::catalogue::mig_geometry;
 use kubesched_core::signing::SigningKey;
 use kubesched_scheduler::extender::Extender;
 use kubesched_scheduler::extender::config::Config;
-use kubesched_scheduler::extender::protocol::ExtenderBindingArgs;
 
 const STATIC_1G: &[(&str, u8)] = &[
     ("1g.10gb", 0),
@@ -43,26 +42,6 @@ fn gpu_node(name: &str) -> Node {
         ],
         STATIC_1G,
     )
-}
-
-fn binding(p: &Pod, node: &str) -> ExtenderBindingArgs {
-    ExtenderBindingArgs {
-        pod_name: p.metadata.name.clone().unwrap(),
-        pod_namespace: p.metadata.namespace.clone().unwrap(),
-        pod_uid: p.metadata.uid.clone().unwrap(),
-        node: node.into(),
-    }
-}
-
-/// The pod as the watch shows it once bound with its annotation.
-fn bound(p: &Pod, node: &str, annotation: &str) -> Pod {
-    let mut p = p.clone();
-    p.metadata.annotations =
-        Some([("kubesched.ai/devices".to_string(), annotation.to_string())].into());
-    if let Some(spec) = p.spec.as_mut() {
-        spec.node_name = Some(node.into());
-    }
-    p
 }
 
 /// Asserts that no two annotations share a GPU position or a whole GPU.

@@ -33,6 +33,15 @@ impl BindError {
             BindError::NotFound(_) | BindError::Api(_) => false,
         }
     }
+
+    /// Whether the pod does not exist: found so here, or the API server's 404.
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            BindError::NotFound(_) => true,
+            BindError::Api(kube::Error::Api(status)) => status.code == 404,
+            BindError::Conflict(_) | BindError::Api(_) => false,
+        }
+    }
 }
 
 /// The API calls bind needs.
@@ -135,6 +144,8 @@ mod tests {
         assert!(api(422).is_conflict());
         assert!(!api(500).is_conflict());
         assert!(!api(404).is_conflict());
+        assert!(api(404).is_not_found() && !api(500).is_not_found() && !api(409).is_not_found());
+        assert!(BindError::NotFound("gone".into()).is_not_found());
         assert!(BindError::Conflict("changed".into()).is_conflict());
         let error = api(500);
         assert!(std::error::Error::source(&error).is_some(), "{error}");

@@ -20,8 +20,10 @@ use super::reservations::{Reservation, Reservations};
 use super::shapes::{MEMO_CAPACITY, Shape, Shapes};
 
 /// A reservation this old whose pod a full list lacks belongs to a deleted pod: binds
-/// happen to pods that exist, so only a list taken just before the pod was created can miss
-/// it, and lists take well under this long.
+/// happen to pods that exist, so a list taken before the bind has the pod, and lists take
+/// well under this long. A younger one is kept: its pod may have been created after the
+/// list was taken, or bound and deleted before it; `reservation_check` asks the API server
+/// which.
 const UNLISTED_RESERVATION_AGE: Duration = Duration::from_secs(2);
 
 /// A node's empty state, from its inventory.
@@ -111,8 +113,25 @@ pub struct ClusterState {
     pods: HashMap<String, PodRecord>,
     on_node: HashMap<String, BTreeSet<String>>,
     reservations: Reservations,
+    /// Full pod lists loaded so far: an answer read from the API before a list is older
+    /// than the list, so it must not be applied after it.
+    pod_lists: u64,
     known_profiles: HashSet<String>,
     shapes: Shapes,
+}
+
+/// What settling a reservation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// The pod is gone: the reservation was dropped.
+    Released,
+    /// The pod is bound: it is recorded as the API shows it, in place of the reservation.
+    Recorded,
+    /// The pod is not bound yet (its bind is still in flight): the reservation stands.
+    Kept,
+    /// Nothing done: the reservation changed, or a full list was loaded since the answer
+    /// was read.
+    Stale,
 }
 
 impl Default for ClusterState {
@@ -137,6 +156,7 @@ impl ClusterState {
             pods: HashMap::new(),
             on_node: HashMap::new(),
             reservations: Reservations::default(),
+            pod_lists: 0,
             known_profiles,
             shapes: Shapes::new(per_node_memo),
         }
@@ -230,6 +250,7 @@ impl ClusterState {
     /// Replaces every pod at once (after a full list from the API). Reservations of pods the
     /// list does not have are dropped: those pods were deleted while the watch was down.
     pub fn reset_pods(&mut self, pods: Vec<(String, PodRecord)>) {
+        self.pod_lists += 1;
         let listed: HashSet<&str> = pods.iter().map(|(uid, _)| uid.as_str()).collect();
         let gone = self.reservations.drop_unlisted(
             &|uid| listed.contains(uid),
@@ -364,6 +385,55 @@ impl ClusterState {
     /// The in-flight reservation held by the pod with this UID, if any.
     pub fn reservation(&self, uid: &str) -> Option<&Reservation> {
         self.reservations.get(uid)
+    }
+
+    /// How many full pod lists have been loaded; [`Self::settle_reservation`] takes the
+    /// count read before asking the API server.
+    pub fn pod_list_generation(&self) -> u64 {
+        self.pod_lists
+    }
+
+    /// Reservations made more than `age` before `now` that the watch has not confirmed.
+    pub fn unconfirmed_reservations(
+        &self,
+        now: Instant,
+        age: Duration,
+    ) -> Vec<(String, Reservation)> {
+        self.reservations.older_than(now, age)
+    }
+
+    /// Applies what the API server said of the pod holding reservation `uid` (the one made
+    /// at `made`): `found` is the pod as it is now, `None` when there is no such pod (deleted,
+    /// replaced by a namesake, or finished), read when `generation` full lists had been
+    /// loaded. A delete event or a list that came meanwhile knows better, so then nothing is
+    /// done.
+    pub fn settle_reservation(
+        &mut self,
+        uid: &str,
+        made: Instant,
+        generation: u64,
+        found: Option<PodRecord>,
+    ) -> Settled {
+        let standing = self
+            .reservations
+            .get(uid)
+            .is_some_and(|r| r.created == made);
+        if !standing || generation != self.pod_lists {
+            return Settled::Stale;
+        }
+        match found {
+            None => {
+                self.release(uid);
+                Settled::Released
+            }
+            Some(record) if record.node.is_none() => Settled::Kept,
+            Some(record) => {
+                self.upsert_pod(uid, record);
+                // Bound elsewhere, or without our annotation: the record says what it holds.
+                self.release(uid);
+                Settled::Recorded
+            }
+        }
     }
 
     /// Drops reservations the watch never confirmed within `ttl`.

@@ -88,6 +88,7 @@ pub struct Metrics {
     preemption_nodes: Family<OutcomeLabels, Counter>,
     preemption_victims: Family<OutcomeLabels, Counter>,
     reservations: Gauge,
+    reservation_checks: Family<OutcomeLabels, Counter>,
     node_states: Gauge,
     watch_lists: Family<ResourceLabels, Counter>,
     task_restarts: Family<ResourceLabels, Counter>,
@@ -160,6 +161,13 @@ impl Metrics {
             "Device reservations held until the watch shows the bound pod",
             reservations.clone(),
         );
+        let reservation_checks = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "reservation_checks",
+            "Reservations the watch left unconfirmed, checked against the API server, by what \
+             was done (released, recorded, kept, stale, api_error)",
+            reservation_checks.clone(),
+        );
         let node_states = Gauge::default();
         registry.register(
             "node_states",
@@ -176,7 +184,7 @@ impl Metrics {
         let task_restarts = Family::<ResourceLabels, Counter>::default();
         registry.register(
             "task_restarts",
-            "Background tasks (the nodes and pods watches, reservation expiry) restarted after they ended or panicked",
+            "Background tasks (the nodes and pods watches, reservation expiry and checks) restarted after they ended or panicked",
             task_restarts.clone(),
         );
         let gpu_free_positions = Family::<GpuLabels, Gauge>::default();
@@ -236,6 +244,7 @@ impl Metrics {
             preemption_nodes,
             preemption_victims,
             reservations,
+            reservation_checks,
             node_states,
             watch_lists,
             task_restarts,
@@ -295,6 +304,13 @@ impl Metrics {
     /// Sets the gauge of reservations held until the watch shows the bound pod.
     pub fn set_reservations(&self, n: usize) {
         self.reservations.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Counts one check of an unconfirmed reservation by what it did.
+    pub fn reservation_checked(&self, outcome: &'static str) {
+        self.reservation_checks
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
     }
 
     /// Sets the gauge of distinct GPU node states.

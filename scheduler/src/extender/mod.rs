@@ -5,6 +5,7 @@
 //! - `config`: YAML file and flags
 //! - `workload`: the fragmentation target workload (fixed or learned)
 //! - `reservations`, `cluster_state`: occupancy and memoised evaluations
+//! - `reservation_check`: reservations the watch leaves unconfirmed, settled at the API server
 //! - `service`: the extender object; `filter`, `prioritize`, `preempt`, `bind`: the verbs
 //! - `outcome`: what each verb decided, as metric labels
 //! - `api_client`: the API calls bind makes, behind a trait
@@ -27,6 +28,7 @@ mod preempt;
 mod prioritize;
 pub mod protocol;
 pub mod reflectors;
+pub mod reservation_check;
 pub mod reservations;
 pub mod server;
 pub mod service;

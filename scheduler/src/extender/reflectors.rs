@@ -4,7 +4,7 @@
 //! restarted extender rebuilds everything from the API. A broken watch is
 //! retried within seconds ([`kubesched_k8s::retry`]).
 //!
-//! Each watch and the reservation expiry run as supervised tasks: one that
+//! Each watch and the reservation checks run as supervised tasks: one that
 //! ends or panics is started again (and relists), and the extender is ready
 //! only while both watches run and have listed, so it never answers from a
 //! view that has silently stopped changing. An object whose record panics is
@@ -14,7 +14,7 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -27,6 +27,7 @@ use kubesched_k8s::quantity::Quantity;
 use kubesched_k8s::{is_terminal, retry};
 
 use super::cluster_state::{NodeBase, PodRecord};
+use super::reservation_check;
 use super::service::Extender;
 
 /// The node's empty state from its inventory annotation; `None` when it
@@ -126,7 +127,7 @@ impl Listed {
     }
 }
 
-/// Watches Nodes and Pods and expires unconfirmed reservations, each task restarted
+/// Watches Nodes and Pods and checks unconfirmed reservations, each task restarted
 /// whenever it ends; never returns.
 pub async fn run(ext: Arc<Extender>, client: kube::Client) {
     let listed = Arc::new(Listed::default());
@@ -147,14 +148,14 @@ pub async fn run(ext: Arc<Extender>, client: kube::Client) {
             mirror(ext.clone(), pods, Api::all(client.clone()), listed.clone())
         }
     };
-    let expiry = {
+    let upkeep = {
         let ext = ext.clone();
-        move || expire_reservations(ext.clone())
+        move || reservation_check::run(ext.clone())
     };
     tokio::join!(
         supervise(&ext, Nodes::KIND, Some(&listed), nodes),
         supervise(&ext, Pods::KIND, Some(&listed), pods),
-        supervise(&ext, "reservations", None, expiry),
+        supervise(&ext, "reservations", None, upkeep),
     );
 }
 
@@ -359,19 +360,6 @@ fn guarded_record<M: Mirror>(mirror: &M, object: &M::Object) -> Option<(String, 
         tracing::error!(kind = M::KIND, object = %key, "reading the object panicked; treating it as unusable");
         Some((key, mirror.unusable("internal error while reading this object".into())?))
     })
-}
-
-async fn expire_reservations(ext: Arc<Extender>) {
-    let ttl = Duration::from_secs(ext.config().reservation_ttl_seconds);
-    let mut tick = tokio::time::interval(Duration::from_secs(15));
-    loop {
-        tick.tick().await;
-        let gone = ext.state_mut().expire_reservations(Instant::now(), ttl);
-        if gone > 0 {
-            ext.metrics()
-                .set_reservations(ext.state().reservation_count());
-        }
-    }
 }
 
 #[cfg(test)]

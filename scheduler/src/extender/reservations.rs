@@ -69,6 +69,18 @@ impl Reservations {
         v
     }
 
+    /// Copies of the reservations made more than `age` before `now`, by UID.
+    pub fn older_than(&self, now: Instant, age: Duration) -> Vec<(String, Reservation)> {
+        let mut v: Vec<_> = self
+            .by_uid
+            .iter()
+            .filter(|(_, r)| now.saturating_duration_since(r.created) > age)
+            .map(|(u, r)| (u.clone(), r.clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
     /// Drops reservations older than `ttl` (the watch never confirmed them,
     /// e.g. the pod vanished while we were not watching); returns them.
     pub fn expire(&mut self, now: Instant, ttl: Duration) -> Vec<(String, Reservation)> {

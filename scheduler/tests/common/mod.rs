@@ -13,6 +13,7 @@ use kubesched_core::signing::SigningKey;
 use kubesched_scheduler::extender::Extender;
 use kubesched_scheduler::extender::api_client::{BindError, Binder, PodRef};
 use kubesched_scheduler::extender::config::Config;
+use kubesched_scheduler::extender::protocol::ExtenderBindingArgs;
 use kubesched_scheduler::extender::reflectors;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -216,6 +217,27 @@ pub fn observe(ext: &Extender, pod: &Pod) {
     if let Some((uid, rec)) = reflectors::pod_record(ext, pod) {
         ext.state_mut().upsert_pod(&uid, rec);
     }
+}
+
+/// kube-scheduler's bind call for pod `p` on `node`.
+pub fn binding(p: &Pod, node: &str) -> ExtenderBindingArgs {
+    ExtenderBindingArgs {
+        pod_name: p.metadata.name.clone().unwrap(),
+        pod_namespace: p.metadata.namespace.clone().unwrap(),
+        pod_uid: p.metadata.uid.clone().unwrap(),
+        node: node.into(),
+    }
+}
+
+/// The pod as the watch shows it once bound with its annotation.
+pub fn bound(p: &Pod, node: &str, annotation: &str) -> Pod {
+    let mut p = p.clone();
+    p.metadata.annotations =
+        Some([("kubesched.ai/devices".to_string(), annotation.to_string())].into());
+    if let Some(spec) = p.spec.as_mut() {
+        spec.node_name = Some(node.into());
+    }
+    p
 }
 
 /// A keep-alive HTTP/1.1 connection, enough for tests and benches.
