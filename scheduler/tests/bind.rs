@@ -9,7 +9,9 @@ mod common;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use common::{FakeBinder, binding, bound, extender, node, observe, pod, signed_extender};
+use common::{
+    FakeBinder, binding, bound, extender, node, observe, one_h100, pod, seven_g, signed_extender,
+};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kubesched_core::annotation::DevicesAnnotation;
 use kubesched_core::catalogue::mig_geometry;
@@ -195,24 +197,9 @@ fn hundreds_of_concurrent_binds_never_share_a_slot() {
     assert_eq!(before, after);
 }
 
-fn small() -> (Arc<Extender>, Arc<FakeBinder>) {
-    extender(
-        Config::default(),
-        &[node("gpu-0", &[("H100-80GB", Some("dynamic"), 0)], &[])],
-    )
-}
-
-fn seven_g(name: &str) -> Pod {
-    pod(
-        name,
-        &format!("uid-{name}"),
-        &[("nvidia.com/mig-7g.80gb", "1")],
-    )
-}
-
 #[tokio::test]
 async fn binder_errors_release_the_reservation() {
-    let (ext, binder) = small();
+    let (ext, binder) = one_h100();
     let empty = ext.state().node_state("gpu-0").cloned();
     for name in ["x", "y", "z"] {
         let p = seven_g(name);
@@ -260,7 +247,7 @@ async fn binder_errors_release_the_reservation() {
 
 #[tokio::test]
 async fn already_bound_unknown_and_cpu_only_pods() {
-    let (ext, binder) = small();
+    let (ext, binder) = one_h100();
     let p = seven_g("a");
     observe(&ext, &bound(&p, "gpu-0", "{}"));
     let r = ext.bind(&binding(&p, "gpu-0")).await;

@@ -7,31 +7,13 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{FakeBinder, binding, bound, extender, node, observe, pod};
+use common::{FakeBinder, binding, bound, observe, one_h100, pod, seven_g};
 use k8s_openapi::api::core::v1::Pod;
 use kubesched_scheduler::extender::Extender;
 use kubesched_scheduler::extender::cluster_state::Settled;
-use kubesched_scheduler::extender::config::Config;
 use kubesched_scheduler::extender::reservation_check::{CHECK_AFTER, check_unconfirmed};
-
-/// One H100 in MIG mode: a 7g pod takes all of it, so "free" is easy to tell.
-fn one_gpu() -> (Arc<Extender>, Arc<FakeBinder>) {
-    extender(
-        Config::default(),
-        &[node("gpu-0", &[("H100-80GB", Some("dynamic"), 0)], &[])],
-    )
-}
-
-fn seven_g(name: &str) -> Pod {
-    pod(
-        name,
-        &format!("uid-{name}"),
-        &[("nvidia.com/mig-7g.80gb", "1")],
-    )
-}
 
 /// Binds `p` (kept by the fake API server as created) and returns its annotation.
 async fn bind(ext: &Extender, binder: &FakeBinder, p: &Pod) -> String {
@@ -55,7 +37,7 @@ fn later() -> Instant {
 
 #[tokio::test]
 async fn a_pod_bound_and_deleted_while_the_watch_relisted_frees_its_devices() {
-    let (ext, binder) = one_gpu();
+    let (ext, binder) = one_h100();
     let empty = ext.state().node_state("gpu-0").cloned();
     let p = seven_g("short-lived");
     bind(&ext, &binder, &p).await;
@@ -90,7 +72,7 @@ async fn a_pod_bound_and_deleted_while_the_watch_relisted_frees_its_devices() {
 
 #[tokio::test]
 async fn a_bound_pod_the_watch_missed_is_recorded_and_keeps_its_devices() {
-    let (ext, binder) = one_gpu();
+    let (ext, binder) = one_h100();
     let p = seven_g("missed");
     let annotation = bind(&ext, &binder, &p).await;
     // The API server has it bound with its annotation; the watch never said so.
@@ -114,7 +96,7 @@ async fn a_bound_pod_the_watch_missed_is_recorded_and_keeps_its_devices() {
 
 #[tokio::test]
 async fn an_unbound_pod_keeps_its_reservation_a_namesake_does_not() {
-    let (ext, binder) = one_gpu();
+    let (ext, binder) = one_h100();
     let p = seven_g("slow");
     bind(&ext, &binder, &p).await;
 
@@ -133,7 +115,7 @@ async fn an_unbound_pod_keeps_its_reservation_a_namesake_does_not() {
 
 #[tokio::test]
 async fn an_answer_older_than_a_list_or_a_delete_changes_nothing() {
-    let (ext, binder) = one_gpu();
+    let (ext, binder) = one_h100();
     let p = seven_g("raced");
     let annotation = bind(&ext, &binder, &p).await;
     let made = ext.state().reservation("uid-raced").unwrap().created;

@@ -212,6 +212,24 @@ pub fn signed_extender(
     (ext, binder)
 }
 
+/// An extender over one H100 in dynamic MIG mode: a 7g pod takes all of it, so "free" is
+/// easy to tell.
+pub fn one_h100() -> (Arc<Extender>, Arc<FakeBinder>) {
+    extender(
+        Config::default(),
+        &[node("gpu-0", &[("H100-80GB", Some("dynamic"), 0)], &[])],
+    )
+}
+
+/// A pod asking for a whole H100 as one 7g.80gb instance, UID `uid-NAME`.
+pub fn seven_g(name: &str) -> Pod {
+    pod(
+        name,
+        &format!("uid-{name}"),
+        &[("nvidia.com/mig-7g.80gb", "1")],
+    )
+}
+
 /// Feeds a pod to the state as the watch would.
 pub fn observe(ext: &Extender, pod: &Pod) {
     if let Some((uid, rec)) = reflectors::pod_record(ext, pod) {
