@@ -15,6 +15,7 @@
 //! - `scoring`: placement policies behind one trait
 //! - `replay`: trace replay for the simulator (one policy, one seed)
 //! - `timed`: timed replay with departures (churn), its metrics and built-in workloads
+//! - `planning`: the cheapest fleet for a target, MIG layouts for a demand mix
 //! - `stats`: means and confidence intervals over seeds
 //! - `rng`: a small seedable random generator
 //! - `signing`: the extender's signature on a devices annotation
@@ -29,6 +30,7 @@ pub mod mig_name;
 pub mod node;
 pub mod numa;
 pub mod placement;
+pub mod planning;
 pub mod replay;
 pub mod request;
 pub mod rng;

@@ -136,4 +136,15 @@ impl Snapshot {
             .map(|(_, r)| (pod_key(&r.namespace, &r.name), r.request))
             .collect()
     }
+
+    /// The requests of the snapshot's pods that ask for a GPU and have not finished, bound
+    /// or not: the demand the cluster sees.
+    pub fn gpu_demand(&self, ext: &Extender) -> Vec<kubesched_core::request::PodRequest> {
+        self.pods
+            .iter()
+            .filter_map(|p| pod_record(ext, p))
+            .filter(|(_, r)| !r.request.gpu.is_none())
+            .map(|(_, r)| r.request)
+            .collect()
+    }
 }

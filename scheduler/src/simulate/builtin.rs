@@ -98,18 +98,31 @@ pub fn node(
     policy: TopologyPolicy,
     mig: Option<MigMode>,
 ) -> NodeState {
-    let mut n = NodeState::new(name.clone(), 224_000, 2 << 20);
+    sized_node(name, model, gpus, (224, 2 << 20), policy, mig)
+}
+
+/// A node of `cpus_mib.0` CPUs and `cpus_mib.1` MiB of memory, both split evenly over two
+/// NUMA nodes, and `gpus` GPUs of `model` split evenly between them.
+pub fn sized_node(
+    name: String,
+    model: &str,
+    gpus: u32,
+    (cpus, memory_mib): (u32, u64),
+    policy: TopologyPolicy,
+    mig: Option<MigMode>,
+) -> NodeState {
+    let mut n = NodeState::new(name.clone(), u64::from(cpus) * 1000, memory_mib);
     n.policy = policy;
     n.numa = (0..2)
         .map(|id| NumaState {
             id,
-            cpus_free: 112,
-            cpus_total: 112,
-            memory_free_mib: 1 << 20,
+            cpus_free: cpus / 2,
+            cpus_total: cpus / 2,
+            memory_free_mib: memory_mib / 2,
         })
         .collect();
     for g in 0..gpus {
-        let numa = Some(g * 2 / gpus);
+        let numa = Some(g * 2 / gpus.max(1));
         let state = gpu(g, &format!("GPU-{name}-{g}"), model, numa, mig);
         n.gpus.push(state);
     }

@@ -1,8 +1,10 @@
 //! `kubesched`: the capacity planner's command line. `simulate` replays a
 //! trace (or the built-in scenario, or a cluster snapshot's pending pods)
 //! under several placement policies; `report` shows where GPU capacity is
-//! stranded; `snapshot` saves a cluster's state for offline use.
+//! stranded; `snapshot` saves a cluster's state for offline use; `plan` answers sizing
+//! questions.
 
+mod plan;
 mod simulate;
 
 use std::path::{Path, PathBuf};
@@ -38,6 +40,9 @@ enum Command {
     Report(ReportArgs),
     /// Save the cluster's Nodes and Pods to a file for offline `report` and `simulate --cluster`.
     Snapshot(SnapshotArgs),
+    /// Capacity planning: the cheapest fleet that meets a wait target.
+    #[command(subcommand)]
+    Plan(plan::PlanCommand),
 }
 
 #[derive(Args)]
@@ -103,6 +108,7 @@ fn main() -> anyhow::Result<()> {
         Command::Simulate(args) => simulate::simulate_cmd(args),
         Command::Report(args) => report_cmd(args),
         Command::Snapshot(args) => snapshot_cmd(args),
+        Command::Plan(command) => plan::plan_cmd(command),
     }
 }
 

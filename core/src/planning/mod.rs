@@ -1,0 +1,6 @@
+//! Capacity planning on top of the timed replay: the cheapest fleet that meets a target
+//! (`fleet_search`) and MIG layouts for a demand mix (`mig_layouts`).
+
+mod fleet_search;
+
+pub use fleet_search::{Point, PricedType, Search, Verdict, cheapest, cost, exhaustive};
