@@ -2,5 +2,6 @@
 //! (`fleet_search`) and MIG layouts for a demand mix (`mig_layouts`).
 
 mod fleet_search;
+pub mod mig_layouts;
 
 pub use fleet_search::{Point, PricedType, Search, Verdict, cheapest, cost, exhaustive};

@@ -91,10 +91,18 @@ pub struct NodeType {
     /// Memory per node, GiB.
     #[serde(default = "default_memory_gib", rename = "memoryGiB")]
     pub memory_gib: u32,
+    /// The kubelet's Topology Manager policy on these nodes (`none`, `best-effort`,
+    /// `restricted`, `single-numa-node`, the default).
+    #[serde(default = "default_topology")]
+    pub topology_policy: TopologyPolicy,
     /// Price of one node per hour.
     pub price_per_hour: f64,
     /// Most nodes of this type a fleet may have.
     pub max_nodes: u32,
+}
+
+fn default_topology() -> TopologyPolicy {
+    TopologyPolicy::SingleNumaNode
 }
 
 fn default_cpus() -> u32 {
@@ -150,7 +158,7 @@ impl NodeType {
             &self.model,
             self.gpus,
             (self.cpus, u64::from(self.memory_gib) << 10),
-            TopologyPolicy::SingleNumaNode,
+            self.topology_policy,
             (self.mig == MigSetting::Dynamic).then_some(MigMode::Dynamic),
         )
     }
@@ -226,6 +234,7 @@ pub fn examples() -> Vec<NodeType> {
         mig,
         cpus: default_cpus(),
         memory_gib: default_memory_gib(),
+        topology_policy: default_topology(),
         price_per_hour: price,
         max_nodes: 40,
     };
@@ -252,7 +261,7 @@ mod tests {
     fn a_file_is_read_and_checked() {
         let types = parse(
             "nodeTypes:\n- {name: a, model: H100-80GB, gpus: 8, mig: dynamic, pricePerHour: 98, maxNodes: 4}\n\
-             - {name: b, model: L40S, gpus: 4, cpus: 64, memoryGiB: 512, pricePerHour: 12.5, maxNodes: 3}\n",
+             - {name: b, model: L40S, gpus: 4, cpus: 64, memoryGiB: 512, topologyPolicy: none, pricePerHour: 12.5, maxNodes: 3}\n",
         )
         .unwrap();
         assert_eq!(types.len(), 2);
@@ -264,6 +273,8 @@ mod tests {
         assert_eq!(nodes[2].name, "b-001");
         assert_eq!(nodes[2].cpu_allocatable_milli, 64_000);
         assert_eq!(nodes[2].memory_allocatable_mib, 512 << 10);
+        assert_eq!(nodes[0].policy, TopologyPolicy::SingleNumaNode);
+        assert_eq!(nodes[2].policy, TopologyPolicy::None);
     }
 
     #[test]

@@ -72,21 +72,29 @@ pub fn gpu(
         return GpuState::plain(index, uuid, model, numa);
     };
     let mut s = GpuState::dynamic_mig(index, uuid, model, numa, geo.clone());
-    if mode == MigMode::Static
-        && let GpuSlots::Mig(m) = &mut s.slots
-    {
+    if mode == MigMode::Static {
+        // The layouts are valid on every 8-position geometry; others skip what does not fit.
+        let placements: Vec<(usize, u8)> = STATIC_LAYOUTS[index as usize % STATIC_LAYOUTS.len()]
+            .iter()
+            .filter_map(|(profile, start)| geo.profile(profile).ok().map(|(idx, _)| (idx, *start)))
+            .collect();
+        cut_static(&mut s, uuid, &placements);
+    }
+    s
+}
+
+/// Turns a MIG GPU static, with instances at `placements` (profile index, start); a
+/// placement that does not fit is skipped.
+pub fn cut_static(gpu: &mut GpuState, uuid: &str, placements: &[(usize, u8)]) {
+    if let GpuSlots::Mig(m) = &mut gpu.slots {
         m.mode = MigMode::Static;
-        for (profile, start) in STATIC_LAYOUTS[index as usize % STATIC_LAYOUTS.len()] {
-            // The layouts are valid on every 8-position geometry; others skip what does not fit.
-            if let Ok((idx, _)) = geo.profile(profile)
-                && m.gpu.place(idx, *start).is_ok()
-            {
+        for &(idx, start) in placements {
+            if m.gpu.place(idx, start).is_ok() {
                 m.uuids
-                    .push((*start, format!("MIG-{uuid}-{start}").as_str().into()));
+                    .push((start, format!("MIG-{uuid}-{start}").as_str().into()));
             }
         }
     }
-    s
 }
 
 /// One node of the built-in scenario: 224 CPUs on two NUMA nodes, `gpus` GPUs of

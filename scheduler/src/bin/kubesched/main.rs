@@ -181,3 +181,39 @@ fn report_cmd(args: ReportArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--help` documents every flag of every command.
+    #[test]
+    fn every_flag_of_every_command_is_documented() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if arg.get_help().is_none() && id != "help" && id != "version" {
+                    missing.push(format!("{path} --{id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() {
+                    missing.push(format!("{path} {} (no description)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let cmd = Cli::command();
+        cmd.clone().debug_assert();
+        let mut missing = Vec::new();
+        walk(&cmd, "kubesched", &mut missing);
+        assert!(missing.is_empty(), "undocumented: {missing:?}");
+        // And the planner's commands are there.
+        let plan = cmd.find_subcommand("plan").map(|p| {
+            p.get_subcommands()
+                .map(|s| s.get_name().to_string())
+                .collect::<Vec<_>>()
+        });
+        assert_eq!(plan, Some(vec!["fleet".to_string(), "mig".to_string()]));
+    }
+}

@@ -3,16 +3,19 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use kubesched_core::catalogue::MigGeometry;
 use kubesched_core::inventory::MigMode;
 use kubesched_core::node::NodeState;
+use kubesched_core::planning::mig_layouts::{self, Counts};
 use kubesched_core::request::PodRequest;
 use kubesched_core::scoring::{self, Policy};
 use kubesched_core::timed::{Arrivals, Generator, Job, TimedConfig};
 use kubesched_scheduler::plan::fleet::{self, FleetQuestion, SeedJobs, Target};
+use kubesched_scheduler::plan::mig;
 use kubesched_scheduler::plan::node_types::{self, NodeType};
 use kubesched_scheduler::simulate::{builtin, jobs, timed, trace};
 
@@ -22,6 +25,48 @@ use super::{ClusterSource, load_cluster};
 pub(crate) enum PlanCommand {
     /// The cheapest fleet of the given node types that meets a wait target, under each policy, with the cost curve.
     Fleet(FleetArgs),
+    /// MIG layouts for a static pool that serve a demand mix best, as a mig-parted config, compared by replay with today's layouts and the usual hand-picked ones.
+    Mig(MigArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct MigArgs {
+    /// GPU model of the pool (a MIG-capable catalogue model).
+    #[arg(long, default_value = "H100-80GB")]
+    model: String,
+    /// GPUs per node: mig-parted configures a node, so every node of the pool gets the same layouts.
+    #[arg(long, default_value_t = 8)]
+    gpus_per_node: usize,
+    /// Nodes in the pool. Default: the snapshot's static MIG nodes of --model, else 1.
+    #[arg(long)]
+    nodes: Option<usize>,
+    /// The demand: MIG instances wanted at once across the pool, e.g. `1g.10gb=30,3g.40gb=5`.
+    #[arg(long, conflicts_with_all = ["jobs", "snapshot"])]
+    demand: Option<String>,
+    /// The demand: a job file (JSON Lines); the instances it keeps busy on average. Its jobs are also what is replayed.
+    #[arg(long, conflicts_with = "snapshot")]
+    jobs: Option<PathBuf>,
+    /// The demand: the MIG pods of a saved cluster (bound and pending); the pool and today's layouts are its static MIG nodes of --model.
+    #[arg(long)]
+    snapshot: Option<PathBuf>,
+    /// Name of the entry in the mig-parted config (the value of the node label `nvidia.com/mig.config`).
+    #[arg(long, default_value = "kubesched-recommended")]
+    config_name: String,
+    /// Write the mig-parted config here instead of printing it.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Policy of the replays.
+    #[arg(long, default_value = "kubesched")]
+    policy: String,
+    /// Replays of --demand or --snapshot: jobs generated (one instance each, Poisson arrivals keeping the demand busy on average).
+    #[arg(long, default_value_t = 3000)]
+    replay_jobs: usize,
+    /// Replays of --demand or --snapshot: mean run time of a job, seconds.
+    #[arg(long, default_value_t = 600.0)]
+    mean_runtime_s: f64,
+    /// Seed of the generated jobs and the replays.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
 }
 
 #[derive(Args)]
@@ -85,6 +130,7 @@ pub(crate) struct FleetArgs {
 pub(crate) fn plan_cmd(command: PlanCommand) -> anyhow::Result<()> {
     match command {
         PlanCommand::Fleet(args) => fleet_cmd(&args),
+        PlanCommand::Mig(args) => mig_cmd(&args),
     }
 }
 
@@ -274,4 +320,188 @@ fn counted(requests: Vec<PodRequest>) -> Vec<(PodRequest, u32)> {
         }
     }
     out
+}
+
+fn mig_cmd(args: &MigArgs) -> anyhow::Result<()> {
+    let geometry = kubesched_core::catalogue::mig_geometry(&args.model)?;
+    if !(1..=16).contains(&args.gpus_per_node) {
+        bail!("--gpus-per-node must be 1 to 16");
+    }
+    if args.nodes.is_some_and(|n| n == 0 || n > 10_000) {
+        bail!("--nodes must be 1 to 10000");
+    }
+    if !(1.0..=1e9).contains(&args.mean_runtime_s) {
+        bail!("--mean-runtime-s must be at least 1 and at most 1e9");
+    }
+    if args.replay_jobs == 0 || args.replay_jobs > 1_000_000 {
+        bail!("--replay-jobs must be 1 to 1000000");
+    }
+    let policy = scoring::lookup(&args.policy)?;
+    // The demand, today's layouts (from a snapshot) and the jobs a job file gives.
+    let mut today: Vec<(String, Vec<Counts>)> = Vec::new();
+    let mut file_jobs = None;
+    let (source, demand) = if let Some(text) = &args.demand {
+        ("declared".to_string(), mig::parse_demand(text, &geometry)?)
+    } else if let Some(path) = &args.jobs {
+        let jobs = jobs::read_jobs(path, Some(&geometry))?;
+        let demand = mig::demand_of_jobs(&jobs, &geometry)?;
+        file_jobs = Some(jobs);
+        (format!("jobs of {}", path.display()), demand)
+    } else if let Some(path) = &args.snapshot {
+        let (snapshot, ext) = load_cluster(&ClusterSource::snapshot(path))?;
+        for node in ext.state().node_states() {
+            let model_matches = node.gpus.iter().all(|g| {
+                kubesched_core::catalogue::model(&g.model).is_ok_and(|m| {
+                    kubesched_core::catalogue::model(&args.model)
+                        .is_ok_and(|want| want.name == m.name)
+                })
+            });
+            let layouts: Option<Vec<Counts>> = node
+                .gpus
+                .iter()
+                .map(|g| mig::layout_of(g, &geometry))
+                .collect();
+            if let (true, Some(layouts)) = (model_matches && !node.gpus.is_empty(), layouts) {
+                today.push((node.name.clone(), layouts));
+            }
+        }
+        today.sort();
+        let demand = mig::demand_of_requests(&snapshot.gpu_demand(&ext), &geometry)?;
+        (format!("MIG pods of {}", path.display()), demand)
+    } else {
+        bail!("give the demand: --demand, --jobs or --snapshot");
+    };
+    let nodes = args.nodes.unwrap_or(today.len().max(1));
+    println!(
+        "demand ({source}), instances wanted at once across {nodes} node(s) of {}x{}: {}",
+        args.gpus_per_node,
+        args.model,
+        geometry
+            .profiles
+            .iter()
+            .zip(&demand)
+            .filter(|(_, d)| **d > 0.0)
+            .map(|(p, d)| format!("{}={d:.1}", p.name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let proposed = mig::recommend(&geometry, &demand, args.gpus_per_node, nodes);
+    let yaml = mig::mig_parted_yaml(&geometry, &args.config_name, &proposed);
+    match &args.output {
+        Some(path) => {
+            std::fs::write(path, &yaml).with_context(|| format!("writing {}", path.display()))?;
+            println!("wrote the mig-parted config to {}", path.display());
+        }
+        None => print!("{yaml}"),
+    }
+    if !today.is_empty() {
+        println!("change from the snapshot's layouts:");
+        print!("{}", mig::diff(&geometry, &today, &proposed));
+    }
+    // The replay: the job file's jobs, or jobs generated to keep the demand busy.
+    let jobs = match file_jobs {
+        Some(jobs) => jobs,
+        None => generated_mig_jobs(args, &geometry, &demand, nodes)?,
+    };
+    let mut candidates: Vec<mig::Candidate> = vec![("proposed".into(), vec![proposed; nodes])];
+    if !today.is_empty() {
+        candidates.push(("today".into(), today.into_iter().map(|(_, l)| l).collect()));
+    }
+    for (name, layout) in mig_layouts::hand_layouts(&geometry) {
+        candidates.push((name.into(), vec![vec![layout; args.gpus_per_node]; nodes]));
+    }
+    let replay = mig::Replay {
+        model: &args.model,
+        geometry: &geometry,
+        demand: &demand,
+        jobs: &jobs,
+        policy: policy.as_ref(),
+        cfg: TimedConfig {
+            seed: args.seed,
+            warmup: 0.25,
+            ..TimedConfig::default()
+        },
+    };
+    let rows = mig::compare(&replay, candidates);
+    println!(
+        "replay of {} jobs under {} (served %: the demand's compute the layouts hold at once):",
+        jobs.len(),
+        policy.name()
+    );
+    print!("{}", mig::table(&geometry, &rows));
+    if let (Some(p), Some(best_hand)) = (
+        rows.first(),
+        rows.iter()
+            .filter(|r| r.name != "proposed" && r.name != "today")
+            .max_by(|a, b| a.served_pct.total_cmp(&b.served_pct)),
+    ) {
+        println!(
+            "proposed serves {:.1} % of the demand, the best hand layout ({}) {:.1} %: {:+.1} points",
+            p.served_pct,
+            best_hand.name,
+            best_hand.served_pct,
+            p.served_pct - best_hand.served_pct
+        );
+    }
+    Ok(())
+}
+
+/// One instance per job, profiles drawn in proportion to the demand, Poisson arrivals at
+/// the rate that keeps the demand busy on average (arrival rate x mean run time).
+fn generated_mig_jobs(
+    args: &MigArgs,
+    geometry: &Arc<MigGeometry>,
+    demand: &[f64],
+    nodes: usize,
+) -> anyhow::Result<Vec<Job>> {
+    let reference: Vec<NodeState> = (0..nodes)
+        .map(|n| {
+            builtin::node(
+                format!("ref-{n}"),
+                &args.model,
+                args.gpus_per_node as u32,
+                kubesched_core::numa::TopologyPolicy::SingleNumaNode,
+                Some(MigMode::Dynamic),
+            )
+        })
+        .collect();
+    let mix: Vec<(PodRequest, u32)> = geometry
+        .profiles
+        .iter()
+        .zip(demand)
+        .filter(|(_, d)| **d > 0.0)
+        .map(|(p, d)| {
+            let request = PodRequest::cpu_only(1000, 1024).with_gpu(
+                kubesched_core::request::GpuDemand::Mig {
+                    profile: p.name.clone(),
+                    count: 1,
+                },
+            );
+            // Weights in hundredths of an instance.
+            (request, (d * 100.0).round().max(1.0) as u32)
+        })
+        .collect();
+    let entries = timed::mix_on(&mix, &reference);
+    let capacity = (nodes * args.gpus_per_node) as f64;
+    // The compute the demand holds at once, as a share of the pool's.
+    let busy: f64 = geometry
+        .profiles
+        .iter()
+        .zip(demand)
+        .map(|(p, d)| d * f64::from(p.compute_slices) / f64::from(geometry.compute_slices))
+        .sum();
+    let load = busy / capacity;
+    if !(load > 0.0 && load <= 10.0) {
+        bail!("the demand is {load:.2} times the pool's compute: give more --nodes");
+    }
+    Ok(Generator {
+        arrivals: Arrivals::Poisson,
+        jobs: args.replay_jobs,
+        load,
+        mean_runtime_ms: args.mean_runtime_s * 1000.0,
+        capacity_gpus: capacity,
+        mix: entries,
+        seed: args.seed,
+    }
+    .generate())
 }
