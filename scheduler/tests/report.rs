@@ -12,7 +12,7 @@ use std::sync::Arc;
 use kubesched_core::replay::{Outcome, Replay, ReplayConfig};
 use kubesched_core::scoring;
 use kubesched_scheduler::extender::Extender;
-use kubesched_scheduler::extender::config::{Config, Overrides};
+use kubesched_scheduler::extender::config::Config;
 use kubesched_scheduler::offline::OfflineBinder;
 use kubesched_scheduler::report;
 use kubesched_scheduler::snapshot::Snapshot;
@@ -26,13 +26,11 @@ fn fixture(name: &str) -> PathBuf {
 fn loaded() -> (Snapshot, Arc<Extender>) {
     let snapshot = Snapshot::read(&fixture("snapshot.json")).expect("fixture snapshot");
     let (binder, _updates) = OfflineBinder::new(&snapshot);
-    let ext = Arc::new(
-        Extender::new(
-            Config::load(None, &Overrides::default()).expect("defaults"),
-            binder,
-        )
-        .expect("extender"),
-    );
+    // Prices for two of the three models: the third is counted, not charged.
+    let config =
+        Config::from_yaml("pricing:\n  gpuHourly:\n    H100-80GB: 4.1\n    NVIDIA L40S: 1.2\n")
+            .expect("config");
+    let ext = Arc::new(Extender::new(config, binder).expect("extender"));
     snapshot.load_into(&ext);
     (snapshot, ext)
 }
@@ -52,9 +50,7 @@ fn golden(name: &str, actual: &str) {
 #[test]
 fn report_table_and_json_match_the_goldens() {
     let (_, ext) = loaded();
-    let workload = ext.workload().current().0;
-    let state = ext.state();
-    let rep = report::build(state.node_states(), &workload);
+    let rep = report::build_live(&ext);
     golden("report.txt", &report::render(&rep));
     golden(
         "report.json",

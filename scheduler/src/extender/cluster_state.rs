@@ -4,7 +4,7 @@
 //! prioritize read it without I/O; results are memoised per distinct node
 //! state ([`super::shapes`]), so a node's change moves it to another memo.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,8 @@ pub struct NodeBase {
     /// The agent reported free CPUs per NUMA node (from the kubelet), so the
     /// CPUs pinned by running pods are already subtracted there.
     pub live_numa_cpus: bool,
+    /// The pool the node belongs to, for the cost figures ([`super::reflectors::node_pool`]).
+    pub pool: String,
 }
 
 /// What the extender knows about a pod.
@@ -118,6 +120,28 @@ pub struct ClusterState {
     pod_lists: u64,
     known_profiles: HashSet<String>,
     shapes: Shapes,
+}
+
+/// A node as the cost figures need it ([`ClusterState::cost_view`]).
+#[derive(Debug, Clone)]
+pub struct CostedNode {
+    /// Its occupancy.
+    pub state: NodeState,
+    /// Its pool.
+    pub pool: String,
+    /// Milli-GPU each namespace's pods (and reservations) hold there.
+    pub held: Vec<(String, u64)>,
+}
+
+impl CostedNode {
+    /// The node as the core cost model takes it.
+    pub fn as_cost(&self) -> kubesched_core::planning::cost::NodeCost<'_> {
+        kubesched_core::planning::cost::NodeCost {
+            node: &self.state,
+            pool: &self.pool,
+            held: &self.held,
+        }
+    }
 }
 
 /// What settling a reservation did.
@@ -347,6 +371,39 @@ impl ClusterState {
         self.nodes
             .get(name)
             .and_then(|e| e.base.as_ref().ok().map(|_| &e.state))
+    }
+
+    /// Every node with a usable inventory with its pool and the milli-GPU each namespace's
+    /// pods hold there: what the cost figures are made of.
+    pub fn cost_view(&self) -> Vec<CostedNode> {
+        let mut out = Vec::new();
+        for (name, entry) in &self.nodes {
+            let Ok(base) = &entry.base else { continue };
+            let mut held: BTreeMap<String, u64> = BTreeMap::new();
+            for uid in self.on_node.get(name).into_iter().flatten() {
+                if let Some(pod) = self.pods.get(uid) {
+                    let milli =
+                        kubesched_core::planning::cost::held_milli(&entry.state, &pod.request.gpu);
+                    if milli > 0 {
+                        *held.entry(pod.namespace.clone()).or_default() += milli;
+                    }
+                }
+            }
+            for (_, r) in self.reservations.on_node(name) {
+                let milli =
+                    kubesched_core::planning::cost::held_milli(&entry.state, &r.request.gpu);
+                if milli > 0 {
+                    *held.entry(r.namespace.clone()).or_default() += milli;
+                }
+            }
+            out.push(CostedNode {
+                state: entry.state.clone(),
+                pool: base.pool.clone(),
+                held: held.into_iter().collect(),
+            });
+        }
+        out.sort_by(|a, b| a.state.name.cmp(&b.state.name));
+        out
     }
 
     /// Every node with a usable inventory, for metrics.

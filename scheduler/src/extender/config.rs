@@ -72,6 +72,25 @@ pub struct Config {
     /// File holding the key (at least 16 bytes) that signs devices annotations; the node
     /// agents read the same one. Without it annotations are written unsigned.
     pub signing_key_file: Option<PathBuf>,
+    /// Prices of GPU capacity, for the cost metrics and report (`pricing`).
+    pub pricing: PricingConfig,
+}
+
+/// What GPU capacity costs (`pricing`).
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct PricingConfig {
+    /// Price of one GPU-hour per GPU model (catalogue name or alias, e.g. `H100-80GB`).
+    pub gpu_hourly: std::collections::BTreeMap<String, f64>,
+}
+
+impl PricingConfig {
+    /// The price table.
+    pub fn prices(&self) -> kubesched_core::planning::cost::Prices {
+        kubesched_core::planning::cost::Prices::new(
+            self.gpu_hourly.iter().map(|(m, p)| (m.as_str(), *p)),
+        )
+    }
 }
 
 /// Certificate and private key for serving HTTPS (`tls`).
@@ -100,6 +119,7 @@ impl Default for Config {
             tls: None,
             metrics_listen: None,
             signing_key_file: None,
+            pricing: PricingConfig::default(),
         }
     }
 }
@@ -283,6 +303,16 @@ impl Config {
                     .any(|t| !(t.popularity.is_finite() && t.popularity > 0.0)))
         {
             return bad("fixed workload needs task types with positive popularities".into());
+        }
+        if let Some((model, price)) = self
+            .pricing
+            .gpu_hourly
+            .iter()
+            .find(|(_, p)| !(p.is_finite() && **p >= 0.0 && **p <= 1e6))
+        {
+            return bad(format!(
+                "pricing.gpuHourly: {model}: {price} is not a price (0 to 1000000)"
+            ));
         }
         let l = w.learn.unwrap_or_default();
         if l.window == 0 || !(l.coverage > 0.0 && l.coverage <= 1.0) {

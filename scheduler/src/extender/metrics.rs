@@ -1,7 +1,8 @@
 //! Prometheus metrics (OpenMetrics text via prometheus-client): per-verb
 //! request counts and latency, filter outcomes by reason, binds and
 //! conflicts, full lists loaded by the watches, and capacity-planning gauges (per GPU and cluster-wide)
-//! refreshed from a snapshot of the cluster state at scrape time.
+//! refreshed from a snapshot of the cluster state at scrape time; the cost series are in
+//! [`super::cost_metrics`].
 
 use std::sync::atomic::AtomicU64;
 
@@ -14,6 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use super::cost_metrics::CostMetrics;
 use super::outcome::{BindOutcome, FilterOutcome};
 
 type FGauge = Gauge<f64, AtomicU64>;
@@ -100,6 +102,7 @@ pub struct Metrics {
     fragment_amount_ratio: FGauge,
     fragment_ratio: FGauge,
     stranded_milli: Family<StrandedLabels, FGauge>,
+    cost: CostMetrics,
 }
 
 fn latency_histogram() -> Histogram {
@@ -235,7 +238,9 @@ impl Metrics {
             "Unallocated GPU share a task type of the target workload cannot use, by cause",
             stranded_milli.clone(),
         );
+        let cost = CostMetrics::register(&mut registry);
         Metrics {
+            cost,
             registry,
             requests,
             latency,
@@ -389,6 +394,11 @@ impl Metrics {
                     .set(*milli as f64);
             }
         }
+    }
+
+    /// The cost series ([`CostMetrics`]).
+    pub fn cost(&self) -> &CostMetrics {
+        &self.cost
     }
 
     /// The OpenMetrics text exposition.

@@ -10,7 +10,8 @@
 //! - `outcome`: what each verb decided, as metric labels
 //! - `api_client`: the API calls bind makes, behind a trait
 //! - `reflectors`: Node and Pod watches feeding the state
-//! - `metrics`, `server`, `connections`, `tls`: Prometheus metrics and the HTTP(S) server
+//! - `metrics`, `cost_metrics`, `server`, `connections`, `tls`: Prometheus metrics (the cost
+//!   series apart) and the HTTP(S) server
 //!
 //! A pod's request is read by `kubesched_k8s::PodRequestReader`, the rule the node agent
 //! follows too.
@@ -20,6 +21,7 @@ mod bind;
 pub mod cluster_state;
 pub mod config;
 mod connections;
+pub mod cost_metrics;
 pub mod filter;
 pub mod metrics;
 pub mod outcome;

@@ -35,10 +35,15 @@ use super::service::Extender;
 pub fn node_base(node: &Node, inventory_key: &str) -> Option<(String, Result<NodeBase, String>)> {
     let name = node.metadata.name.clone()?;
     let text = node.metadata.annotations.as_ref()?.get(inventory_key)?;
-    Some((name.clone(), node_state(node, &name, text)))
+    Some((name.clone(), node_state(node, &name, text, inventory_key)))
 }
 
-fn node_state(node: &Node, name: &str, inventory: &str) -> Result<NodeBase, String> {
+fn node_state(
+    node: &Node,
+    name: &str,
+    inventory: &str,
+    inventory_key: &str,
+) -> Result<NodeBase, String> {
     let inv = NodeInventory::from_json(inventory).map_err(|e| e.to_string())?;
     if inv.node != name {
         return Err(format!("inventory describes node {:?}", inv.node));
@@ -54,10 +59,34 @@ fn node_state(node: &Node, name: &str, inventory: &str) -> Result<NodeBase, Stri
     let mem = get("memory")?.map_or(0, Quantity::mebi_ceil);
     let state = NodeState::from_inventory(&inv, cpu, mem).map_err(|e| e.to_string())?;
     Ok(NodeBase {
+        pool: node_pool(node, inventory_key, &state),
         state,
         live_numa_cpus: !inv.numa_nodes.is_empty()
             && inv.numa_nodes.iter().all(|n| n.free_cpus.is_some()),
     })
+}
+
+/// Node labels that name a node's pool, after our own `<prefix>/pool`: GKE, EKS, AKS and
+/// Karpenter node pools.
+const POOL_LABELS: [&str; 4] = [
+    "cloud.google.com/gke-nodepool",
+    "eks.amazonaws.com/nodegroup",
+    "kubernetes.azure.com/agentpool",
+    "karpenter.sh/nodepool",
+];
+
+/// The node's pool: the label `<prefix>/pool` (the prefix of `inventory_key`), else a cloud
+/// provider's node-pool label, else its GPU model.
+pub fn node_pool(node: &Node, inventory_key: &str, state: &NodeState) -> String {
+    let prefix = inventory_key.rsplit_once('/').map_or("", |(p, _)| p);
+    let ours = format!("{prefix}/pool");
+    let labels = node.metadata.labels.as_ref();
+    std::iter::once(ours.as_str())
+        .chain(POOL_LABELS)
+        .find_map(|key| labels.and_then(|l| l.get(key)).filter(|v| !v.is_empty()))
+        .cloned()
+        .or_else(|| state.gpus.first().map(|g| g.model.to_string()))
+        .unwrap_or_else(|| "(no GPU)".into())
 }
 
 /// What the state keeps of a pod; `None` for terminal pods (they hold nothing).

@@ -13,10 +13,12 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use kubesched_core::planning::cost::cost_report;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
 
+use super::cluster_state::CostedNode;
 use super::protocol::{ExtenderArgs, ExtenderBindingArgs, ExtenderPreemptionArgs};
 use super::service::Extender;
 
@@ -155,11 +157,12 @@ async fn readyz(State(ext): State<Shared>) -> Response {
 
 async fn metrics(State(ext): State<Shared>) -> Response {
     // Copy the nodes out so the fragmentation aggregates run without the lock.
-    let (nodes, distinct): (Vec<_>, usize) = {
+    let (nodes, distinct, costed): (Vec<_>, usize, _) = {
         let state = ext.state();
         (
             state.node_states().cloned().collect(),
             state.distinct_states(),
+            state.cost_view(),
         )
     };
     ext.metrics().set_node_states(distinct);
@@ -168,6 +171,9 @@ async fn metrics(State(ext): State<Shared>) -> Response {
     let worker = ext.clone();
     let refreshed = tokio::task::spawn_blocking(move || {
         worker.metrics().refresh_state(&nodes, &workload, per_gpu);
+        let prices = worker.config().pricing.prices();
+        let report = cost_report(costed.iter().map(CostedNode::as_cost), &workload, &prices);
+        worker.metrics().cost().refresh(&report, Instant::now());
     })
     .await;
     if let Err(e) = refreshed {

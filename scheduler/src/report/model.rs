@@ -6,6 +6,7 @@ use kubesched_core::fragmentation::{FragCause, Workload, cluster_fragmentation, 
 use kubesched_core::inventory::MigMode;
 use kubesched_core::node::{GPU_MILLI, GpuSlots, GpuState, NodeState};
 use kubesched_core::numa::TopologyPolicy;
+use kubesched_core::planning::cost::CostReport;
 use serde::Serialize;
 
 /// One memory position of a MIG GPU.
@@ -64,6 +65,8 @@ pub struct GpuReport {
 pub struct NodeReport {
     /// The node's Kubernetes name.
     pub name: String,
+    /// The node's pool (a pool label, else its GPU model); empty when not known.
+    pub pool: String,
     /// The kubelet Topology Manager policy on the node.
     pub topology_policy: TopologyPolicy,
     /// Unallocated CPU in millicores.
@@ -110,6 +113,9 @@ pub struct Report {
     pub nodes: Vec<NodeReport>,
     /// Cluster-wide totals and stranded capacity.
     pub totals: ClusterTotals,
+    /// GPUs and their cost by state, per pool and per namespace (live state only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost: Option<CostReport>,
 }
 
 fn positions(g: &GpuState) -> Vec<Position> {
@@ -213,6 +219,7 @@ fn node_report(n: &NodeState) -> NodeReport {
     }
     NodeReport {
         name: n.name.clone(),
+        pool: String::new(),
         topology_policy: n.policy,
         cpu_free_milli: n.cpu_free_milli,
         memory_free_mib: n.memory_free_mib,
@@ -256,5 +263,6 @@ pub fn build<'a>(nodes: impl IntoIterator<Item = &'a NodeState>, workload: &Work
     Report {
         nodes: nodes.into_iter().map(node_report).collect(),
         totals,
+        cost: None,
     }
 }

@@ -4,6 +4,8 @@
 
 use std::fmt::Write as _;
 
+use kubesched_core::planning::cost::{CostLine, CostReport};
+
 use super::model::{Position, Report};
 
 fn map(positions: &[Position]) -> String {
@@ -119,6 +121,65 @@ pub fn render(report: &Report) -> String {
             .map(|(c, m)| format!("{c} {:.2}", *m as f64 / 1000.0))
             .collect();
         let _ = writeln!(s, "  {task:<22} cannot use: {} GPUs", parts.join(", "));
+    }
+    if let Some(cost) = &report.cost {
+        s.push_str(&render_cost(cost));
+    }
+    s
+}
+
+/// The cost section: per pool and per namespace, GPUs (GPU-hours per hour) and cost per
+/// hour by state, and what the unused capacity costs over 30 days.
+fn render_cost(cost: &CostReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "cost (GPUs = GPU-hours per hour; cost per hour at pricing.gpuHourly):"
+    );
+    let header = |s: &mut String, what: &str| {
+        let _ = writeln!(
+            s,
+            "  {what:<22} {:>7} {:>9} {:>7} {:>9} {:>9} {:>10} {:>10} {:>12}",
+            "GPUs", "allocated", "idle", "stranded", "alloc/h", "idle/h", "strand/h", "unused 30d"
+        );
+    };
+    // Namespaces hold no capacity of their own and no idle share: those columns are blank.
+    let row = |s: &mut String, name: &str, l: &CostLine, pool: bool| {
+        let blank = |v: f64, w: usize, p: usize| {
+            if pool {
+                format!("{v:>w$.p$}")
+            } else {
+                format!("{:>w$}", "-")
+            }
+        };
+        let _ = writeln!(
+            s,
+            "  {name:<22} {} {:>9.2} {} {:>9.2} {:>9.2} {} {:>10.2} {:>12.0}",
+            blank(l.gpus, 7, 2),
+            l.allocated_gpus,
+            blank(l.idle_gpus, 7, 2),
+            l.stranded_gpus,
+            l.allocated_per_hour,
+            blank(l.idle_per_hour, 10, 2),
+            l.stranded_per_hour,
+            l.unused_per_hour() * 24.0 * 30.0
+        );
+    };
+    header(&mut s, "pool");
+    for (pool, line) in &cost.pools {
+        row(&mut s, pool, line, true);
+    }
+    row(&mut s, "(all)", &cost.total, true);
+    header(&mut s, "namespace");
+    for (ns, line) in &cost.namespaces {
+        row(&mut s, ns, line, false);
+    }
+    if cost.total.unpriced_gpus > 0.0 {
+        let _ = writeln!(
+            s,
+            "  {:.0} GPUs have no price in pricing.gpuHourly: counted, not charged",
+            cost.total.unpriced_gpus
+        );
     }
     s
 }

@@ -23,7 +23,5 @@ pub async fn page() -> Html<&'static str> {
 /// Serves `/ui/data`: the report JSON built from the extender's live cluster state and
 /// current target workload.
 pub async fn data(State(ext): State<Arc<Extender>>) -> Json<Report> {
-    let (workload, _) = ext.workload().current();
-    let state = ext.state();
-    Json(report::build(state.node_states(), &workload))
+    Json(report::build_live(&ext))
 }

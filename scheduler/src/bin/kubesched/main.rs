@@ -36,7 +36,7 @@ struct Cli {
 enum Command {
     /// Replay a workload on a simulated cluster under several placement policies.
     Simulate(SimulateArgs),
-    /// Per node and GPU: MIG occupancy, free positions, what still fits, NUMA problems, stranded capacity by cause.
+    /// Per node and GPU: MIG occupancy, free positions, what still fits, NUMA problems, stranded capacity by cause; GPUs and their cost by state per pool and namespace.
     Report(ReportArgs),
     /// Save the cluster's Nodes and Pods to a file for offline `report` and `simulate --cluster`.
     Snapshot(SnapshotArgs),
@@ -59,6 +59,9 @@ struct ClusterSource {
     /// Resource name domain (nvidia.com/gpu, nvidia.com/mig-...).
     #[arg(long)]
     resource_domain: Option<String>,
+    /// The extender's configuration file (as the chart's ConfigMap holds it): its target workload, policy and pricing.gpuHourly.
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 impl ClusterSource {
@@ -69,6 +72,7 @@ impl ClusterSource {
             kubeconfig: None,
             annotation_prefix: None,
             resource_domain: None,
+            config: None,
         }
     }
 }
@@ -165,16 +169,17 @@ fn load_cluster(source: &ClusterSource) -> anyhow::Result<(Snapshot, Arc<Extende
         ..Default::default()
     };
     let (binder, _updates) = OfflineBinder::new(&snapshot);
-    let ext = Arc::new(Extender::new(Config::load(None, &overrides)?, binder)?);
+    let ext = Arc::new(Extender::new(
+        Config::load(source.config.as_deref(), &overrides)?,
+        binder,
+    )?);
     snapshot.load_into(&ext);
     Ok((snapshot, ext))
 }
 
 fn report_cmd(args: ReportArgs) -> anyhow::Result<()> {
     let (_, ext) = load_cluster(&args.source)?;
-    let workload = ext.workload().current().0;
-    let state = ext.state();
-    let rep = report::build(state.node_states(), &workload);
+    let rep = report::build_live(&ext);
     match args.output {
         Output::Table => print!("{}", report::render(&rep)),
         Output::Json => println!("{}", serde_json::to_string_pretty(&rep)?),
