@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use kubesched_core::fragmentation::{FragCause, Workload, cluster_fragmentation, mig_capacity};
+use kubesched_core::fragmentation::{
+    FragCause, Workload, cluster_fragmentation, mig_capacity, node_fragmentation,
+};
 use kubesched_core::inventory::MigMode;
 use kubesched_core::node::{GPU_MILLI, GpuSlots, GpuState, NodeState};
 use kubesched_core::numa::TopologyPolicy;
@@ -77,6 +79,8 @@ pub struct NodeReport {
     pub gpus: Vec<GpuReport>,
     /// Whole GPUs still free (non-MIG GPUs).
     pub whole_gpus_free: u32,
+    /// Free GPU share the target workload cannot use here (FGD's fragment), in milli-GPU.
+    pub stranded_milli: f64,
     /// Per profile: slices that could still be created on this node (each
     /// GPU on its own; profiles compete for the same positions).
     pub profile_fits: BTreeMap<String, u32>,
@@ -211,7 +215,7 @@ fn numa_problems(n: &NodeState) -> Vec<String> {
     out
 }
 
-fn node_report(n: &NodeState) -> NodeReport {
+fn node_report(n: &NodeState, workload: &Workload) -> NodeReport {
     let gpus: Vec<GpuReport> = n.gpus.iter().map(gpu_report).collect();
     let mut profile_fits = BTreeMap::new();
     for (profile, count) in gpus.iter().flat_map(|g| g.fits.iter()) {
@@ -228,6 +232,7 @@ fn node_report(n: &NodeState) -> NodeReport {
             .iter()
             .filter(|g| !g.is_mig() && g.free_milli() == GPU_MILLI)
             .count() as u32,
+        stranded_milli: node_fragmentation(n, workload),
         gpus,
         profile_fits,
         numa_problems: numa_problems(n),
@@ -261,7 +266,10 @@ pub fn build<'a>(nodes: impl IntoIterator<Item = &'a NodeState>, workload: &Work
             .collect(),
     };
     Report {
-        nodes: nodes.into_iter().map(node_report).collect(),
+        nodes: nodes
+            .into_iter()
+            .map(|n| node_report(n, workload))
+            .collect(),
         totals,
         cost: None,
     }
