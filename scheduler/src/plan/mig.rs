@@ -377,6 +377,23 @@ mod tests {
     }
 
     #[test]
+    fn a_job_file_keeps_its_instances_busy_on_average() {
+        let g = mig_geometry("H100-80GB").unwrap_or_else(|e| panic!("{e}"));
+        // Over 1,000 s: two 1g jobs of 500 s (one busy on average), one 3g of 1,000 s,
+        // and 3/7 of a GPU's work for 1,000 s on a 3g (its whole share: 1,000 s busy).
+        let text = r#"{"id": "a", "arrival_ms": 0, "duration_ms": 500000, "profile": "1g.10gb"}
+{"id": "b", "arrival_ms": 500000, "duration_ms": 500000, "profile": "1g.10gb"}
+{"id": "c", "arrival_ms": 0, "duration_ms": 1000000, "profile": "3g.40gb"}
+{"id": "d", "arrival_ms": 0, "work_ms": 428571, "profile": "3g.40gb"}"#;
+        let jobs =
+            crate::simulate::jobs::parse_jobs(text, Some(&g)).unwrap_or_else(|e| panic!("{e}"));
+        let d = demand_of_jobs(&jobs, &g).unwrap_or_else(|e| panic!("{e}"));
+        let of = |p: &str| d[g.profile(p).map(|x| x.0).unwrap_or(0)];
+        assert!((of("1g.10gb") - 1.0).abs() < 1e-3, "{d:?}");
+        assert!((of("3g.40gb") - 2.0).abs() < 1e-3, "{d:?}");
+    }
+
+    #[test]
     fn bad_demands_say_why() {
         let g = mig_geometry("H100-80GB").unwrap_or_else(|e| panic!("{e}"));
         for (text, says) in [

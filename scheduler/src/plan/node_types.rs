@@ -9,6 +9,7 @@ use kubesched_core::inventory::MigMode;
 use kubesched_core::node::NodeState;
 use kubesched_core::numa::TopologyPolicy;
 use kubesched_core::planning::PricedType;
+use kubesched_core::planning::mig_layouts;
 use kubesched_core::text::quote;
 use serde::Deserialize;
 
@@ -70,6 +71,8 @@ pub enum MigSetting {
     None,
     /// MIG mode, instances created per pod (MIG-capable models only).
     Dynamic,
+    /// MIG mode with a fixed layout on every GPU (`migLayout`), as mig-parted configures it.
+    Static,
 }
 
 /// One node type as written in the file.
@@ -82,9 +85,13 @@ pub struct NodeType {
     pub model: String,
     /// GPUs per node.
     pub gpus: u32,
-    /// `none` (whole GPUs) or `dynamic` (MIG).
+    /// `none` (whole GPUs), `dynamic` (MIG, instances made per pod) or `static` (MIG cut as
+    /// `migLayout` on every GPU).
     #[serde(default)]
     pub mig: MigSetting,
+    /// With `mig: static`: instances per profile on each GPU, e.g. `{"3g.40gb": 1, "1g.10gb": 4}`.
+    #[serde(default)]
+    pub mig_layout: std::collections::BTreeMap<String, u32>,
     /// CPUs per node.
     #[serde(default = "default_cpus")]
     pub cpus: u32,
@@ -129,8 +136,18 @@ impl NodeType {
             return Err(invalid("the name must have 1 to 63 characters".into()));
         }
         let model = catalogue::model(&self.model).map_err(|e| invalid(e.to_string()))?;
-        if self.mig == MigSetting::Dynamic && model.mig.is_none() {
+        if self.mig != MigSetting::None && model.mig.is_none() {
             return Err(invalid(format!("{} has no MIG mode", self.model)));
+        }
+        match (self.mig, self.mig_layout.is_empty()) {
+            (MigSetting::Static, true) => {
+                return Err(invalid("mig: static needs a migLayout".into()));
+            }
+            (MigSetting::Static, false) => {
+                self.placements().map_err(invalid)?;
+            }
+            (_, false) => return Err(invalid("migLayout is for mig: static".into())),
+            (_, true) => {}
         }
         if !(1..=16).contains(&self.gpus) {
             return Err(invalid("gpus must be 1 to 16".into()));
@@ -151,16 +168,41 @@ impl NodeType {
         Ok(())
     }
 
+    /// Where `migLayout`'s instances start on a GPU, or why they cannot all be there.
+    fn placements(&self) -> Result<Vec<(usize, u8)>, String> {
+        let geometry = catalogue::mig_geometry(&self.model).map_err(|e| e.to_string())?;
+        let mut counts = vec![0u32; geometry.profiles.len()];
+        for (profile, &n) in &self.mig_layout {
+            let (idx, _) = geometry.profile(profile).map_err(|e| e.to_string())?;
+            counts[idx] += n;
+        }
+        mig_layouts::place(&geometry, &counts).ok_or_else(|| {
+            format!(
+                "migLayout {:?} does not fit one {}",
+                self.mig_layout, self.model
+            )
+        })
+    }
+
     /// The node, empty, named `<type>-<index>`.
     pub fn node(&self, index: u32) -> NodeState {
-        builtin::sized_node(
+        let mut node = builtin::sized_node(
             format!("{}-{index:03}", self.name),
             &self.model,
             self.gpus,
             (self.cpus, u64::from(self.memory_gib) << 10),
             self.topology_policy,
-            (self.mig == MigSetting::Dynamic).then_some(MigMode::Dynamic),
-        )
+            (self.mig != MigSetting::None).then_some(MigMode::Dynamic),
+        );
+        if self.mig == MigSetting::Static {
+            // Checked when the file was read.
+            let placements = self.placements().unwrap_or_default();
+            for gpu in &mut node.gpus {
+                let uuid = gpu.uuid.to_string();
+                builtin::cut_static(gpu, &uuid, &placements);
+            }
+        }
+        node
     }
 
     /// The type as the search sees it.
@@ -232,6 +274,7 @@ pub fn examples() -> Vec<NodeType> {
         model: model.into(),
         gpus: 8,
         mig,
+        mig_layout: Default::default(),
         cpus: default_cpus(),
         memory_gib: default_memory_gib(),
         topology_policy: default_topology(),
@@ -261,10 +304,20 @@ mod tests {
     fn a_file_is_read_and_checked() {
         let types = parse(
             "nodeTypes:\n- {name: a, model: H100-80GB, gpus: 8, mig: dynamic, pricePerHour: 98, maxNodes: 4}\n\
-             - {name: b, model: L40S, gpus: 4, cpus: 64, memoryGiB: 512, topologyPolicy: none, pricePerHour: 12.5, maxNodes: 3}\n",
+             - {name: b, model: L40S, gpus: 4, cpus: 64, memoryGiB: 512, topologyPolicy: none, pricePerHour: 12.5, maxNodes: 3}\n\
+             - {name: c, model: A100-80GB, gpus: 2, mig: static, migLayout: {3g.40gb: 1, 1g.10gb: 3}, pricePerHour: 20, maxNodes: 2}\n",
         )
         .unwrap();
-        assert_eq!(types.len(), 2);
+        assert_eq!(types.len(), 3);
+        let c = types[2].node(0);
+        assert_eq!(c.gpus.len(), 2);
+        for g in &c.gpus {
+            let kubesched_core::node::GpuSlots::Mig(m) = &g.slots else {
+                panic!("not MIG")
+            };
+            assert_eq!(m.mode, MigMode::Static);
+            assert_eq!(m.gpu.slots().len(), 4);
+        }
         assert_eq!(types[1].cpus, 64);
         let nodes = fleet(&types, &[1, 2]);
         assert_eq!(nodes.len(), 3);
