@@ -3,27 +3,17 @@
 //! clear refusals of bad input.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+
+use common::kubesched;
 
 use kubesched_core::catalogue::mig_geometry;
 use kubesched_scheduler::simulate::jobs::parse_jobs;
 
-fn kubesched(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kubesched"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-/// A fresh folder of this test's own under cargo's target tmp dir.
 fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("simulate_cli")
-        .join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::scratch("simulate_cli", name)
 }
 
 fn text(bytes: &[u8]) -> String {

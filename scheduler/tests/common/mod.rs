@@ -258,6 +258,24 @@ pub fn bound(p: &Pod, node: &str, annotation: &str) -> Pod {
     p
 }
 
+/// Runs the `kubesched` binary of this build with `args`.
+pub fn kubesched(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_kubesched"))
+        .args(args)
+        .output()
+        .expect("kubesched runs")
+}
+
+/// A fresh folder `<suite>/<name>` under cargo's target tmp dir.
+pub fn scratch(suite: &str, name: &str) -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(suite)
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch folder");
+    dir
+}
+
 /// A keep-alive HTTP/1.1 connection, enough for tests and benches.
 pub struct Http {
     stream: BufReader<TcpStream>,
