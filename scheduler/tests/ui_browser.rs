@@ -301,11 +301,19 @@ async fn gpu_map_serves_a_thousand_nodes_with_an_overview_and_a_drill_down() {
         let run = |path: &str, extra: &[&str]| {
             timed_browse(&chrome_c, &profile, &format!("{base}{path}"), extra)
         };
+        // A first run makes the browser profile; it is not timed.
+        run("/healthz", &["--dump-dom"]);
+        // The median of three wall times: this machine's timings spread widely.
+        let median = |path: &str, extra: &[&str]| {
+            let mut runs: Vec<(String, Duration)> = (0..3).map(|_| run(path, extra)).collect();
+            runs.sort_by_key(|r| r.1);
+            runs.swap_remove(1)
+        };
         // Chromium's own start, on a page that draws nothing.
-        let (_, blank) = run("/healthz", &["--dump-dom"]);
+        let (_, blank) = median("/healthz", &["--dump-dom"]);
         // The first render (the page refreshes every 2 s of virtual time), then four more.
-        let (overview, load) = run("/ui", &["--dump-dom", "--virtual-time-budget=1500"]);
-        let (_, five) = run("/ui", &["--dump-dom", "--virtual-time-budget=9500"]);
+        let (overview, load) = median("/ui", &["--dump-dom", "--virtual-time-budget=1500"]);
+        let (_, five) = median("/ui", &["--dump-dom", "--virtual-time-budget=9500"]);
         let (drill, _) = run(
             "/ui#pool=h100-mig&sort=stranded&node=h100-mig-0042",
             &["--dump-dom"],
@@ -376,8 +384,8 @@ async fn gpu_map_serves_a_thousand_nodes_with_an_overview_and_a_drill_down() {
     let (blank, load, five) = timings;
     eprintln!(
         "GPU map at 1000 nodes: /ui/data {:.0} KiB built and sent in {data_ms:.0} ms; page load {:.2} s \
-         (Chromium start to first render; Chromium alone {:.2} s); one refresh {:.2} s (fetch, parse, redraw); \
-         screenshots in {}",
+         (Chromium start to first render, median of 3; Chromium alone {:.2} s); one refresh {:.2} s \
+         (fetch, parse, redraw: four more refreshes' extra time over four); screenshots in {}",
         body.len() as f64 / 1024.0,
         load.as_secs_f64(),
         blank.as_secs_f64(),
