@@ -13,7 +13,9 @@ use common::{FakeBinder, binding, bound, observe, one_h100, pod, seven_g};
 use k8s_openapi::api::core::v1::Pod;
 use kubesched_scheduler::extender::Extender;
 use kubesched_scheduler::extender::cluster_state::Settled;
-use kubesched_scheduler::extender::reservation_check::{CHECK_AFTER, check_unconfirmed};
+use kubesched_scheduler::extender::reservation_check::{
+    CHECK_AFTER, MAX_CHECKS_PER_ROUND, check_unconfirmed,
+};
 
 /// Binds `p` (kept by the fake API server as created) and returns its annotation.
 async fn bind(ext: &Extender, binder: &FakeBinder, p: &Pod) -> String {
@@ -144,5 +146,40 @@ async fn an_answer_older_than_a_list_or_a_delete_changes_nothing() {
         .settle_reservation("uid-raced", made, generation, found);
     assert_eq!(settled, Settled::Stale);
     assert!(ext.state().pod("uid-raced").is_none());
+    assert_eq!(ext.state().reservation_count(), 0);
+}
+
+#[tokio::test]
+async fn a_round_asks_about_the_oldest_few_only() {
+    // A 7g pod per GPU: 100 one-GPU nodes, a bind on each that the watch never confirms.
+    let nodes: Vec<_> = (0..100)
+        .map(|i| {
+            common::node(
+                &format!("gpu-{i}"),
+                &[("H100-80GB", Some("dynamic"), 0)],
+                &[],
+            )
+        })
+        .collect();
+    let (ext, binder) = common::extender(Default::default(), &nodes);
+    for i in 0..100 {
+        let p = seven_g(&format!("p{i}"));
+        binder
+            .pods
+            .lock()
+            .unwrap()
+            .insert(format!("p{i}"), p.clone());
+        observe(&ext, &p);
+        let r = ext.bind(&binding(&p, &format!("gpu-{i}"))).await;
+        assert_eq!(r.error, "");
+    }
+    binder.pods.lock().unwrap().clear();
+    let done = check_unconfirmed(&ext, later()).await;
+    assert_eq!(done.len(), MAX_CHECKS_PER_ROUND);
+    // The first binds are the oldest: they went first.
+    assert!(done.iter().any(|(uid, _)| uid == "uid-p0"));
+    assert!(!done.iter().any(|(uid, _)| uid == "uid-p99"));
+    assert_eq!(ext.state().reservation_count(), 100 - MAX_CHECKS_PER_ROUND);
+    check_unconfirmed(&ext, later()).await;
     assert_eq!(ext.state().reservation_count(), 0);
 }

@@ -22,6 +22,10 @@ const CHECK_INTERVAL: Duration = Duration::from_secs(5);
 /// more than a bind and its watch event take, so a healthy watch never causes a GET.
 pub const CHECK_AFTER: Duration = Duration::from_secs(10);
 
+/// Most reservations asked about per round, oldest first: a watch far behind during a burst
+/// leaves many unconfirmed, and the API server it lags behind is then busy already.
+pub const MAX_CHECKS_PER_ROUND: usize = 64;
+
 /// Checks and expires unconfirmed reservations, every few seconds; never returns.
 pub async fn run(ext: Arc<Extender>) {
     let ttl = Duration::from_secs(ext.config().reservation_ttl_seconds);
@@ -37,16 +41,19 @@ pub async fn run(ext: Arc<Extender>) {
     }
 }
 
-/// Asks the API server about every reservation made more than [`CHECK_AFTER`] before `now`
-/// and not yet confirmed, and settles it; returns what was done to each, by pod UID.
+/// Asks the API server about the reservations made more than [`CHECK_AFTER`] before `now`
+/// and not yet confirmed (the [`MAX_CHECKS_PER_ROUND`] oldest), and settles them; returns
+/// what was done to each, by pod UID.
 pub async fn check_unconfirmed(ext: &Extender, now: Instant) -> Vec<(String, Settled)> {
-    let (generation, unconfirmed) = {
+    let (generation, mut unconfirmed) = {
         let state = ext.state();
         (
             state.pod_list_generation(),
             state.unconfirmed_reservations(now, CHECK_AFTER),
         )
     };
+    unconfirmed.sort_by_key(|(uid, r)| (r.created, uid.clone()));
+    unconfirmed.truncate(MAX_CHECKS_PER_ROUND);
     let mut done = Vec::with_capacity(unconfirmed.len());
     for (uid, reservation) in unconfirmed {
         let pod = PodRef {
