@@ -38,7 +38,7 @@ fn dashboard_queries_only_exported_metrics() {
         }),
         1,
     )]);
-    metrics.refresh_state(std::slice::from_ref(&node), &workload, true);
+    metrics.refresh_state(&[&node], &workload, true);
     // The cost series, twice a minute apart so the counters have added something.
     let held = [("serving".to_string(), 0u64)];
     let cost = cost_report(

@@ -86,7 +86,8 @@ fn a_skewed_mix_gets_a_config_file_that_serves_more_than_any_hand_layout() {
 #[test]
 fn a_snapshot_gives_the_demand_the_pool_and_the_change() {
     let dir = scratch("snapshot");
-    // Two static H100 nodes, both GPUs cut 7 × 1g; ten pending 3g pods.
+    // Two static H100 nodes, both GPUs cut 7 × 1g, and a dynamic one (not part of the
+    // static pool); ten pending 3g pods.
     let ones: Vec<(&str, u8)> = (0..7).map(|s| ("1g.10gb", s)).collect();
     let gpus = [
         ("H100-80GB", Some("static"), 0),
@@ -97,6 +98,14 @@ fn a_snapshot_gives_the_demand_the_pool_and_the_change() {
         nodes: vec![
             common::node("h-0", &gpus, &ones),
             common::node("h-1", &gpus, &ones),
+            common::node(
+                "d-0",
+                &[
+                    ("H100-80GB", Some("dynamic"), 0),
+                    ("H100-80GB", Some("dynamic"), 1),
+                ],
+                &[],
+            ),
         ],
         pods: (0..10)
             .map(|i| {

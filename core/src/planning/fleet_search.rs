@@ -53,20 +53,26 @@ pub struct Search {
 }
 
 impl Search {
-    /// The cost curve: for each evaluated cost, in increasing order, the best (lowest)
-    /// metric of any evaluated fleet costing at most that, where it improves.
-    pub fn curve(&self) -> Vec<(f64, f64)> {
-        let mut points: Vec<(f64, f64)> = self
+    /// The cost curve: the evaluated fleets by increasing cost, each one with a lower
+    /// (finite) metric than every cheaper one.
+    pub fn curve(&self) -> Vec<&Point> {
+        let mut points: Vec<&Point> = self
             .evaluated
             .iter()
             .filter(|p| p.verdict.metric.is_finite())
-            .map(|p| (p.cost_per_hour, p.verdict.metric))
             .collect();
-        points.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
-        let mut curve: Vec<(f64, f64)> = Vec::new();
-        for (cost, metric) in points {
-            if curve.last().is_none_or(|&(_, best)| metric < best) {
-                curve.push((cost, metric));
+        points.sort_by(|a, b| {
+            a.cost_per_hour
+                .total_cmp(&b.cost_per_hour)
+                .then(a.verdict.metric.total_cmp(&b.verdict.metric))
+        });
+        let mut curve: Vec<&Point> = Vec::new();
+        for p in points {
+            if curve
+                .last()
+                .is_none_or(|c| p.verdict.metric < c.verdict.metric)
+            {
+                curve.push(p);
             }
         }
         curve
@@ -337,7 +343,11 @@ mod tests {
     fn the_curve_only_improves_with_cost() {
         let t = types(&[(3.0, 6), (2.0, 6), (5.0, 3)]);
         let s = cheapest(&t, capacity(&[3.0, 2.0, 6.0], 17.0));
-        let curve = s.curve();
+        let curve: Vec<(f64, f64)> = s
+            .curve()
+            .iter()
+            .map(|p| (p.cost_per_hour, p.verdict.metric))
+            .collect();
         assert!(curve.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 > w[1].1));
         assert_eq!(curve.last().map(|c| c.1), Some(0.0));
     }

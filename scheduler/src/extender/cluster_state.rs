@@ -379,21 +379,23 @@ impl ClusterState {
         let mut out = Vec::new();
         for (name, entry) in &self.nodes {
             let Ok(base) = &entry.base else { continue };
+            // Bound pods, and binds the watch has not shown yet.
+            let pods = self.on_node.get(name).into_iter().flatten();
+            let holders = pods
+                .filter_map(|uid| self.pods.get(uid))
+                .map(|p| (&p.namespace, &p.request))
+                .chain(
+                    self.reservations
+                        .on_node(name)
+                        .into_iter()
+                        .map(|(_, r)| (&r.namespace, &r.request)),
+                );
             let mut held: BTreeMap<String, u64> = BTreeMap::new();
-            for uid in self.on_node.get(name).into_iter().flatten() {
-                if let Some(pod) = self.pods.get(uid) {
-                    let milli =
-                        kubesched_core::planning::cost::held_milli(&entry.state, &pod.request.gpu);
-                    if milli > 0 {
-                        *held.entry(pod.namespace.clone()).or_default() += milli;
-                    }
-                }
-            }
-            for (_, r) in self.reservations.on_node(name) {
-                let milli =
-                    kubesched_core::planning::cost::held_milli(&entry.state, &r.request.gpu);
+            for (namespace, request) in holders {
+                let milli = kubesched_core::planning::cost::held_milli(&entry.state, &request.gpu);
                 if milli > 0 {
-                    *held.entry(r.namespace.clone()).or_default() += milli;
+                    let sum = held.entry(namespace.clone()).or_default();
+                    *sum = sum.saturating_add(milli);
                 }
             }
             out.push(CostedNode {

@@ -12,7 +12,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 type FGauge = Gauge<f64, AtomicU64>;
 type FCounter = Counter<f64, AtomicU64>;
@@ -58,49 +58,49 @@ fn states(line: &CostLine) -> [(&'static str, f64, f64); 3] {
     ]
 }
 
+/// A new metric, registered under `name`.
+fn registered<M: Metric + Clone + Default>(registry: &mut Registry, name: &str, help: &str) -> M {
+    let metric = M::default();
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 impl CostMetrics {
     /// Registers the series in `registry`.
     pub fn register(registry: &mut Registry) -> Self {
-        let m = CostMetrics {
-            pool_gpus: Family::default(),
-            pool_cost: Family::default(),
-            namespace_gpus: Family::default(),
-            namespace_cost: Family::default(),
-            pool_gpu_hours: Family::default(),
-            pool_cost_total: Family::default(),
+        CostMetrics {
+            pool_gpus: registered(
+                registry,
+                "pool_gpus",
+                "GPUs per pool by state: allocated, idle (free and usable by the target workload), stranded (free and not)",
+            ),
+            pool_cost: registered(
+                registry,
+                "pool_cost_per_hour",
+                "Cost per hour of each pool's GPUs by state, from pricing.gpuHourly",
+            ),
+            namespace_gpus: registered(
+                registry,
+                "namespace_gpus",
+                "GPUs per namespace: allocated (held by its pods) and stranded (charged by its share of each node it holds GPUs on)",
+            ),
+            namespace_cost: registered(
+                registry,
+                "namespace_cost_per_hour",
+                "Cost per hour per namespace, allocated and stranded",
+            ),
+            pool_gpu_hours: registered(
+                registry,
+                "pool_gpu_hours",
+                "GPU-hours per pool by state, added up between scrapes",
+            ),
+            pool_cost_total: registered(
+                registry,
+                "pool_cost",
+                "Cost per pool by state, added up between scrapes",
+            ),
             last: Mutex::new(None),
-        };
-        registry.register(
-            "pool_gpus",
-            "GPUs per pool by state: allocated, idle (free and usable by the target workload), stranded (free and not)",
-            m.pool_gpus.clone(),
-        );
-        registry.register(
-            "pool_cost_per_hour",
-            "Cost per hour of each pool's GPUs by state, from pricing.gpuHourly",
-            m.pool_cost.clone(),
-        );
-        registry.register(
-            "namespace_gpus",
-            "GPUs per namespace: allocated (held by its pods) and stranded (charged by its share of each node it holds GPUs on)",
-            m.namespace_gpus.clone(),
-        );
-        registry.register(
-            "namespace_cost_per_hour",
-            "Cost per hour per namespace, allocated and stranded",
-            m.namespace_cost.clone(),
-        );
-        registry.register(
-            "pool_gpu_hours",
-            "GPU-hours per pool by state, added up between scrapes",
-            m.pool_gpu_hours.clone(),
-        );
-        registry.register(
-            "pool_cost",
-            "Cost per pool by state, added up between scrapes",
-            m.pool_cost_total.clone(),
-        );
-        m
+        }
     }
 
     /// Sets the gauges from `report`, and adds the time since the last refresh at these

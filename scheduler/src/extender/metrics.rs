@@ -339,7 +339,7 @@ impl Metrics {
 
     /// Recomputes the state gauges from node snapshots (called off the
     /// request path, on a copy, so scrapes never hold the state lock long).
-    pub fn refresh_state(&self, nodes: &[NodeState], workload: &Workload, per_gpu: bool) {
+    pub fn refresh_state(&self, nodes: &[&NodeState], workload: &Workload, per_gpu: bool) {
         self.gpu_free_positions.clear();
         self.gpu_largest_profile.clear();
         self.gpu_profile_fits.clear();
@@ -378,7 +378,7 @@ impl Metrics {
                 }
             }
         }
-        let c = fragmentation::cluster_fragmentation(nodes, workload);
+        let c = fragmentation::cluster_fragmentation(nodes.iter().copied(), workload);
         self.unallocated_ratio.set(c.unallocated_pct() / 100.0);
         self.fragment_milli.set(c.fragment_milli);
         self.fragment_amount_ratio.set(c.amount_pct() / 100.0);
@@ -440,7 +440,7 @@ mod tests {
             }),
             1,
         )]);
-        m.refresh_state(&[node], &w, true);
+        m.refresh_state(&[&node], &w, true);
         let text = m.encode().unwrap();
         for line in [
             "kubesched_extender_requests_total{verb=\"filter\",code=\"200\"} 1",

@@ -156,20 +156,18 @@ async fn readyz(State(ext): State<Shared>) -> Response {
 }
 
 async fn metrics(State(ext): State<Shared>) -> Response {
-    // Copy the nodes out so the fragmentation aggregates run without the lock.
-    let (nodes, distinct, costed): (Vec<_>, usize, _) = {
+    // Copy the nodes out (with their pools and holders, for the cost series) so the
+    // fragmentation aggregates run without the lock.
+    let (costed, distinct) = {
         let state = ext.state();
-        (
-            state.node_states().cloned().collect(),
-            state.distinct_states(),
-            state.cost_view(),
-        )
+        (state.cost_view(), state.distinct_states())
     };
     ext.metrics().set_node_states(distinct);
     let (workload, _) = ext.workload().current();
     let per_gpu = ext.config().per_gpu_metrics;
     let worker = ext.clone();
     let refreshed = tokio::task::spawn_blocking(move || {
+        let nodes: Vec<_> = costed.iter().map(|c| &c.state).collect();
         worker.metrics().refresh_state(&nodes, &workload, per_gpu);
         let prices = worker.config().pricing.prices();
         let report = cost_report(costed.iter().map(CostedNode::as_cost), &workload, &prices);

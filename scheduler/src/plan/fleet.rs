@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use kubesched_core::planning::{self, Point, Search, Verdict};
+use kubesched_core::planning::{self, Search, Verdict};
 use kubesched_core::scoring::Policy;
 use kubesched_core::timed::{Job, TimedConfig, TimedMetrics, TimedReplay};
 
@@ -224,7 +224,7 @@ pub fn table(question: &FleetQuestion<'_>, answer: &FleetAnswer) -> String {
         "  {:<36} {:>9} {:>12} {:>10} {:>6}",
         "fleet", "cost/h", metric, "util %", "meets"
     );
-    for p in curve_points(&answer.search) {
+    for p in answer.search.curve() {
         let m = answer.metrics.get(&p.counts);
         let _ = writeln!(
             out,
@@ -258,31 +258,6 @@ pub fn table(question: &FleetQuestion<'_>, answer: &FleetAnswer) -> String {
         }
     }
     out
-}
-
-/// The evaluated fleets on the cost curve: by increasing cost, each one with a lower metric
-/// than every cheaper one.
-fn curve_points(search: &Search) -> Vec<&Point> {
-    let mut points: Vec<&Point> = search
-        .evaluated
-        .iter()
-        .filter(|p| p.verdict.metric.is_finite())
-        .collect();
-    points.sort_by(|a, b| {
-        a.cost_per_hour
-            .total_cmp(&b.cost_per_hour)
-            .then(a.verdict.metric.total_cmp(&b.verdict.metric))
-    });
-    let mut curve: Vec<&Point> = Vec::new();
-    for p in points {
-        if curve
-            .last()
-            .is_none_or(|c| p.verdict.metric < c.verdict.metric)
-        {
-            curve.push(p);
-        }
-    }
-    curve
 }
 
 fn shown(v: f64) -> String {

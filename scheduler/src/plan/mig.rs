@@ -189,6 +189,9 @@ pub fn layout_of(gpu: &kubesched_core::node::GpuState, geometry: &MigGeometry) -
     let GpuSlots::Mig(m) = &gpu.slots else {
         return None;
     };
+    if m.mode != kubesched_core::inventory::MigMode::Static {
+        return None;
+    }
     let mut counts = vec![0u32; geometry.profiles.len()];
     for slot in m.gpu.slots() {
         let name = &m.gpu.geometry().profiles.get(slot.profile)?.name;
@@ -245,8 +248,7 @@ pub fn pool(model: &str, geometry: &Arc<MigGeometry>, layouts: &[Vec<Counts>]) -
             );
             for (gpu, layout) in node.gpus.iter_mut().zip(per_gpu) {
                 let placements = mig_layouts::place(geometry, layout).unwrap_or_default();
-                let uuid = gpu.uuid.to_string();
-                builtin::cut_static(gpu, &uuid, &placements);
+                builtin::cut_static(gpu, &placements);
             }
             node
         })

@@ -198,8 +198,7 @@ impl NodeType {
             // Checked when the file was read.
             let placements = self.placements().unwrap_or_default();
             for gpu in &mut node.gpus {
-                let uuid = gpu.uuid.to_string();
-                builtin::cut_static(gpu, &uuid, &placements);
+                builtin::cut_static(gpu, &placements);
             }
         }
         node

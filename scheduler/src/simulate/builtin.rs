@@ -78,14 +78,15 @@ pub fn gpu(
             .iter()
             .filter_map(|(profile, start)| geo.profile(profile).ok().map(|(idx, _)| (idx, *start)))
             .collect();
-        cut_static(&mut s, uuid, &placements);
+        cut_static(&mut s, &placements);
     }
     s
 }
 
-/// Turns a MIG GPU static, with instances at `placements` (profile index, start); a
-/// placement that does not fit is skipped.
-pub fn cut_static(gpu: &mut GpuState, uuid: &str, placements: &[(usize, u8)]) {
+/// Turns a MIG GPU static, with instances at `placements` (profile index, start), named
+/// `MIG-<GPU UUID>-<start>`; a placement that does not fit is skipped.
+pub fn cut_static(gpu: &mut GpuState, placements: &[(usize, u8)]) {
+    let uuid = gpu.uuid.clone();
     if let GpuSlots::Mig(m) = &mut gpu.slots {
         m.mode = MigMode::Static;
         for &(idx, start) in placements {

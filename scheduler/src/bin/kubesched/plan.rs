@@ -349,12 +349,10 @@ fn mig_cmd(args: &MigArgs) -> anyhow::Result<()> {
         (format!("jobs of {}", path.display()), demand)
     } else if let Some(path) = &args.snapshot {
         let (snapshot, ext) = load_cluster(&ClusterSource::snapshot(path))?;
+        let wanted = kubesched_core::catalogue::model(&args.model)?.name;
         for node in ext.state().node_states() {
             let model_matches = node.gpus.iter().all(|g| {
-                kubesched_core::catalogue::model(&g.model).is_ok_and(|m| {
-                    kubesched_core::catalogue::model(&args.model)
-                        .is_ok_and(|want| want.name == m.name)
-                })
+                kubesched_core::catalogue::model(&g.model).is_ok_and(|m| m.name == wanted)
             });
             let layouts: Option<Vec<Counts>> = node
                 .gpus
