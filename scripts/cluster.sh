@@ -2,14 +2,16 @@
 # A one-node Kubernetes 1.20.2 cluster with a real kubelet, for kubesched's end-to-end tests,
 # built from Debian bookworm packages only:
 #   - etcd 3.4 from `etcd-server`;
-#   - kube-apiserver, kube-scheduler and kubelet compiled from Debian's `kubernetes` source
-#     package (the full upstream v1.20.2 tree, vendor/ included) with Debian's Go, offline;
+#   - kube-apiserver, kube-controller-manager, kube-scheduler and kubelet compiled from Debian's
+#     `kubernetes` source package (the full upstream v1.20.2 tree, vendor/ included) with
+#     Debian's Go, offline;
 #   - containerd + runc + containernetworking-plugins;
-#   - a pause image and a busybox image assembled locally (no image registry is used).
+#   - pause, busybox and kube-scheduler images assembled locally (no image registry is used).
 #
-# Usage (as root; everything listens on 127.0.0.1 only):
+# Usage (as root; everything listens on 127.0.0.1 only, pods on a host-only bridge):
 #   cluster.sh build            install packages, build and cache binaries and images
-#   cluster.sh up               etcd, kube-apiserver (RBAC), kube-scheduler, containerd, kubelet;
+#   cluster.sh up               etcd, kube-apiserver (RBAC), kube-controller-manager,
+#                               kube-scheduler, containerd, kubelet;
 #                               returns when the Node is Ready; writes the admin kubeconfig
 #   cluster.sh down             stop everything `up` started; no processes, mounts or listeners left
 #   cluster.sh status           what runs, where the kubeconfig and the plugin folder are
@@ -17,6 +19,8 @@
 #   cluster.sh scheduler [CFG]  (re)start the dedicated kube-scheduler (our extender) with CFG
 #   cluster.sh restart-kubelet  kill and restart the kubelet (device-plugin re-registration)
 #   cluster.sh restart-apiserver  kill and restart kube-apiserver only (etcd keeps the objects)
+#   cluster.sh stop-scheduler   stop the dedicated kube-scheduler (e.g. before deploying the chart's)
+#   cluster.sh load-image TAR   import a docker-archive image into the node's containerd
 #
 # Two kube-schedulers run. The default one (schedulerName `default-scheduler`) schedules
 # ordinary pods. The dedicated one (schedulerName $KUBESCHED_SCHEDULER_NAME, default
@@ -29,10 +33,11 @@
 # reserved). Its device-plugin folder is fixed by kubelet 1.20 at
 # /var/lib/kubelet/device-plugins, so one such cluster can run per machine.
 #
-# No kube-controller-manager runs: Deployments, DaemonSets and ReplicaSets create no pods (run
-# binaries directly or create Pods), a deleted Namespace stays Terminating forever (its
-# finalizer is never removed; `up` starts from an empty etcd), service-account tokens come only
-# from the TokenRequest API (`kubectl create token`), and nothing garbage-collects.
+# kube-controller-manager runs the controllers for Deployments, ReplicaSets, DaemonSets,
+# service accounts and their token secrets, namespace deletion and garbage collection, not
+# node lifecycle (fake nodes have no kubelet). Pods reach the API server as in any cluster,
+# at the `kubernetes` Service (10.0.0.1:443; one DNAT rule stands in for kube-proxy). Images
+# are loaded with `cluster.sh load-image TAR` (docker-archive, e.g. from scripts/images.sh).
 #
 # Environment (defaults in brackets):
 #   XDG_CACHE_HOME / KUBESCHED_CLUSTER_CACHE  cache of sources, binaries, images
@@ -45,6 +50,7 @@
 #   KUBESCHED_KUBELET_EXTRA_CONFIG  extra KubeletConfiguration YAML lines
 set -euo pipefail
 
+SCRIPTS="$(cd "$(dirname "$0")" && pwd)"
 CACHE="${KUBESCHED_CLUSTER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kubesched-cluster}"
 RUN="${KUBESCHED_CLUSTER_RUN:-$CACHE/run}"
 API_PORT="${KUBESCHED_API_PORT:-6443}"
@@ -64,6 +70,7 @@ for p in 1g.5gb 1g.10gb 1g.20gb 2g.10gb 2g.20gb 3g.20gb 3g.40gb 4g.20gb 4g.40gb 
 done
 RESOURCES="${KUBESCHED_MANAGED_RESOURCES:-$DEFAULT_RESOURCES}"
 TOKEN_FILE_NAME=admin.token
+KUBE_BINS=(kube-apiserver kube-controller-manager kube-scheduler kubelet)
 SRCVER="1.20.5+really1.20.2"
 KVER="1.20.2"
 BIN="$CACHE/bin"
@@ -73,11 +80,16 @@ KUBELET_ROOT=/var/lib/kubelet
 PLUGIN_DIR="$KUBELET_ROOT/device-plugins"
 BRIDGE=kubesched0
 POD_SUBNET=10.244.0.0/24
+BRIDGE_IP=10.244.0.1          # the pods' gateway: this machine
+SERVICE_RANGE=10.0.0.0/24
+API_SERVICE_IP=10.0.0.1       # ClusterIP of the `kubernetes` Service (first of SERVICE_RANGE)
+KCM_PORT=10257
 PAUSE_IMAGE="localhost/pause:local"
 BUSYBOX_IMAGE="localhost/busybox:local"
+KUBE_SCHEDULER_IMAGE="localhost/kube-scheduler:v$KVER"
 PKGS=(golang-go rsync make etcd-server openssl curl dpkg-dev ca-certificates
   containerd runc containernetworking-plugins busybox-static gcc libc6-dev python3
-  iproute2)
+  iproute2 iptables)
 
 log() { echo "[cluster $(date +%T)] $*" >&2; }
 die() { log "$*"; exit 1; }
@@ -87,45 +99,11 @@ need_root() { [ "$(id -u)" -eq 0 ] || die "must run as root (kubelet, containerd
 
 # ------------------------------------------------------------------------------------ build
 
-# mkimage ROOTFS NAME OUT [ENTRYPOINT...]: write a one-layer docker-archive tar that
-# `ctr images import` accepts.
+# mkimage ROOTFS NAME OUT [ENTRYPOINT...]: a one-layer docker-archive tar for `ctr images import`.
 mkimage() {
-  python3 - "$@" <<'PY'
-import hashlib, io, json, os, sys, tarfile
-rootfs, name, out, entry = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
-buf = io.BytesIO()
-with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
-    for dirpath, dirnames, filenames in os.walk(rootfs):
-        dirnames.sort()
-        for n in sorted(dirnames) + sorted(filenames):
-            full = os.path.join(dirpath, n)
-            info = t.gettarinfo(full, arcname=os.path.relpath(full, rootfs))
-            info.uid = info.gid = 0
-            info.uname = info.gname = "root"
-            info.mtime = 0
-            if info.isreg():
-                with open(full, "rb") as f:
-                    t.addfile(info, f)
-            else:
-                t.addfile(info)
-layer = buf.getvalue()
-config = {
-    "architecture": "amd64", "os": "linux", "created": "1970-01-01T00:00:00Z",
-    "config": {"Env": ["PATH=/bin:/usr/bin:/sbin:/usr/sbin"], "WorkingDir": "/"},
-    "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(layer).hexdigest()]},
-}
-if entry:
-    config["config"]["Entrypoint"] = entry
-config_bytes = json.dumps(config, sort_keys=True).encode()
-config_name = hashlib.sha256(config_bytes).hexdigest() + ".json"
-manifest = json.dumps([{"Config": config_name, "RepoTags": [name], "Layers": ["layer.tar"]}]).encode()
-with tarfile.open(out + ".tmp", "w") as t:
-    for fname, data in [("layer.tar", layer), (config_name, config_bytes), ("manifest.json", manifest)]:
-        info = tarfile.TarInfo(fname)
-        info.size = len(data)
-        t.addfile(info, io.BytesIO(data))
-os.replace(out + ".tmp", out)
-PY
+  local rootfs=$1 name=$2 out=$3
+  shift 3
+  python3 "$SCRIPTS/mkimage.py" "$rootfs" "$name" "$out" -- "$@"
 }
 
 install_packages() {
@@ -134,8 +112,8 @@ install_packages() {
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   command -v kubectl >/dev/null || missing+=(kubernetes-client)   # kubectl 1.20
-  local have_src=0
-  [ -x "$BIN/kube-apiserver" ] && [ -x "$BIN/kube-scheduler" ] && [ -x "$BIN/kubelet" ] && have_src=1
+  local have_src=1 b
+  for b in "${KUBE_BINS[@]}"; do [ -x "$BIN/$b" ] || have_src=0; done
   if [ ${#missing[@]} -eq 0 ] && [ $have_src -eq 1 ]; then return 0; fi
   export DEBIAN_FRONTEND=noninteractive
   if [ $have_src -eq 0 ] && ! apt-cache showsrc kubernetes 2>/dev/null | grep -q "^Version: ${SRCVER}"; then
@@ -155,9 +133,9 @@ install_packages() {
 }
 
 build_kubernetes() {
-  if [ -x "$BIN/kube-apiserver" ] && [ -x "$BIN/kube-scheduler" ] && [ -x "$BIN/kubelet" ] && [ -x "$BIN/pause" ]; then
-    return 0
-  fi
+  local want=() b
+  for b in "${KUBE_BINS[@]}"; do [ -x "$BIN/$b" ] || want+=("$b"); done
+  [ ${#want[@]} -eq 0 ] && [ -x "$BIN/pause" ] && return 0
   mkdir -p "$CACHE/src" "$BIN"
   cd "$CACHE/src"
   if [ ! -f "kubernetes_${SRCVER}.orig.tar.gz" ]; then
@@ -167,21 +145,29 @@ build_kubernetes() {
   rm -rf "kubernetes-$KVER"
   tar xzf "kubernetes_${SRCVER}.orig.tar.gz"
   cd "kubernetes-$KVER"
-  log "building kube-apiserver, kube-scheduler, kubelet (7-9 min on 2 cores; log: $CACHE/build.log)"
-  GOPROXY=off GOFLAGS=-mod=vendor GOTOOLCHAIN=local GOLDFLAGS="-s -w" \
-    nice make WHAT="cmd/kube-apiserver cmd/kube-scheduler cmd/kubelet" >"$CACHE/build.log" 2>&1 \
-    || { tail -30 "$CACHE/build.log" >&2; exit 1; }
-  cp _output/bin/kube-apiserver _output/bin/kube-scheduler _output/bin/kubelet "$BIN/"
+  # Only what the cache lacks (a cache from before kube-controller-manager builds just that).
+  local what=""
+  for b in "${want[@]}"; do what="$what cmd/$b"; done
+  log "building${what:- nothing} (about 3 min a binary on 2 cores; log: $CACHE/build.log)"
+  if [ -n "$what" ]; then
+    GOPROXY=off GOFLAGS=-mod=vendor GOTOOLCHAIN=local GOLDFLAGS="-s -w" \
+      nice make WHAT="${what# }" >"$CACHE/build.log" 2>&1 \
+      || { tail -30 "$CACHE/build.log" >&2; exit 1; }
+    for b in "${want[@]}"; do cp "_output/bin/$b" "$BIN/"; done
+  fi
   gcc -Os -static -DVERSION=v3.4.1-kubesched -o "$BIN/pause" build/pause/linux/pause.c
   cd "$CACHE/src"
   rm -rf "kubernetes-$KVER"   # about 2.6 GB of build output
 }
 
 build_images() {
-  if [ -f "$BIN/busybox.tar" ] && [ -f "$BIN/pause.tar" ]; then return 0; fi
+  if [ -f "$BIN/busybox.tar" ] && [ -f "$BIN/pause.tar" ] && [ -f "$BIN/kube-scheduler.tar" ]; then return 0; fi
   local r
   r=$(mktemp -d)
-  mkdir -p "$r/pause" "$r/bb/bin" "$r/bb/etc" "$r/bb/tmp"
+  mkdir -p "$r/pause" "$r/bb/bin" "$r/bb/etc" "$r/bb/tmp" "$r/ks/usr/local/bin"
+  # The chart's scheduler pod runs `kube-scheduler` from this image (a static Go binary).
+  cp "$BIN/kube-scheduler" "$r/ks/usr/local/bin/"
+  mkimage "$r/ks" "$KUBE_SCHEDULER_IMAGE" "$BIN/kube-scheduler.tar"
   cp "$BIN/pause" "$r/pause/pause"
   mkimage "$r/pause" "$PAUSE_IMAGE" "$BIN/pause.tar" /pause
   cp /bin/busybox "$r/bb/bin/busybox"   # busybox-static
@@ -199,7 +185,7 @@ build() {
   install_packages
   build_kubernetes
   build_images
-  log "ready: $("$BIN/kubelet" --version), images $PAUSE_IMAGE $BUSYBOX_IMAGE, cache $CACHE"
+  log "ready: $("$BIN/kubelet" --version), images $PAUSE_IMAGE $BUSYBOX_IMAGE $KUBE_SCHEDULER_IMAGE, cache $CACHE"
 }
 
 # --------------------------------------------------------------------------------------- up
@@ -228,12 +214,15 @@ pki() {
   local P="$RUN/pki"
   mkdir -p "$P"
   chmod 700 "$P"
-  [ -f "$P/sa.key" ] && return 0
+  # Pods reach the API server at the `kubernetes` Service's address: the cert must name it.
+  [ -f "$P/sa.key" ] && openssl x509 -in "$P/apiserver.crt" -noout -text 2>/dev/null \
+    | grep -q "IP Address:$API_SERVICE_IP" && return 0
   openssl req -x509 -newkey rsa:2048 -nodes -keyout "$P/ca.key" -out "$P/ca.crt" -days 3650 \
     -subj /CN=kubesched-e2e-ca 2>/dev/null
   openssl req -newkey rsa:2048 -nodes -keyout "$P/apiserver.key" -out "$P/apiserver.csr" \
     -subj /CN=kube-apiserver 2>/dev/null
-  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default\nextendedKeyUsage=serverAuth\n' >"$P/ext.cnf"
+  printf 'subjectAltName=IP:127.0.0.1,IP:%s,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth\n' \
+    "$API_SERVICE_IP" >"$P/ext.cnf"
   openssl x509 -req -in "$P/apiserver.csr" -CA "$P/ca.crt" -CAkey "$P/ca.key" -CAcreateserial \
     -out "$P/apiserver.crt" -days 3650 -extfile "$P/ext.cnf" 2>/dev/null
   openssl genrsa -out "$P/sa.key" 2048 2>/dev/null
@@ -265,9 +254,10 @@ EOF
 
 start_apiserver() {
   local P="$RUN/pki"
-  # No controller-manager runs: the ServiceAccount admission plugin (which needs the token
-  # controller) and TaintNodesByCondition (nothing would remove the not-ready taint) are off.
-  # Service-account tokens come from the TokenRequest API (issuer + signing key below).
+  # TaintNodesByCondition is off: the node lifecycle controller does not run (it would taint
+  # and evict the fake nodes, which have no kubelet), so nothing would remove the not-ready
+  # taint. Service-account tokens: the token controller's secrets (ServiceAccount admission
+  # mounts them) and the TokenRequest API (issuer + signing key below).
   start apiserver "$BIN/kube-apiserver" \
     --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
     --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$API_PORT" --insecure-port=0 \
@@ -276,8 +266,8 @@ start_apiserver() {
     --service-account-key-file="$P/sa.pub" --service-account-signing-key-file="$P/sa.key" \
     --service-account-issuer=https://kubernetes.default.svc \
     --api-audiences=https://kubernetes.default.svc \
-    --service-cluster-ip-range=10.0.0.0/24 --endpoint-reconciler-type=none \
-    --disable-admission-plugins=ServiceAccount,TaintNodesByCondition \
+    --service-cluster-ip-range="$SERVICE_RANGE" --endpoint-reconciler-type=none \
+    --disable-admission-plugins=TaintNodesByCondition \
     --kubelet-preferred-address-types=Hostname
   wait_for "https://127.0.0.1:$API_PORT/readyz" 90 --cacert "$P/ca.crt" \
     -H "Authorization: Bearer $(cat "$P/$TOKEN_FILE_NAME")" \
@@ -293,6 +283,7 @@ start_control_plane() {
     --initial-cluster "kubesched-e2e=http://127.0.0.1:$PEER_PORT"
   wait_for "http://127.0.0.1:$ETCD_PORT/health" 30 || { tail "$RUN/logs/etcd.log" >&2; die "etcd failed"; }
   start_apiserver
+  start_controller_manager
 
   cat >"$RUN/default-scheduler.yaml" <<EOF
 apiVersion: kubescheduler.config.k8s.io/v1beta1
@@ -306,6 +297,28 @@ EOF
   start default-scheduler "$BIN/kube-scheduler" --config="$RUN/default-scheduler.yaml" \
     --bind-address=127.0.0.1 --secure-port="$SCHED_PORT" --port=0
   wait_for "https://127.0.0.1:$SCHED_PORT/healthz" 30 -k || { tail "$RUN/logs/default-scheduler.log" >&2; die "kube-scheduler failed"; }
+}
+
+# The controllers a platform team's objects need: Deployments, ReplicaSets and DaemonSets
+# create pods, service accounts get their token secrets, deleted namespaces are emptied and
+# owned objects garbage-collected. Not the node lifecycle controller: the fake nodes have no
+# kubelet, and it would taint them unreachable and evict their pods.
+start_controller_manager() {
+  local P="$RUN/pki"
+  start controller-manager "$BIN/kube-controller-manager" --kubeconfig="$RUN/admin.kubeconfig" \
+    --leader-elect=false --bind-address=127.0.0.1 --secure-port="$KCM_PORT" --port=0 \
+    --controllers=serviceaccount-token,serviceaccount,namespace,garbagecollector,deployment,replicaset,daemonset \
+    --service-account-private-key-file="$P/sa.key" --root-ca-file="$P/ca.crt"
+  wait_for "https://127.0.0.1:$KCM_PORT/healthz" 60 -k \
+    || { tail "$RUN/logs/controller-manager.log" >&2; die "kube-controller-manager failed"; }
+  # Pods are admitted only once their namespace's service account has its token.
+  local ok=0
+  for _ in $(seq 1 120); do
+    if kc -n default get secrets -o name 2>/dev/null | grep -q '^secret/default-token-'; then ok=1; break; fi
+    sleep 0.25
+  done
+  [ $ok -eq 1 ] || { tail "$RUN/logs/controller-manager.log" >&2; die "no token for the default service account"; }
+  log "kube-controller-manager ready"
 }
 
 generate_scheduler_config() { # URL OUT
@@ -363,14 +376,33 @@ start_dedicated_scheduler() {
   log "dedicated kube-scheduler up (config $cfg)"
 }
 
+# Pod network: a host-only bridge whose address ($BRIDGE_IP) is the pods' gateway; no NAT and
+# no forwarding, so nothing leaves this machine. In place of kube-proxy, one DNAT rule takes
+# the `kubernetes` Service ($API_SERVICE_IP:443, what in-cluster clients dial) to the API
+# server on 127.0.0.1 (route_localnet lets the bridge's packets reach a loopback address).
+pod_network_up() {
+  ip link show "$BRIDGE" >/dev/null 2>&1 || ip link add "$BRIDGE" type bridge
+  ip addr replace "$BRIDGE_IP/${POD_SUBNET#*/}" dev "$BRIDGE"
+  ip link set "$BRIDGE" up
+  echo 1 >"/proc/sys/net/ipv4/conf/$BRIDGE/route_localnet"
+  local rule=(PREROUTING -i "$BRIDGE" -d "$API_SERVICE_IP" -p tcp --dport 443 -j DNAT
+    --to-destination "127.0.0.1:$API_PORT")
+  iptables -t nat -C "${rule[@]}" 2>/dev/null || iptables -t nat -A "${rule[@]}"
+}
+
+pod_network_down() {
+  iptables -t nat -D PREROUTING -i "$BRIDGE" -d "$API_SERVICE_IP" -p tcp --dport 443 -j DNAT \
+    --to-destination "127.0.0.1:$API_PORT" 2>/dev/null || true
+  ip link delete "$BRIDGE" 2>/dev/null || true
+}
+
 start_containerd() {
   rm -rf "$CTRD/cni"
   mkdir -p "$CTRD/cni"
-  # Host-only bridge (no gateway, no NAT, no route out): pods that are not hostNetwork get an
-  # address on $POD_SUBNET, and the CRI reports NetworkReady.
+  pod_network_up
   cat >"$CTRD/cni/10-kubesched.conflist" <<EOF
 {"cniVersion": "0.4.0", "name": "kubesched", "plugins": [
-  {"type": "bridge", "bridge": "$BRIDGE", "isGateway": false, "ipMasq": false,
+  {"type": "bridge", "bridge": "$BRIDGE", "isDefaultGateway": true, "ipMasq": false,
    "ipam": {"type": "host-local", "ranges": [[{"subnet": "$POD_SUBNET"}]], "dataDir": "$CTRD/cni-ipam"}}]}
 EOF
   cat >"$CTRD/config.toml" <<EOF
@@ -414,6 +446,7 @@ EOF
   [ $ok -eq 1 ] || { tail "$RUN/logs/containerd.log" >&2; die "containerd failed"; }
   ctrk images import "$BIN/pause.tar" >/dev/null
   ctrk images import "$BIN/busybox.tar" >/dev/null
+  ctrk images import "$BIN/kube-scheduler.tar" >/dev/null
 }
 
 start_kubelet() {
@@ -526,6 +559,8 @@ stop_pid() { # NAME: TERM, wait up to 10 s, then KILL
 
 down() {
   need_root
+  # First, so that no controller recreates the pods deleted below.
+  stop_pid controller-manager
   if alive kubelet && alive apiserver; then
     # Only the pods of the real node have containers to stop (fake nodes may hold thousands).
     kc delete pods --all --all-namespaces --field-selector "spec.nodeName=$NODE" \
@@ -554,7 +589,7 @@ down() {
   done
   stop_pid apiserver
   stop_pid etcd
-  ip link delete "$BRIDGE" 2>/dev/null || true
+  pod_network_down
   rm -rf "$CTRD/cni-ipam"
   unmount_leftovers
   rm -f "$PLUGIN_DIR"/*.sock "$KUBELET_ROOT/pod-resources/kubelet.sock" 2>/dev/null || true
@@ -564,7 +599,7 @@ down() {
 # Exit status 0 only when every component runs and the node is Ready.
 status() {
   local c rc=0
-  for c in etcd apiserver default-scheduler kubesched-scheduler containerd kubelet; do
+  for c in etcd apiserver controller-manager default-scheduler kubesched-scheduler containerd kubelet; do
     if alive "$c"; then
       echo "$c: running (pid $(cat "$RUN/$c.pid"))"
     else
@@ -594,8 +629,14 @@ case "${1:-}" in
   scheduler) need_root; start_dedicated_scheduler "${2:-}" ;;
   restart-kubelet) restart_kubelet ;;
   restart-apiserver) restart_apiserver ;;
+  stop-scheduler) need_root; stop_pid kubesched-scheduler ;;
+  load-image)
+    need_root
+    [ -f "${2:-}" ] || die "load-image: no image tar '${2:-}'"
+    ctrk images import "$2" >/dev/null
+    ;;
   *)
-    echo "usage: $0 build|up|down|status|kubeconfig|scheduler [CONFIG]|restart-kubelet|restart-apiserver" >&2
+    echo "usage: $0 build|up|down|status|kubeconfig|scheduler [CONFIG]|restart-kubelet|restart-apiserver|stop-scheduler|load-image TAR" >&2
     exit 2
     ;;
 esac

@@ -15,6 +15,7 @@
 
 pub mod agent;
 pub mod cluster;
+pub mod deploy;
 pub mod extender;
 pub mod fake_node;
 pub mod http;

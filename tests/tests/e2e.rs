@@ -8,6 +8,8 @@
 mod burst;
 #[path = "e2e/compat.rs"]
 mod compat;
+#[path = "e2e/deploy.rs"]
+mod deploy;
 #[path = "e2e/health.rs"]
 mod health;
 #[path = "e2e/hostile.rs"]
@@ -91,7 +93,12 @@ async fn scenarios(cluster: &Cluster) -> anyhow::Result<()> {
         restarts::extender_killed_mid_burst(cluster, &mut stack.extender)
     })
     .await?;
+    // The chart's own pods need the node's plugin folder and the scheduler name: ours stop.
     drop(stack);
+    run("deploy_upgrade_failover_uninstall", || {
+        deploy::deploy(cluster)
+    })
+    .await?;
     Ok(())
 }
 
