@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check CI runs, installing what the tests need first (Debian or
-# Ubuntu): formatting, clippy with warnings as errors, and all tests. Tests
+# Ubuntu): formatting, the chart against its rendered manifests, clippy with
+# warnings as errors, and all tests. Tests
 # that need something from outside are #[ignore]d and run here by name with
 # --ignored, where a missing input fails instead of passing: the GPU map page
 # in headless Chromium (always), the trace reproduction gate (when the Alibaba
@@ -34,6 +35,8 @@ if [ "${CI:-}" = true ]; then export CARGO_INCREMENTAL=0; fi
 
 t0=$SECONDS
 cargo fmt --all -- --check
+# The committed plain manifests are what the chart renders (deploy/README.md).
+bash scripts/render-manifests.sh --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
 # By name, with --workspace as above: one feature set, so nothing is built twice.

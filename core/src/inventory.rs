@@ -77,6 +77,11 @@ pub struct NodeInventory {
     /// The node's GPUs, whether or not in MIG mode.
     #[serde(default)]
     pub gpus: Vec<GpuInfo>,
+    /// The agent is not serving the kubelet: it is shutting down (an upgrade, a drain) or its
+    /// device plugins are not registered yet. The kubelet would refuse a pod's devices now, so
+    /// nothing new is placed here; running pods keep theirs. Absent (false) from older agents.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub draining: bool,
 }
 
 /// One NUMA node of a node: its CPUs and memory, and what is still free there.
@@ -168,6 +173,10 @@ pub struct MigInstanceInfo {
 
 fn yes() -> bool {
     true
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl NodeInventory {
@@ -329,6 +338,7 @@ mod tests {
                     mig: None,
                 },
             ],
+            draining: false,
         }
     }
 

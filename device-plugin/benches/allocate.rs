@@ -83,6 +83,7 @@ fn setup(
         topology_policy: Default::default(),
         numa_nodes: vec![],
         gpus,
+        draining: false,
     };
     let allocator = Arc::new(Allocator::new(
         manager.clone(),

@@ -77,6 +77,20 @@ pub struct NodeAgent {
     /// How Allocate names devices to the container runtime (`NVIDIA_VISIBLE_DEVICES`, CDI).
     /// With a CDI strategy, `dynamic_mig` must write CDI specs (`DynamicMig::with_cdi_specs`).
     pub cdi: CdiConfig,
+    /// On shutdown, how long the plugins keep serving after the inventory says `draining`:
+    /// pods bound just before the extender saw it are admitted meanwhile.
+    pub drain_grace: Duration,
+}
+
+/// The longest the last (draining) inventory patch may take on shutdown.
+const DRAIN_PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The publisher task: stopped apart from the agent, after the draining document is written.
+struct Publisher {
+    annotator: Arc<dyn NodeAnnotator>,
+    key: String,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
 }
 
 /// Why the agent stopped before it was asked to.
@@ -164,13 +178,14 @@ impl NodeAgent {
         manager: &ResourceManager,
         allocator: &Allocator,
         usage: Option<&NodeUsage>,
+        draining: bool,
     ) -> Result<(), ResourceSetChanged> {
         manager.update_plan(plan(
             &self.advertised(found),
             &self.names,
             &found.gpu_instance_ids,
         ))?;
-        let document = self.document(found, manager, usage);
+        let document = self.document(found, manager, usage, draining);
         allocator.set_inventory(document.clone());
         self.announce(document);
         Ok(())
@@ -181,6 +196,7 @@ impl NodeAgent {
         found: &Discovered,
         manager: &ResourceManager,
         usage: Option<&NodeUsage>,
+        draining: bool,
     ) -> NodeInventory {
         let faults = manager.faults();
         let mut gpus = self.advertised(found);
@@ -209,6 +225,7 @@ impl NodeAgent {
             topology_policy: self.topology_policy,
             numa_nodes,
             gpus,
+            draining,
         }
     }
 
@@ -224,15 +241,25 @@ impl NodeAgent {
             Some(reader) => reader.read().await,
             None => None,
         };
-        if let Some((annotator, key)) = self.publisher.clone() {
-            tokio::spawn(run_publisher(
-                annotator,
-                key,
+        // The publisher outlives `shutdown`: the draining document goes out after it. It
+        // stops when this function returns, whichever way.
+        let mut publisher = self.publisher.clone().map(|(annotator, key)| {
+            let stop = CancellationToken::new();
+            let task = tokio::spawn(run_publisher(
+                annotator.clone(),
+                key.clone(),
                 self.documents.subscribe(),
                 Backoff::default(),
-                shutdown.clone(),
+                stop.clone(),
             ));
-        }
+            Publisher {
+                annotator,
+                key,
+                stop,
+                task,
+            }
+        });
+        let _stop_publisher = publisher.as_ref().map(|p| p.stop.clone().drop_guard());
         // After a restart, adopt the instances of running pods before advertising anything.
         self.clean_up_mig(usage.as_ref()).await;
         let (_no_dynamic_mig, no_changes) = watch::channel(0u64);
@@ -248,7 +275,10 @@ impl NodeAgent {
                 &found.gpu_instance_ids,
             )));
             tracing::info!(resources = ?manager.resource_names(), devices = manager.all_devices().len(), "advertising");
-            let document = self.document(&found, &manager, usage.as_ref());
+            // Draining until the plugin host says every resource is registered.
+            let (registered_tx, mut registered) = watch::channel(false);
+            let mut host_reports = true;
+            let document = self.document(&found, &manager, usage.as_ref(), true);
             let mut allocator = Allocator::new(
                 manager.clone(),
                 self.pods.clone(),
@@ -267,8 +297,10 @@ impl NodeAgent {
             }
             self.announce(document);
 
-            // Ends this generation's tasks on a rebuild, and with everything on shutdown.
-            let generation = shutdown.child_token();
+            // Ends this generation's tasks on a rebuild or, after the drain, on shutdown: not
+            // a child of `shutdown`, so the plugins keep serving while the agent drains.
+            let generation = CancellationToken::new();
+            let _end_generation = generation.clone().drop_guard();
             let tracker = HealthTracker::new(manager.clone(), self.health_quiet_period);
             let events = self.xid_events.take().unwrap_or_else(|| mpsc::channel(1).1);
             let (event_tx, event_rx) = mpsc::channel(64);
@@ -299,6 +331,7 @@ impl NodeAgent {
                 manager.clone(),
                 allocator.clone(),
                 generation.clone(),
+                registered_tx,
             ));
 
             let mut ticker = tokio::time::interval(self.rediscover_every);
@@ -324,7 +357,7 @@ impl NodeAgent {
                             Ok(next) => {
                                 found = next;
                                 self.track_dynamic(&found).await;
-                                if let Err(change) = self.replan(&found, &manager, &allocator, usage.as_ref()) {
+                                if let Err(change) = self.replan(&found, &manager, &allocator, usage.as_ref(), !*registered.borrow()) {
                                     tracing::info!(%change, "rebuilding the device plugins");
                                     break true;
                                 }
@@ -340,7 +373,18 @@ impl NodeAgent {
                             self.sync_hand_outs(&allocator, usage).await;
                         }
                         // The publisher skips documents equal to the last one it wrote.
-                        self.announce(self.document(&found, &manager, usage.as_ref()));
+                        self.announce(self.document(&found, &manager, usage.as_ref(), !*registered.borrow()));
+                    }
+                    // Registered with the kubelet, or not any more (it restarted): say so.
+                    changed = registered.changed(), if host_reports => {
+                        if changed.is_err() {
+                            // The host ended; its own branch says why.
+                            host_reports = false;
+                            continue;
+                        }
+                        let serving = *registered.borrow_and_update();
+                        tracing::info!(serving, "device plugins registered with the kubelet: {serving}");
+                        self.announce(self.document(&found, &manager, usage.as_ref(), !serving));
                     }
                     _ = mig_ticker.tick(), if self.dynamic_mig.is_some() => {
                         self.clean_up_mig(usage.as_ref()).await;
@@ -350,7 +394,7 @@ impl NodeAgent {
                         if changed.is_err() {
                             continue;
                         }
-                        if let Err(change) = self.replan(&found, &manager, &allocator, usage.as_ref()) {
+                        if let Err(change) = self.replan(&found, &manager, &allocator, usage.as_ref(), !*registered.borrow()) {
                             tracing::info!(%change, "rebuilding the device plugins");
                             break true;
                         }
@@ -358,6 +402,10 @@ impl NodeAgent {
                     () = shutdown.cancelled() => break false,
                 }
             };
+            if !rebuild {
+                let last = self.document(&found, &manager, usage.as_ref(), true);
+                self.drain(last, publisher.take()).await;
+            }
             generation.cancel();
             if let Ok(Err(error)) = host.await {
                 tracing::warn!(%error, "plugin host stopped with an error");
@@ -374,6 +422,34 @@ impl NodeAgent {
 }
 
 impl NodeAgent {
+    /// Before the plugins stop: the inventory says `draining`, so the extender places nothing
+    /// more here, and pods bound just before it saw that get `drain_grace` to be admitted
+    /// while the plugins still serve. Best effort: an unreachable API server only costs the
+    /// timeout.
+    async fn drain(&self, document: NodeInventory, publisher: Option<Publisher>) {
+        self.announce(document.clone());
+        let Some(publisher) = publisher else { return };
+        // Stopped first, so no older document lands after the draining one.
+        publisher.stop.cancel();
+        let _ = publisher.task.await;
+        let json = InventoryDocument::new(document).json().to_string();
+        match tokio::time::timeout(
+            DRAIN_PUBLISH_TIMEOUT,
+            publisher.annotator.annotate(&publisher.key, &json),
+        )
+        .await
+        {
+            Ok(Ok(())) => {
+                tracing::info!(grace = ?self.drain_grace, "inventory marked draining; plugins serve for the grace period")
+            }
+            Ok(Err(error)) => tracing::warn!(%error, "cannot mark the inventory draining"),
+            Err(_) => {
+                tracing::warn!(timeout = ?DRAIN_PUBLISH_TIMEOUT, "marking the inventory draining timed out")
+            }
+        }
+        tokio::time::sleep(self.drain_grace).await;
+    }
+
     /// Hands a new document to the publisher and the metrics endpoint.
     fn announce(&self, document: NodeInventory) {
         self.documents

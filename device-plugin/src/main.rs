@@ -119,6 +119,11 @@ struct Cli {
     /// someone else) is kept before it is destroyed.
     #[arg(long, default_value_t = 60)]
     mig_orphan_grace_secs: u64,
+    /// On shutdown (SIGTERM), seconds the device plugins keep serving after the inventory is
+    /// marked `draining` (the extender then places nothing here), so pods bound just before
+    /// are still admitted. Keep it below the pod's termination grace period.
+    #[arg(long, env = "DRAIN_GRACE_SECS", default_value_t = 2)]
+    drain_grace_secs: u64,
     /// Seconds between reconciliations of dynamic MIG instances with the pods.
     #[arg(long, default_value_t = 2)]
     mig_reconcile_secs: u64,
@@ -315,7 +320,10 @@ async fn main() -> anyhow::Result<()> {
              who can create pods can steer which devices pods get"
         );
     }
+    // `shutdown` (a signal) starts the agent's drain; the pod watch and the metrics endpoint
+    // run until the agent has stopped (`services`): Allocate still needs the pods meanwhile.
     let shutdown = CancellationToken::new();
+    let services = CancellationToken::new();
     let names = ResourceNames::new(cli.resource_domain.clone());
     if cli.taint_when_no_healthy_gpu && (cli.standalone || !cli.node_condition) {
         tracing::warn!(
@@ -345,7 +353,7 @@ async fn main() -> anyhow::Result<()> {
             cli.node_name.clone(),
             signer.clone(),
         );
-        let pods = KubePods::spawn(client.clone(), reader, shutdown.clone());
+        let pods = KubePods::spawn(client.clone(), reader, services.clone());
         let node_health = cli.node_condition.then(|| {
             let writer: Arc<dyn NodeHealthWriter> = Arc::new(KubeNodeHealthWriter::new(
                 client.clone(),
@@ -392,7 +400,7 @@ async fn main() -> anyhow::Result<()> {
         tokio::spawn(publish::serve_metrics(
             listener,
             document_stream,
-            shutdown.clone().cancelled_owned(),
+            services.clone().cancelled_owned(),
         ));
     }
     let agent = NodeAgent {
@@ -422,6 +430,7 @@ async fn main() -> anyhow::Result<()> {
         dynamic_mig,
         documents,
         mig_cleanup_every: Duration::from_secs(cli.mig_reconcile_secs.max(1)),
+        drain_grace: Duration::from_secs(cli.drain_grace_secs),
     };
     // The kubelet stops DaemonSet pods with SIGTERM; Ctrl-C for interactive runs.
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -435,7 +444,9 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!("shutting down");
         stop.cancel();
     });
-    agent.run(shutdown).await.context("node agent failed")
+    let result = agent.run(shutdown).await.context("node agent failed");
+    services.cancel();
+    result
 }
 
 #[cfg(test)]

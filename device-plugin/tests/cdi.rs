@@ -332,6 +332,7 @@ fn dynamic_node(strategies: &str, write_specs: bool) -> DynamicNode {
         topology_policy: TopologyPolicy::None,
         numa_nodes: Vec::new(),
         gpus: advertised,
+        draining: false,
     };
     let pods = Arc::new(InMemoryPods::default());
     let allocator = Allocator::new(manager, pods.clone(), names, inventory)

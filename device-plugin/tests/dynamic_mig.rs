@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{FakeKubelet, TempDir};
+use common::{AlwaysOk, FakeKubelet, TempDir};
 use kubesched_core::annotation::{
     AssignedDevice, AssignedMig, DEVICES_VERSION, DevicesAnnotation, dynamic_slot_id,
 };
@@ -21,7 +21,6 @@ use kubesched_core::numa::TopologyPolicy;
 use kubesched_core::request::{GpuDemand, ResourceNames};
 use kubesched_core::rng::SplitMix64;
 use kubesched_device_plugin::agent::NodeAgent;
-use kubesched_device_plugin::devices::HealthProbe;
 use kubesched_device_plugin::devices::socket_name;
 use kubesched_device_plugin::discovery::FakeInventory;
 use kubesched_device_plugin::kubelet;
@@ -325,13 +324,6 @@ fn restart_keeps_running_pods_instances_and_destroys_orphans_after_grace() {
     assert_eq!(report.destroyed, ["GPU-0@4"]);
 }
 
-struct AlwaysOk;
-impl HealthProbe for AlwaysOk {
-    fn gpu_ok(&self, _: &str) -> bool {
-        true
-    }
-}
-
 const FIXTURE: &str = r#"{
   "driverVersion": "550.54.15",
   "topologyPolicy": "none",
@@ -416,6 +408,7 @@ async fn agent_creates_on_allocate_and_list_and_watch_follows() {
         documents: tokio::sync::watch::channel(None).0,
         mig_cleanup_every: Duration::from_millis(50),
         cdi: Default::default(),
+        drain_grace: Duration::ZERO,
     };
     let stop = tokio_util::sync::CancellationToken::new();
     let run = tokio::spawn(agent.run(stop.clone()));

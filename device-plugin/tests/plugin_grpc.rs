@@ -421,10 +421,17 @@ async fn registration_is_retried_until_the_kubelet_appears() {
     };
     let stop = tokio_util::sync::CancellationToken::new();
     let stopped = stop.clone();
+    let (registered_tx, mut registered) = tokio::sync::watch::channel(true);
     let host = tokio::spawn(kubesched_device_plugin::kubelet::run_plugins(
-        paths, manager, allocator, stopped,
+        paths,
+        manager,
+        allocator,
+        stopped,
+        registered_tx,
     ));
     tokio::time::sleep(Duration::from_millis(200)).await;
+    // No kubelet: the host says it is not registered (the agent then publishes `draining`).
+    assert!(!*registered.borrow_and_update());
     // The kubelet comes up after the agent: its socket appearing triggers registration at once
     // (well before the 30 s retry).
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -435,8 +442,14 @@ async fn registration_is_retried_until_the_kubelet_appears() {
             .unwrap()
             .unwrap();
     }
+    // Every resource registered: the signal turns true.
+    tokio::time::timeout(Duration::from_secs(1), registered.wait_for(|r| *r))
+        .await
+        .unwrap()
+        .unwrap();
     stop.cancel();
     host.await.unwrap().unwrap();
+    assert!(!*registered.borrow(), "not registered once stopped");
 }
 
 #[tokio::test]

@@ -166,6 +166,45 @@ fn model_restrictions_are_unresolvable_and_a_changed_inventory_applies() {
     assert_eq!(ext.filter(&args(&p, &["n"])).node_names, vec!["n"]);
 }
 
+/// A node whose agent says `draining` (shutting down for an upgrade, or not yet registered
+/// with the kubelet, which would then refuse the devices) gets no new pod, from filter or from
+/// a bind already on its way, until the agent serves again.
+#[tokio::test]
+async fn a_draining_agent_gets_no_new_pods_until_it_serves_again() {
+    let with_draining = |draining: bool| {
+        let mut n = node("n", &[("L4", None, 0)], &[]);
+        let annotations = n.metadata.annotations.as_mut().unwrap();
+        let text = &annotations["kubesched.ai/inventory"];
+        let mut inventory: serde_json::Value = serde_json::from_str(text).unwrap();
+        inventory["draining"] = serde_json::json!(draining);
+        annotations.insert("kubesched.ai/inventory".into(), inventory.to_string());
+        n
+    };
+    let (ext, binder) = extender(Config::default(), &[with_draining(true)]);
+    let p = pod("p", "up", &[("nvidia.com/gpu", "1")]);
+    let r = ext.filter(&args(&p, &["n"]));
+    assert!(r.node_names.is_empty(), "{r:?}");
+    assert!(
+        r.failed_and_unresolvable_nodes["n"].contains("draining"),
+        "{r:?}"
+    );
+    binder.pods.lock().unwrap().insert("p".into(), p.clone());
+    let bind = ExtenderBindingArgs {
+        pod_name: "p".into(),
+        pod_namespace: "serving".into(),
+        pod_uid: "up".into(),
+        node: "n".into(),
+    };
+    let refused = ext.bind(&bind).await.error;
+    assert!(refused.contains("draining"), "{refused}");
+
+    let key = ext.inventory_key().to_string();
+    let (name, base) = reflectors::node_base(&with_draining(false), &key).unwrap();
+    ext.state_mut().upsert_node(&name, base);
+    assert_eq!(ext.filter(&args(&p, &["n"])).node_names, vec!["n"]);
+    assert_eq!(ext.bind(&bind).await.error, "");
+}
+
 #[tokio::test]
 async fn unconfirmed_reservations_expire() {
     let (ext, binder) = extender(Config::default(), &[node("n", &[("L4", None, 0)], &[])]);

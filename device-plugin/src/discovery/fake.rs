@@ -78,6 +78,7 @@ impl FakeInventory {
             topology_policy: fixture.topology_policy,
             numa_nodes: fixture.numa_nodes.clone(),
             gpus: fixture.gpus.clone(),
+            draining: false,
         }
         .validate()
         .map_err(|e| DiscoveryError::FixtureInvalid {

@@ -1,11 +1,13 @@
 //! The plugin host: one gRPC server and one kubelet registration per advertised resource,
 //! restarted and re-registered whenever the kubelet recreates its socket, and retried while
-//! the kubelet is not there yet. Sockets are removed on shutdown.
+//! the kubelet is not there yet. Sockets are removed on shutdown. Whether every resource is
+//! registered is reported on a watch channel: until then the kubelet cannot hand our devices.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::register;
@@ -34,16 +36,19 @@ struct Served {
     registered: bool,
 }
 
-/// Serves and registers every resource of `manager` until `shutdown` is cancelled.
+/// Serves and registers every resource of `manager` until `shutdown` is cancelled;
+/// `registered` is true while every one of them is registered with the kubelet.
 pub async fn run_plugins(
     paths: KubeletPaths,
     manager: Arc<ResourceManager>,
     allocator: Arc<Allocator>,
     shutdown: CancellationToken,
+    registered: watch::Sender<bool>,
 ) -> Result<(), ServerError> {
     let mut kubelet_restarts =
         watch_kubelet_socket(paths.kubelet_socket.clone(), paths.poll_interval);
     loop {
+        registered.send_replace(false);
         let mut served = Vec::new();
         for resource in manager.resource_names() {
             let socket = paths.plugin_dir.join(socket_name(&resource));
@@ -60,6 +65,7 @@ pub async fn run_plugins(
             }
         }
         register_pending(&paths, &mut served).await;
+        registered.send_replace(served.iter().all(|s| s.registered));
         // A restart signal raised while we were already restarting is spent.
         while kubelet_restarts.try_recv().is_ok() {}
         let mut socket_check = tokio::time::interval(paths.poll_interval);
@@ -79,7 +85,10 @@ pub async fn run_plugins(
                     tracing::info!("kubelet restarted; serving and registering every resource again");
                     break true;
                 }
-                () = retry => register_pending(&paths, &mut served).await,
+                () = retry => {
+                    register_pending(&paths, &mut served).await;
+                    registered.send_replace(served.iter().all(|s| s.registered));
+                }
                 // The kubelet wipes the folder when it starts. Our sockets vanishing is a sure
                 // sign even when the new kubelet.sock is indistinguishable from the old one
                 // (same inode number, created within one tick of the file system clock).
@@ -98,6 +107,7 @@ pub async fn run_plugins(
                 break true;
             }
         };
+        registered.send_replace(false);
         stop_all(served).await;
         if !restart {
             return Ok(());

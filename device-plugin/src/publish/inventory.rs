@@ -151,6 +151,7 @@ mod tests {
             topology_policy: Default::default(),
             numa_nodes: vec![],
             gpus: vec![],
+            draining: false,
         })))
     }
 

@@ -212,6 +212,7 @@ mod tests {
                     blocked: Some("pending MIG mode change".into()),
                 }),
             }],
+            draining: false,
         }
     }
 

@@ -31,6 +31,14 @@ use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
+/// A health probe for which every GPU answers.
+pub struct AlwaysOk;
+impl kubesched_device_plugin::devices::HealthProbe for AlwaysOk {
+    fn gpu_ok(&self, _: &str) -> bool {
+        true
+    }
+}
+
 pub const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/node.json");
 
 /// A unique folder under the system temp dir, removed on drop. Kept short: Unix socket
@@ -227,6 +235,7 @@ pub fn build_over_source(
         topology_policy: fixture.topology_policy,
         numa_nodes: fixture.numa_nodes,
         gpus: found.gpus,
+        draining: false,
     };
     let allocator =
         Arc::new(Allocator::new(manager.clone(), pods, names, inventory).with_pod_wait(pod_wait));
@@ -251,7 +260,8 @@ impl Harness {
         let host = tokio::spawn({
             let (manager, allocator) = (manager.clone(), allocator.clone());
             async move {
-                run_plugins(paths, manager, allocator, stopped)
+                let (registered, _) = tokio::sync::watch::channel(false);
+                run_plugins(paths, manager, allocator, stopped, registered)
                     .await
                     .unwrap()
             }

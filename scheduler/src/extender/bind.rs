@@ -20,7 +20,7 @@ use kubesched_core::text::quote;
 
 use super::api_client::{BindError, PodRef};
 use super::cluster_state::NodeView;
-use super::filter::NO_INVENTORY;
+use super::filter::{AGENT_DRAINING, NO_INVENTORY};
 use super::outcome::BindOutcome;
 use super::protocol::{ExtenderBindingArgs, ExtenderBindingResult};
 use super::reservations::Reservation;
@@ -181,6 +181,7 @@ impl Extender {
                     NodeView::Evaluated(Err(u)) => Err(format!("node {node} no longer fits: {u}")),
                     NodeView::Unknown => Err(format!("node {node}: {}", NO_INVENTORY)),
                     NodeView::Invalid(e) => Err(format!("node {node}: inventory unusable: {e}")),
+                    NodeView::Draining => Err(format!("node {node}: {AGENT_DRAINING}")),
                 });
                 let choice = choice.map_err(no_fit)?;
                 let resource = self.reader().names.for_demand(&req.gpu).unwrap_or_default();

@@ -36,6 +36,8 @@ pub struct NodeBase {
     pub live_numa_cpus: bool,
     /// The pool the node belongs to, for the cost figures ([`super::reflectors::node_pool`]).
     pub pool: String,
+    /// The agent says it is draining: nothing new is placed here (running pods still count).
+    pub draining: bool,
 }
 
 /// What the extender knows about a pod.
@@ -68,6 +70,8 @@ pub enum NodeView<'a> {
     Unknown,
     /// The inventory is there but unusable.
     Invalid(&'a str),
+    /// The node's agent is draining: the kubelet would refuse our devices now.
+    Draining,
     /// The node was evaluated: the policy's chosen placement and score, or why
     /// the pod does not fit.
     Evaluated(&'a Result<Choice, Unfit>),
@@ -516,8 +520,10 @@ impl ClusterState {
         let Some(entry) = self.nodes.get(name) else {
             return f(NodeView::Unknown);
         };
-        if let Err(e) = &entry.base {
-            return f(NodeView::Invalid(e));
+        match &entry.base {
+            Err(e) => return f(NodeView::Invalid(e)),
+            Ok(base) if base.draining => return f(NodeView::Draining),
+            Ok(_) => {}
         }
         let shape = &entry.shape;
         let mut memo = shape.memo();

@@ -19,6 +19,10 @@ use super::service::{Extender, VerbError};
 /// Reason given for nodes without an inventory annotation.
 pub const NO_INVENTORY: &str = "node publishes no GPU inventory";
 
+/// Why a node whose agent is draining gets no pod (until its agent serves the kubelet again).
+pub const AGENT_DRAINING: &str =
+    "the node's GPU agent is draining (restarting or upgrading): retried once it serves again";
+
 impl Extender {
     /// The `filter` verb: the nodes that fit, and a reason for each that does not.
     pub fn filter(&self, args: &ExtenderArgs) -> ExtenderFilterResult {
@@ -65,6 +69,10 @@ impl Extender {
                     NodeView::Invalid(e) => (
                         FilterOutcome::InvalidInventory,
                         Verdict::Unresolvable(format!("node GPU inventory unusable: {e}")),
+                    ),
+                    NodeView::Draining => (
+                        FilterOutcome::AgentDraining,
+                        Verdict::Unresolvable(AGENT_DRAINING.to_string()),
                     ),
                     NodeView::Evaluated(Ok(_)) => (FilterOutcome::Fits, Verdict::Fits),
                     NodeView::Evaluated(Err(unfit)) => (

@@ -12,6 +12,8 @@ pub enum FilterOutcome {
     NoInventory,
     /// The node's inventory cannot be used (invalid, or from a newer agent).
     InvalidInventory,
+    /// The node's agent is draining (shutting down, or not yet registered with the kubelet).
+    AgentDraining,
     /// The node cannot host the pod, for this cause.
     Unfit(Cause),
     /// The node can host the pod.
@@ -28,6 +30,7 @@ impl FilterOutcome {
             FilterOutcome::NoGpuRequest => "no_gpu_request",
             FilterOutcome::NoInventory => "no_inventory",
             FilterOutcome::InvalidInventory => "invalid_inventory",
+            FilterOutcome::AgentDraining => "agent_draining",
             FilterOutcome::Unfit(cause) => cause.as_str(),
             FilterOutcome::Fits => "fits",
             FilterOutcome::Unservable => "unservable_pod",
@@ -77,6 +80,7 @@ mod tests {
                     FilterOutcome::NoGpuRequest,
                     FilterOutcome::NoInventory,
                     FilterOutcome::InvalidInventory,
+                    FilterOutcome::AgentDraining,
                     FilterOutcome::Fits,
                 ]
                 .map(FilterOutcome::label),

@@ -60,6 +60,7 @@ fn node_state(
     let state = NodeState::from_inventory(&inv, cpu, mem).map_err(|e| e.to_string())?;
     Ok(NodeBase {
         pool: node_pool(node, inventory_key, &state),
+        draining: inv.draining,
         state,
         live_numa_cpus: !inv.numa_nodes.is_empty()
             && inv.numa_nodes.iter().all(|n| n.free_cpus.is_some()),
