@@ -572,17 +572,31 @@ async fn scheduler_failover(cluster: &Cluster, requests: &[(&str, String)]) -> a
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    // The standby, or the replacement the Deployment started meanwhile: whichever asked first
+    // once the Lease expired.
     let new_leader = leader(cluster).await?.unwrap_or_default();
+    let scheduler_pods: Vec<String> = pods
+        .list(&ListParams::default().labels(SCHEDULER_PODS))
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
     anyhow::ensure!(
-        new_leader == other,
-        "the Lease went to {new_leader:?}, not to the other replica {other}"
+        new_leader != old_leader && scheduler_pods.contains(&new_leader),
+        "the Lease is held by {new_leader:?}; scheduler pods {scheduler_pods:?}"
     );
+    let which = if new_leader == other {
+        "the standby"
+    } else {
+        "the Deployment's replacement pod"
+    };
     let took_over = took_over.unwrap_or(bound);
     create_wait(cluster, name).await?;
     eprintln!(
         "[e2e] scheduler failover: leader {old_leader} killed, its containers stopped after \
-         {:.1} s; {other} took the Lease {:.1} s after the kill and bound the waiting pod \
-         {:.1} s after the kill",
+         {:.1} s; {which} {new_leader} took the Lease {:.1} s after the kill and bound the \
+         waiting pod {:.1} s after the kill",
         stopped.as_secs_f64(),
         took_over.as_secs_f64(),
         bound.as_secs_f64()
