@@ -10,13 +10,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{AlwaysOk, FIXTURE, FakeKubelet, TempDir};
+use common::{FIXTURE, FakeKubelet, TempDir};
 use kubesched_core::inventory::NodeInventory;
-use kubesched_core::numa::TopologyPolicy;
-use kubesched_core::request::ResourceNames;
-use kubesched_device_plugin::agent::NodeAgent;
 use kubesched_device_plugin::discovery::FakeInventory;
-use kubesched_device_plugin::kubelet::KubeletPaths;
 use kubesched_device_plugin::pods::InMemoryPods;
 use kubesched_device_plugin::publish::{NodeAnnotator, PublishError};
 
@@ -75,35 +71,10 @@ async fn draining_until_registered_and_on_shutdown_while_the_plugins_still_serve
         writes: Mutex::new(Vec::new()),
     });
     let grace = Duration::from_millis(400);
-    let agent = NodeAgent {
-        node_name: "test-node".into(),
-        names: ResourceNames::default(),
-        topology_policy: TopologyPolicy::None,
-        paths: KubeletPaths {
-            plugin_dir: dir.0.clone(),
-            kubelet_socket: dir.0.join("kubelet.sock"),
-            poll_interval: Duration::from_millis(50),
-            retry_interval: Duration::from_millis(100),
-        },
-        inventory: Some(Arc::new(fake.clone())),
-        topology: Arc::new(fake),
-        probe: Arc::new(AlwaysOk),
-        xid_events: None,
-        pods: Arc::new(InMemoryPods::default()),
-        annotation_prefix: "kubesched.ai".into(),
-        pod_wait: Duration::ZERO,
-        pod_resources_socket: None,
-        pod_resources_every: Duration::from_secs(3600),
-        publisher: Some((recorder.clone(), "kubesched.ai/inventory".into())),
-        rediscover_every: Duration::from_secs(3600),
-        health_quiet_period: Duration::from_secs(60),
-        node_health: None,
-        dynamic_mig: None,
-        documents: tokio::sync::watch::channel(None).0,
-        mig_cleanup_every: Duration::from_secs(3600),
-        cdi: Default::default(),
-        drain_grace: grace,
-    };
+    let mut agent = common::test_agent(&dir.0, fake, Arc::new(InMemoryPods::default()));
+    agent.paths.retry_interval = Duration::from_millis(100);
+    agent.publisher = Some((recorder.clone(), "kubesched.ai/inventory".into()));
+    agent.drain_grace = grace;
     let stop = tokio_util::sync::CancellationToken::new();
     let run = tokio::spawn(agent.run(stop.clone()));
 

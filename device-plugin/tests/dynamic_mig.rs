@@ -11,20 +11,17 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{AlwaysOk, FakeKubelet, TempDir};
+use common::{FakeKubelet, TempDir};
 use kubesched_core::annotation::{
     AssignedDevice, AssignedMig, DEVICES_VERSION, DevicesAnnotation, dynamic_slot_id,
 };
 use kubesched_core::catalogue;
 use kubesched_core::inventory::{GpuInfo, MigInfo, MigMode};
-use kubesched_core::numa::TopologyPolicy;
 use kubesched_core::request::{GpuDemand, ResourceNames};
 use kubesched_core::rng::SplitMix64;
-use kubesched_device_plugin::agent::NodeAgent;
 use kubesched_device_plugin::devices::socket_name;
 use kubesched_device_plugin::discovery::FakeInventory;
 use kubesched_device_plugin::kubelet;
-use kubesched_device_plugin::kubelet::KubeletPaths;
 use kubesched_device_plugin::mig::FakeMigBackend;
 use kubesched_device_plugin::mig::{DynamicMig, DynamicMigError, DynamicSelection};
 use kubesched_device_plugin::mig::{GpuCondition, GpuProcess, MigBackend, MigBackendError};
@@ -381,35 +378,9 @@ async fn agent_creates_on_allocate_and_list_and_watch_follows() {
     let (tx, mut registrations) = tokio::sync::mpsc::unbounded_channel();
     let _kubelet = FakeKubelet::start(&dir.0, tx);
     let pods = Arc::new(InMemoryPods::default());
-    let agent = NodeAgent {
-        node_name: "test-node".into(),
-        names: ResourceNames::default(),
-        topology_policy: TopologyPolicy::None,
-        paths: KubeletPaths {
-            plugin_dir: dir.0.clone(),
-            kubelet_socket: dir.0.join("kubelet.sock"),
-            poll_interval: Duration::from_millis(50),
-            retry_interval: Duration::from_millis(200),
-        },
-        inventory: Some(Arc::new(fake.clone())),
-        topology: Arc::new(fake),
-        probe: Arc::new(AlwaysOk),
-        xid_events: None,
-        pods: pods.clone(),
-        annotation_prefix: "kubesched.ai".into(),
-        pod_wait: Duration::ZERO,
-        pod_resources_socket: None,
-        pod_resources_every: Duration::from_secs(3600),
-        publisher: None,
-        rediscover_every: Duration::from_secs(3600),
-        health_quiet_period: Duration::from_secs(60),
-        node_health: None,
-        dynamic_mig: Some(dynamic.clone()),
-        documents: tokio::sync::watch::channel(None).0,
-        mig_cleanup_every: Duration::from_millis(50),
-        cdi: Default::default(),
-        drain_grace: Duration::ZERO,
-    };
+    let mut agent = common::test_agent(&dir.0, fake, pods.clone());
+    agent.dynamic_mig = Some(dynamic.clone());
+    agent.mig_cleanup_every = Duration::from_millis(50);
     let stop = tokio_util::sync::CancellationToken::new();
     let run = tokio::spawn(agent.run(stop.clone()));
     // One resource per profile (`1g.10gb+me` as `mig-1g.10gb.me`).

@@ -189,12 +189,7 @@ async fn a_draining_agent_gets_no_new_pods_until_it_serves_again() {
         "{r:?}"
     );
     binder.pods.lock().unwrap().insert("p".into(), p.clone());
-    let bind = ExtenderBindingArgs {
-        pod_name: "p".into(),
-        pod_namespace: "serving".into(),
-        pod_uid: "up".into(),
-        node: "n".into(),
-    };
+    let bind = common::binding(&p, "n");
     let refused = ext.bind(&bind).await.error;
     assert!(refused.contains("draining"), "{refused}");
 

@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use k8s_openapi::api::core::v1::Node;
-use kube::api::Api;
+use kube::api::{Api, Patch, PatchParams};
+use kubesched_core::inventory::INVENTORY_ANNOTATION;
 
-use crate::fake_node::DOMAIN;
+use crate::fake_node::{ANNOTATION_PREFIX, DOMAIN};
 use crate::rbac::{self, AGENT_SERVICE_ACCOUNT, NAMESPACE};
 use crate::{Cluster, Proc, binary, poll};
 
@@ -124,4 +125,19 @@ pub async fn wait_allocatable(
         },
     )
     .await
+}
+
+/// Removes the node's inventory annotation (a reused cluster, or an earlier agent, may have
+/// left one), so a scenario sees its own agent publish.
+pub async fn remove_inventory_annotation(cluster: &Cluster) -> anyhow::Result<()> {
+    let key = format!("{ANNOTATION_PREFIX}/{INVENTORY_ANNOTATION}");
+    Api::<Node>::all(cluster.client.clone())
+        .patch(
+            &cluster.node,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"annotations": {&key: null}}})),
+        )
+        .await
+        .context("removing an earlier inventory annotation")?;
+    Ok(())
 }

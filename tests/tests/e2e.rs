@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use k8s_openapi::api::core::v1::{Node, Secret};
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams};
 use kubesched_core::inventory::{GpuInfo, INVENTORY_ANNOTATION, NodeInventory};
 use kubesched_e2e::agent::node_resources;
 use kubesched_e2e::fake_node::{ANNOTATION_PREFIX, DOMAIN};
@@ -170,16 +170,8 @@ async fn agent_registers_with_real_kubelet(cluster: &Cluster) -> anyhow::Result<
     );
 
     let nodes: Api<Node> = Api::all(cluster.client.clone());
-    // A cluster that is reused may carry an earlier run's inventory: start without it.
     let key = format!("{ANNOTATION_PREFIX}/{INVENTORY_ANNOTATION}");
-    nodes
-        .patch(
-            &cluster.node,
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"metadata": {"annotations": {&key: null}}})),
-        )
-        .await
-        .context("removing an earlier inventory annotation")?;
+    kubesched_e2e::agent::remove_inventory_annotation(cluster).await?;
     let start = Instant::now();
     let agent = kubesched_e2e::agent::start_agent(cluster, &fixture_path, "agent.log").await?;
 

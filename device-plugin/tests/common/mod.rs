@@ -31,6 +31,44 @@ use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
+/// The whole agent on `fake`'s GPUs with a kubelet in `dir` and nothing else wired (no
+/// publisher, no dynamic MIG, no PodResources); tests set what they exercise.
+pub fn test_agent(
+    dir: &Path,
+    fake: FakeInventory,
+    pods: Arc<InMemoryPods>,
+) -> kubesched_device_plugin::agent::NodeAgent {
+    kubesched_device_plugin::agent::NodeAgent {
+        node_name: "test-node".into(),
+        names: ResourceNames::default(),
+        topology_policy: kubesched_core::numa::TopologyPolicy::None,
+        paths: KubeletPaths {
+            plugin_dir: dir.to_path_buf(),
+            kubelet_socket: dir.join("kubelet.sock"),
+            poll_interval: Duration::from_millis(50),
+            retry_interval: Duration::from_millis(200),
+        },
+        inventory: Some(Arc::new(fake.clone())),
+        topology: Arc::new(fake),
+        probe: Arc::new(AlwaysOk),
+        xid_events: None,
+        pods,
+        annotation_prefix: "kubesched.ai".into(),
+        pod_wait: Duration::ZERO,
+        pod_resources_socket: None,
+        pod_resources_every: Duration::from_secs(3600),
+        publisher: None,
+        rediscover_every: Duration::from_secs(3600),
+        health_quiet_period: Duration::from_secs(60),
+        node_health: None,
+        dynamic_mig: None,
+        documents: tokio::sync::watch::channel(None).0,
+        mig_cleanup_every: Duration::from_secs(3600),
+        cdi: Default::default(),
+        drain_grace: Duration::ZERO,
+    }
+}
+
 /// A health probe for which every GPU answers.
 pub struct AlwaysOk;
 impl kubesched_device_plugin::devices::HealthProbe for AlwaysOk {

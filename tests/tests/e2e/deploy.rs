@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kubesched_core::inventory::{INVENTORY_ANNOTATION, NodeInventory};
-use kubesched_e2e::agent::node_resources;
+use kubesched_e2e::agent::{node_resources, remove_inventory_annotation};
 use kubesched_e2e::deploy::{self, kubectl};
 use kubesched_e2e::rbac::NAMESPACE;
 use kubesched_e2e::{Cluster, cluster, pods, poll};
@@ -90,15 +90,7 @@ async fn deploy_and_operate(cluster: &Cluster) -> anyhow::Result<()> {
     // install meets a cluster without kubesched.
     tokio::task::spawn_blocking(|| cluster::script(&["stop-scheduler"])).await??;
     delete_namespace(client).await?;
-    let nodes: Api<Node> = Api::all(client.clone());
-    let key = format!("{ANNOTATION_PREFIX}/{INVENTORY_ANNOTATION}");
-    nodes
-        .patch(
-            &cluster.node,
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"metadata": {"annotations": {&key: null}}})),
-        )
-        .await?;
+    remove_inventory_annotation(cluster).await?;
 
     let images = deploy::build_and_load_images(cluster, &["e2e-1", "e2e-2"])?;
     for image in &images {
@@ -165,14 +157,30 @@ async fn deploy_and_operate(cluster: &Cluster) -> anyhow::Result<()> {
 
     // --- agent upgrade
     let before = containers(cluster, &running).await?;
+    // One pod created as the roll begins (the old agent drains), one once the old agent's
+    // plugins are gone (no agent serves), one after the roll on a device freed by a deletion.
     let roll = upgrade_agent(cluster, &v2, &expected).await?;
     let during = requests(&[("u-during", "mig-1g.10gb")]);
-    let after = requests(&[("u-after", "mig-2g.20gb")]);
-    create_running(cluster, &during, Duration::from_secs(120)).await?;
-    roll.await_done(cluster).await?;
-    create_running(cluster, &after, Duration::from_secs(120)).await?;
+    let gap = requests(&[("u-gap", "mig-2g.20gb")]);
+    let (waited, gap_waited) = tokio::join!(
+        create_running(cluster, &during, Duration::from_secs(120)),
+        roll.await_done(cluster, &gap)
+    );
+    eprintln!(
+        "[e2e] create -> Running: {:?} for the pod created as the roll began, {:?} for the one \
+         created while no agent served",
+        waited?, gap_waited?
+    );
     same_containers(cluster, &before).await?;
     running.extend(during);
+    running.extend(gap);
+    let freed = "d-mig-3g";
+    pods::api(&cluster.client)
+        .delete(freed, &DeleteParams::default())
+        .await?;
+    running.retain(|(name, _)| *name != freed);
+    let after = requests(&[("u-after", "mig-3g.40gb")]);
+    create_running(cluster, &after, Duration::from_secs(120)).await?;
     running.extend(after);
     check_devices(cluster, &running).await?;
 
@@ -233,16 +241,22 @@ async fn create_running(
 ) -> anyhow::Result<BTreeMap<String, Duration>> {
     let mut specs = Vec::new();
     for (name, resource) in requests {
-        specs.push(pods::pod(
-            name,
-            SCENARIO,
-            resource,
-            1,
-            "env; exec sleep 3600",
-            Some(("kubernetes.io/hostname", cluster.node.as_str())),
-        )?);
+        specs.push(pinned_pod(cluster, name, resource)?);
     }
     pods::create_and_wait_running(&cluster.client, specs, timeout).await
+}
+
+/// A pod asking one `resource`, pinned to the real node (the fake nodes of earlier scenarios
+/// are there too), printing its environment.
+fn pinned_pod(cluster: &Cluster, name: &str, resource: &str) -> anyhow::Result<Pod> {
+    pods::pod(
+        name,
+        SCENARIO,
+        resource,
+        1,
+        "env; exec sleep 3600",
+        Some(("kubernetes.io/hostname", cluster.node.as_str())),
+    )
 }
 
 /// Every pod sees exactly its annotated device, none twice; the kubelet's PodResources agree.
@@ -410,13 +424,19 @@ async fn upgrade_agent(
 
 impl Roll {
     /// Waits for the new agent pod (new image) to be Ready with all its plugins registered
-    /// again; logs how long the node had no registered plugin.
-    async fn await_done(&self, cluster: &Cluster) -> anyhow::Result<()> {
+    /// again; logs how long the node had no registered plugin. Creates the `gap` pods as soon
+    /// as the old plugins are gone, and returns how long they took to run once created.
+    async fn await_done(
+        &self,
+        cluster: &Cluster,
+        gap: &[(&str, String)],
+    ) -> anyhow::Result<Duration> {
         let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), NAMESPACE);
         let nodes: Api<Node> = Api::all(cluster.client.clone());
         let deadline = Instant::now() + Duration::from_secs(180);
         let mut old_gone: Option<Instant> = None;
         let mut registered: Option<Instant> = None;
+        let mut gap_running: Option<Duration> = None;
         loop {
             anyhow::ensure!(
                 Instant::now() < deadline,
@@ -430,6 +450,14 @@ impl Roll {
                     .any(|(p, id)| sockets.get(p) != Some(id))
             {
                 old_gone = Some(Instant::now());
+                for (name, resource) in gap {
+                    pods::api(&cluster.client)
+                        .create(
+                            &PostParams::default(),
+                            &pinned_pod(cluster, name, resource)?,
+                        )
+                        .await?;
+                }
             }
             let fresh = !sockets.is_empty()
                 && sockets.len() >= self.old_sockets.len()
@@ -442,6 +470,17 @@ impl Roll {
                     registered = Some(Instant::now());
                 }
             }
+            if let Some(gone) = old_gone
+                && gap_running.is_none()
+            {
+                let mut all = true;
+                for (name, _) in gap {
+                    all &= pods::phase(&pods::api(&cluster.client).get(name).await?) == "Running";
+                }
+                if all {
+                    gap_running = Some(gone.elapsed());
+                }
+            }
             let list = pods.list(&ListParams::default().labels(AGENT_PODS)).await?;
             let new_ready = list.items.iter().any(|p| {
                 p.metadata.name.as_deref() != Some(self.old_pod.as_str())
@@ -452,7 +491,7 @@ impl Roll {
                 .items
                 .iter()
                 .any(|p| p.metadata.name.as_deref() == Some(self.old_pod.as_str()));
-            if let (Some(gone), Some(back)) = (old_gone, registered)
+            if let (Some(gone), Some(back), Some(gap_ran)) = (old_gone, registered, gap_running)
                 && new_ready
                 && !old_left
             {
@@ -465,7 +504,7 @@ impl Roll {
                     (back - gone).as_secs_f64(),
                     self.applied.elapsed().as_secs_f64()
                 );
-                return Ok(());
+                return Ok(gap_ran);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -546,14 +585,7 @@ async fn scheduler_failover(cluster: &Cluster, requests: &[(&str, String)]) -> a
     .await?;
     let stopped = killed.elapsed();
     let (name, resource) = &requests[0];
-    let pod = pods::pod(
-        name,
-        SCENARIO,
-        resource,
-        1,
-        "env; exec sleep 3600",
-        Some(("kubernetes.io/hostname", cluster.node.as_str())),
-    )?;
+    let pod = pinned_pod(cluster, name, resource)?;
     let api = pods::api(&cluster.client);
     api.create(&PostParams::default(), &pod).await?;
     let deadline = Instant::now() + Duration::from_secs(120);
