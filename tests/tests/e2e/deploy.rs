@@ -163,7 +163,7 @@ async fn deploy_and_operate(cluster: &Cluster) -> anyhow::Result<()> {
     let during = requests(&[("u-during", "mig-1g.10gb")]);
     let gap = requests(&[("u-gap", "mig-2g.20gb")]);
     let (waited, gap_waited) = tokio::join!(
-        create_running(cluster, &during, Duration::from_secs(120)),
+        create_running(cluster, &during, Duration::from_secs(300)),
         roll.await_done(cluster, &gap)
     );
     eprintln!(
@@ -220,7 +220,8 @@ async fn delete_namespace(client: &kube::Client) -> anyhow::Result<()> {
     let namespaces = &namespaces;
     poll(
         "the namespace to be deleted",
-        Duration::from_secs(120),
+        // The namespace controller waits for terminating pods (up to their grace period).
+        Duration::from_secs(240),
         Duration::from_millis(250),
         || async move {
             match namespaces.get_opt(NAMESPACE).await? {
@@ -433,14 +434,16 @@ impl Roll {
     ) -> anyhow::Result<Duration> {
         let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), NAMESPACE);
         let nodes: Api<Node> = Api::all(cluster.client.clone());
-        let deadline = Instant::now() + Duration::from_secs(180);
+        // Generous: kubelet 1.20 took up to 54 s to confirm the old agent pod's deletion,
+        // which the DaemonSet controller waits for before it creates the new one.
+        let deadline = Instant::now() + Duration::from_secs(300);
         let mut old_gone: Option<Instant> = None;
         let mut registered: Option<Instant> = None;
         let mut gap_running: Option<Duration> = None;
         loop {
             anyhow::ensure!(
                 Instant::now() < deadline,
-                "the agent upgrade did not finish in 180 s"
+                "the agent upgrade did not finish in 300 s"
             );
             let sockets = plugin_sockets(&cluster.device_plugin_dir);
             if old_gone.is_none()
