@@ -84,6 +84,9 @@ BRIDGE_IP=10.244.0.1          # the pods' gateway: this machine
 SERVICE_RANGE=10.0.0.0/24
 API_SERVICE_IP=10.0.0.1       # ClusterIP of the `kubernetes` Service (first of SERVICE_RANGE)
 KCM_PORT=10257
+# kube-proxy's one job here: the `kubernetes` Service to the API server on loopback.
+API_DNAT=(PREROUTING -i "$BRIDGE" -d "$API_SERVICE_IP" -p tcp --dport 443 -j DNAT
+  --to-destination "127.0.0.1:$API_PORT")
 PAUSE_IMAGE="localhost/pause:local"
 BUSYBOX_IMAGE="localhost/busybox:local"
 KUBE_SCHEDULER_IMAGE="localhost/kube-scheduler:v$KVER"
@@ -385,14 +388,11 @@ pod_network_up() {
   ip addr replace "$BRIDGE_IP/${POD_SUBNET#*/}" dev "$BRIDGE"
   ip link set "$BRIDGE" up
   echo 1 >"/proc/sys/net/ipv4/conf/$BRIDGE/route_localnet"
-  local rule=(PREROUTING -i "$BRIDGE" -d "$API_SERVICE_IP" -p tcp --dport 443 -j DNAT
-    --to-destination "127.0.0.1:$API_PORT")
-  iptables -t nat -C "${rule[@]}" 2>/dev/null || iptables -t nat -A "${rule[@]}"
+  iptables -t nat -C "${API_DNAT[@]}" 2>/dev/null || iptables -t nat -A "${API_DNAT[@]}"
 }
 
 pod_network_down() {
-  iptables -t nat -D PREROUTING -i "$BRIDGE" -d "$API_SERVICE_IP" -p tcp --dport 443 -j DNAT \
-    --to-destination "127.0.0.1:$API_PORT" 2>/dev/null || true
+  iptables -t nat -D "${API_DNAT[@]}" 2>/dev/null || true
   ip link delete "$BRIDGE" 2>/dev/null || true
 }
 

@@ -87,8 +87,6 @@ const DRAIN_PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The publisher task: stopped apart from the agent, after the draining document is written.
 struct Publisher {
-    annotator: Arc<dyn NodeAnnotator>,
-    key: String,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -246,18 +244,13 @@ impl NodeAgent {
         let mut publisher = self.publisher.clone().map(|(annotator, key)| {
             let stop = CancellationToken::new();
             let task = tokio::spawn(run_publisher(
-                annotator.clone(),
-                key.clone(),
+                annotator,
+                key,
                 self.documents.subscribe(),
                 Backoff::default(),
                 stop.clone(),
             ));
-            Publisher {
-                annotator,
-                key,
-                stop,
-                task,
-            }
+            Publisher { stop, task }
         });
         let _stop_publisher = publisher.as_ref().map(|p| p.stop.clone().drop_guard());
         // After a restart, adopt the instances of running pods before advertising anything.
@@ -428,17 +421,14 @@ impl NodeAgent {
     /// timeout.
     async fn drain(&self, document: NodeInventory, publisher: Option<Publisher>) {
         self.announce(document.clone());
-        let Some(publisher) = publisher else { return };
+        let (Some(publisher), Some((annotator, key))) = (publisher, &self.publisher) else {
+            return;
+        };
         // Stopped first, so no older document lands after the draining one.
         publisher.stop.cancel();
         let _ = publisher.task.await;
         let json = InventoryDocument::new(document).json().to_string();
-        match tokio::time::timeout(
-            DRAIN_PUBLISH_TIMEOUT,
-            publisher.annotator.annotate(&publisher.key, &json),
-        )
-        .await
-        {
+        match tokio::time::timeout(DRAIN_PUBLISH_TIMEOUT, annotator.annotate(key, &json)).await {
             Ok(Ok(())) => {
                 tracing::info!(grace = ?self.drain_grace, "inventory marked draining; plugins serve for the grace period")
             }

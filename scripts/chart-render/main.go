@@ -293,9 +293,14 @@ func run(o options) (string, error) {
 				docs = append(docs, d)
 			}
 		}
-		sort.SliceStable(docs, func(i, j int) bool { return kindRank(docs[i]) < kindRank(docs[j]) })
-		for _, d := range docs {
-			fmt.Fprintf(&out, "---\n# Source: %s\n%s\n", tname, d)
+		ranks := make([]int, len(docs))
+		order := make([]int, len(docs))
+		for i, d := range docs {
+			ranks[i], order[i] = kindRank(d), i
+		}
+		sort.SliceStable(order, func(a, b int) bool { return ranks[order[a]] < ranks[order[b]] })
+		for _, i := range order {
+			fmt.Fprintf(&out, "---\n# Source: %s\n%s\n", tname, docs[i])
 		}
 	}
 	return out.String(), nil

@@ -106,11 +106,22 @@ pub fn render(cluster: &Cluster, name: &str, values: &str) -> anyhow::Result<Pat
     Ok(dir)
 }
 
-fn file_args(dir: &Path, files: &[&str]) -> Vec<String> {
-    files
+/// `kubectl ARGS -f DIR/FILE...`.
+fn kubectl_files(
+    cluster: &Cluster,
+    args: &[&str],
+    dir: &Path,
+    files: &[&str],
+) -> anyhow::Result<String> {
+    let paths: Vec<String> = files
         .iter()
-        .flat_map(|f| ["-f".to_string(), dir.join(f).to_string_lossy().into_owned()])
-        .collect()
+        .map(|f| dir.join(f).to_string_lossy().into_owned())
+        .collect();
+    let mut all = args.to_vec();
+    for path in &paths {
+        all.extend(["-f", path]);
+    }
+    kubectl(cluster, &all)
 }
 
 /// The README's install: the namespace, the signing key Secret, then [`INSTALL_FILES`];
@@ -121,10 +132,7 @@ pub fn install(
     dir: &Path,
     before_workloads: impl FnOnce() -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    kubectl(
-        cluster,
-        &["apply", "-f", &dir.join("namespace.yaml").to_string_lossy()],
-    )?;
+    kubectl_files(cluster, &["apply"], dir, &["namespace.yaml"])?;
     let key = std::fs::read_to_string(agent::signing_key_file(cluster)?)?;
     kubectl(
         cluster,
@@ -139,18 +147,13 @@ pub fn install(
         ],
     )?;
     before_workloads()?;
-    let mut args = vec!["apply".to_string()];
-    args.extend(file_args(dir, &INSTALL_FILES));
-    kubectl(
-        cluster,
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-    )?;
+    kubectl_files(cluster, &["apply"], dir, &INSTALL_FILES)?;
     Ok(())
 }
 
 /// Applies one rendered file again (an upgrade of what it holds).
 pub fn apply(cluster: &Cluster, dir: &Path, file: &str) -> anyhow::Result<()> {
-    kubectl(cluster, &["apply", "-f", &dir.join(file).to_string_lossy()])?;
+    kubectl_files(cluster, &["apply"], dir, &[file])?;
     Ok(())
 }
 
@@ -159,11 +162,6 @@ pub fn apply(cluster: &Cluster, dir: &Path, file: &str) -> anyhow::Result<()> {
 pub fn uninstall(cluster: &Cluster, dir: &Path) -> anyhow::Result<()> {
     let mut files: Vec<&str> = INSTALL_FILES.iter().rev().copied().collect();
     files.push("namespace.yaml");
-    let mut args = vec!["delete".to_string(), "--ignore-not-found".to_string()];
-    args.extend(file_args(dir, &files));
-    kubectl(
-        cluster,
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-    )?;
+    kubectl_files(cluster, &["delete", "--ignore-not-found"], dir, &files)?;
     Ok(())
 }

@@ -64,8 +64,7 @@ pub async fn run_plugins(
                 }
             }
         }
-        register_pending(&paths, &mut served).await;
-        registered.send_replace(served.iter().all(|s| s.registered));
+        registered.send_replace(register_pending(&paths, &mut served).await);
         // A restart signal raised while we were already restarting is spent.
         while kubelet_restarts.try_recv().is_ok() {}
         let mut socket_check = tokio::time::interval(paths.poll_interval);
@@ -86,8 +85,7 @@ pub async fn run_plugins(
                     break true;
                 }
                 () = retry => {
-                    register_pending(&paths, &mut served).await;
-                    registered.send_replace(served.iter().all(|s| s.registered));
+                    registered.send_replace(register_pending(&paths, &mut served).await);
                 }
                 // The kubelet wipes the folder when it starts. Our sockets vanishing is a sure
                 // sign even when the new kubelet.sock is indistinguishable from the old one
@@ -115,7 +113,8 @@ pub async fn run_plugins(
     }
 }
 
-async fn register_pending(paths: &KubeletPaths, served: &mut [Served]) {
+/// Registers what is not yet; returns whether every resource now is.
+async fn register_pending(paths: &KubeletPaths, served: &mut [Served]) -> bool {
     for entry in served.iter_mut().filter(|s| !s.registered) {
         let endpoint = socket_name(&entry.resource);
         match register(&paths.kubelet_socket, &endpoint, &entry.resource).await {
@@ -125,6 +124,7 @@ async fn register_pending(paths: &KubeletPaths, served: &mut [Served]) {
             }
         }
     }
+    served.iter().all(|s| s.registered)
 }
 
 async fn stop_all(served: Vec<Served>) {

@@ -104,7 +104,8 @@ async fn deploy_and_operate(cluster: &Cluster) -> anyhow::Result<()> {
     let v1 = deploy::render(cluster, "manifests-v1", &values("e2e-1", &kube_version))?;
     let v2 = deploy::render(cluster, "manifests-v2", &values("e2e-2", &kube_version))?;
     let fixture = one_numa_fixture(cluster)?;
-    let expected = expected_resources(&load_fixture(&fixture)?);
+    let loaded = load_fixture(&fixture)?;
+    let expected = expected_resources(&loaded);
 
     // --- install
     let (label, value) = GPU_NODE_LABEL;
@@ -151,7 +152,7 @@ async fn deploy_and_operate(cluster: &Cluster) -> anyhow::Result<()> {
         applied.elapsed().as_secs_f64()
     );
     wait_workloads_ready(cluster, 2).await?;
-    check_published(cluster, &expected).await?;
+    check_published(cluster, &expected, loaded.gpus.len()).await?;
     let mut running = first.clone();
     check_devices(cluster, &running).await?;
 
@@ -303,6 +304,7 @@ async fn wait_workloads_ready(cluster: &Cluster, replicas: i32) -> anyhow::Resul
 async fn check_published(
     cluster: &Cluster,
     expected: &BTreeMap<String, i64>,
+    gpus: usize,
 ) -> anyhow::Result<()> {
     let node = Api::<Node>::all(cluster.client.clone())
         .get(&cluster.node)
@@ -321,7 +323,7 @@ async fn check_published(
         .with_context(|| format!("no {key} on the node"))?;
     let inventory = NodeInventory::from_json(text)?;
     anyhow::ensure!(
-        inventory.node == cluster.node && inventory.gpus.len() == 4,
+        inventory.node == cluster.node && inventory.gpus.len() == gpus,
         "the published inventory names node {} with {} GPUs",
         inventory.node,
         inventory.gpus.len()
